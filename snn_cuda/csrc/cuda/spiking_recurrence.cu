@@ -1,0 +1,81 @@
+// CUDA launch plumbing. The math, the time loop, the indexing and the gate packing all live in
+// spiking_recurrence.h and are the same code the CPU kernel runs; here each thread takes one lane
+// (a block of one), so each time step's loads and stores of a warp are one coalesced transaction.
+#include "../spiking_recurrence_ops.h"
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+namespace snn_cuda {
+namespace {
+
+constexpr int kThreads = 128;
+
+template <int kReset, typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    lif_forward_kernel(const ForwardArgs<scalar_t, acc_t> args) {
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (lane < args.lanes) lif_forward_lanes<1, kReset>(args, lane, 1);
+}
+
+template <int kReset, typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    lif_backward_kernel(const BackwardArgs<scalar_t, acc_t> args) {
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (lane < args.lanes) lif_backward_lanes<1, kReset>(args, lane, 1);
+}
+
+unsigned int num_blocks(int64_t lanes) {
+  return static_cast<unsigned int>((lanes + kThreads - 1) / kThreads);
+}
+
+struct ForwardCuda {
+  template <typename scalar_t, typename acc_t, int kReset>
+  void operator()(const ForwardArgs<scalar_t, acc_t>& args,
+                  std::integral_constant<int, kReset>) const {
+    lif_forward_kernel<kReset><<<num_blocks(args.lanes), kThreads, 0,
+                                 c10::cuda::getCurrentCUDAStream()>>>(args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+struct BackwardCuda {
+  template <typename scalar_t, typename acc_t, int kReset>
+  void operator()(const BackwardArgs<scalar_t, acc_t>& args,
+                  std::integral_constant<int, kReset>) const {
+    lif_backward_kernel<kReset><<<num_blocks(args.lanes), kThreads, 0,
+                                  c10::cuda::getCurrentCUDAStream()>>>(args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cuda(
+    const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
+    const at::Tensor& penalty, c10::string_view reset, bool delay) {
+  const c10::cuda::CUDAGuard guard(excitation.device());
+  return run_forward(excitation, decay, threshold, penalty, reset, delay, ForwardCuda{});
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_bwd_cuda(
+    const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
+    const at::Tensor& gates, const c10::optional<at::Tensor>& states,
+    const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
+    const at::Tensor& threshold, const at::Tensor& penalty, at::IntArrayRef shape,
+    at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
+    bool need_threshold, bool need_penalty) {
+  const c10::cuda::CUDAGuard guard(gates.device());
+  return run_backward(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
+                      penalty, shape, dtype, reset, delay, need_decay, need_threshold,
+                      need_penalty, BackwardCuda{});
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(snn_cuda, CUDA, m) {
+  m.impl("spiking_recurrence_fwd", &spiking_recurrence_fwd_cuda);
+  m.impl("spiking_recurrence_bwd", &spiking_recurrence_bwd_cuda);
+}
+
+}  // namespace snn_cuda

@@ -1,0 +1,207 @@
+// Host-side plumbing shared by the CPU and CUDA operator implementations: validation, output
+// allocation, and the translation from tensors to the raw-pointer argument structs of the math header.
+#pragma once
+
+#include "spiking_recurrence.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/util/accumulate.h>
+
+#include <tuple>
+#include <type_traits>
+
+namespace snn_cuda {
+
+// "proportional" -> kResetProportional, "subtract" -> kResetSubtract; anything else is an error.
+int parse_reset(c10::string_view reset);
+
+void check_forward_inputs(const at::Tensor& excitation, const at::Tensor& decay,
+                          const at::Tensor& threshold, const at::Tensor& penalty);
+
+void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
+                           const c10::optional<at::Tensor>& grad_outputs, const at::Tensor& gates,
+                           const c10::optional<at::Tensor>& states,
+                           const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
+                           const at::Tensor& threshold, const at::Tensor& penalty,
+                           at::IntArrayRef shape, at::ScalarType dtype, bool need_decay,
+                           bool need_threshold, bool need_penalty, int reset);
+
+struct ForwardTensors {
+  at::Tensor input;  // contiguous excitation
+  at::Tensor states;
+  at::Tensor outputs;
+  at::Tensor gates;
+};
+
+inline ForwardTensors make_forward_tensors(const at::Tensor& excitation) {
+  ForwardTensors f;
+  f.input = excitation.contiguous();
+  const int64_t T = f.input.size(0);
+  const int64_t lanes = c10::multiply_integers(f.input.sizes().begin() + 1, f.input.sizes().end());
+  f.states = at::empty_like(f.input);
+  f.outputs = at::empty_like(f.input);
+  f.gates = at::empty({(T + 7) / 8, lanes}, f.input.options().dtype(at::kByte));
+  return f;
+}
+
+template <typename scalar_t, typename acc_t>
+ForwardArgs<scalar_t, acc_t> make_forward_args(const ForwardTensors& f, const at::Tensor& decay,
+                                               const at::Tensor& threshold,
+                                               const at::Tensor& penalty, bool delay) {
+  ForwardArgs<scalar_t, acc_t> a;
+  a.excitation = f.input.const_data_ptr<scalar_t>();
+  a.states = f.states.data_ptr<scalar_t>();
+  a.outputs = f.outputs.data_ptr<scalar_t>();
+  a.gates = f.gates.data_ptr<uint8_t>();
+  a.decay = decay.const_data_ptr<acc_t>();
+  a.threshold = threshold.const_data_ptr<acc_t>();
+  a.penalty = penalty.const_data_ptr<acc_t>();
+  a.T = f.input.size(0);
+  a.lanes = f.gates.size(1);
+  a.H = f.input.size(-1);
+  a.delay = delay;
+  return a;
+}
+
+struct BackwardTensors {
+  at::Tensor grad_states;   // undefined = zero
+  at::Tensor grad_outputs;  // undefined = zero
+  at::Tensor gates;
+  at::Tensor states;   // undefined unless the decay gradient is asked for
+  at::Tensor outputs;  // undefined unless the proportional reset's threshold/penalty grads are
+  at::Tensor grad_excitation;
+  at::Tensor grad_decay;  // per-lane partial sums [lanes], or undefined
+  at::Tensor grad_threshold;
+  at::Tensor grad_penalty;
+  int64_t H;
+};
+
+inline BackwardTensors make_backward_tensors(
+    const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
+    const at::Tensor& gates, const c10::optional<at::Tensor>& states,
+    const c10::optional<at::Tensor>& outputs, at::IntArrayRef shape, at::ScalarType dtype,
+    bool need_decay, bool need_threshold, bool need_penalty, int reset) {
+  BackwardTensors b;
+  const auto options = gates.options().dtype(dtype);
+  const auto acc_options = gates.options().dtype(at::toOpMathType(dtype));
+  const int64_t lanes = gates.size(1);
+  if (grad_states.has_value()) b.grad_states = grad_states->contiguous();
+  if (grad_outputs.has_value()) b.grad_outputs = grad_outputs->contiguous();
+  b.gates = gates.contiguous();
+  if (need_decay) b.states = states->contiguous();
+  if (reset == kResetProportional && (need_threshold || need_penalty)) {
+    b.outputs = outputs->contiguous();
+  }
+  b.grad_excitation = at::empty(shape, options);
+  // Zero-filled so that T = 0 gives zero gradients without a kernel launch.
+  if (need_decay) b.grad_decay = at::zeros({lanes}, acc_options);
+  if (need_threshold) b.grad_threshold = at::zeros({lanes}, acc_options);
+  if (need_penalty) b.grad_penalty = at::zeros({lanes}, acc_options);
+  b.H = shape.back();
+  return b;
+}
+
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+const T* const_data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
+template <typename scalar_t, typename acc_t>
+BackwardArgs<scalar_t, acc_t> make_backward_args(const BackwardTensors& b,
+                                                 const at::Tensor& decay,
+                                                 const at::Tensor& threshold,
+                                                 const at::Tensor& penalty, bool delay) {
+  BackwardArgs<scalar_t, acc_t> a;
+  a.grad_states = const_data_or_null<scalar_t>(b.grad_states);
+  a.grad_outputs = const_data_or_null<scalar_t>(b.grad_outputs);
+  a.gates = b.gates.const_data_ptr<uint8_t>();
+  a.states = const_data_or_null<scalar_t>(b.states);
+  a.outputs = const_data_or_null<scalar_t>(b.outputs);
+  a.decay = decay.const_data_ptr<acc_t>();
+  a.threshold = threshold.const_data_ptr<acc_t>();
+  a.penalty = penalty.const_data_ptr<acc_t>();
+  a.grad_excitation = b.grad_excitation.data_ptr<scalar_t>();
+  a.grad_decay = data_or_null<acc_t>(b.grad_decay);
+  a.grad_threshold = data_or_null<acc_t>(b.grad_threshold);
+  a.grad_penalty = data_or_null<acc_t>(b.grad_penalty);
+  a.T = b.grad_excitation.size(0);
+  a.lanes = b.gates.size(1);
+  a.H = b.H;
+  a.delay = delay;
+  return a;
+}
+
+// Sums the per-lane parameter gradients over the batch: [lanes] = [batch, H] -> [H]. A gradient
+// that was not asked for comes back as zeros of shape [H].
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> reduce_param_grads(
+    const BackwardTensors& b, const at::Tensor& decay) {
+  auto reduce = [&](const at::Tensor& per_lane) {
+    if (!per_lane.defined() || per_lane.numel() == 0) return at::zeros_like(decay);
+    return per_lane.view({-1, b.H}).sum(0);
+  };
+  return {b.grad_excitation, reduce(b.grad_decay), reduce(b.grad_threshold),
+          reduce(b.grad_penalty)};
+}
+
+// The whole forward operator but the loop launch, which each backend supplies:
+// launch(args, std::integral_constant<int, kReset>) runs the lanes of `args`.
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
+    const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
+    const at::Tensor& penalty, c10::string_view reset, bool delay, const Launch& launch) {
+  const int reset_mode = parse_reset(reset);
+  check_forward_inputs(excitation, decay, threshold, penalty);
+  const ForwardTensors f = make_forward_tensors(excitation);
+  const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.input.scalar_type(),
+                                  "spiking_recurrence_fwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto args = make_forward_args<scalar_t, acc_t>(f, dec, thr, pen, delay);
+    if (args.lanes == 0 || args.T == 0) return;
+    if (reset_mode == kResetProportional) {
+      launch(args, std::integral_constant<int, kResetProportional>{});
+    } else {
+      launch(args, std::integral_constant<int, kResetSubtract>{});
+    }
+  });
+  return {f.states, f.outputs, f.gates};
+}
+
+// The whole backward operator but the loop launch; see run_forward.
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
+    const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
+    const at::Tensor& gates, const c10::optional<at::Tensor>& states,
+    const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
+    const at::Tensor& threshold, const at::Tensor& penalty, at::IntArrayRef shape,
+    at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
+    bool need_threshold, bool need_penalty, const Launch& launch) {
+  const int reset_mode = parse_reset(reset);
+  check_backward_inputs(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
+                        penalty, shape, dtype, need_decay, need_threshold, need_penalty,
+                        reset_mode);
+  const BackwardTensors b =
+      make_backward_tensors(grad_states, grad_outputs, gates, states, outputs, shape, dtype,
+                            need_decay, need_threshold, need_penalty, reset_mode);
+  const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "spiking_recurrence_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto args = make_backward_args<scalar_t, acc_t>(b, dec, thr, pen, delay);
+    if (args.lanes == 0 || args.T == 0) return;
+    if (reset_mode == kResetProportional) {
+      launch(args, std::integral_constant<int, kResetProportional>{});
+    } else {
+      launch(args, std::integral_constant<int, kResetSubtract>{});
+    }
+  });
+  return reduce_param_grads(b, decay);
+}
+
+}  // namespace snn_cuda
