@@ -89,7 +89,7 @@ if use_cuda:
     sources.append(os.path.join(csrc, "cuda", "spiking_recurrence.cu"))
     # --fmad=false keeps a*b+c as two rounded operations, as in the reference loop, so that
     # CUDA results match CPU and reference to rounding of the same expression.
-    nvcc_flags = ["-O3", "-g0", "--fmad=false", "-lineinfo"]
+    nvcc_flags = ["-O3", "--fmad=false", "-lineinfo"]
     extension = CUDAExtension(
         "snn_cuda._C",
         sources,

@@ -69,7 +69,8 @@ def check_excitation(excitation: torch.Tensor) -> None:
 
 
 def check_float_threshold(threshold: Param, reset: str) -> None:
-    if reset == "proportional" and not isinstance(threshold, torch.Tensor) and threshold <= 0:
+    is_number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+    if reset == "proportional" and is_number and threshold <= 0:
         raise ValueError(
             'spiking_recurrence: reset="proportional" divides by the threshold, so a float '
             f"threshold must be > 0, got {threshold}"

@@ -1,0 +1,103 @@
+"""The CUDA kernel against the CPU kernel and the reference. Skipped (with the reason) without a GPU.
+
+The arithmetic the GPU runs is the CPU's (one shared header), so these tests check the launch:
+indexing by thread, the device guard, streams, dtypes, and 64-bit offsets.
+"""
+
+import pytest
+import torch
+
+import snn_cuda
+from snn_cuda import SpikingNeuronLayer, reference
+from snn_cuda.ops import RESETS
+
+from helpers import (
+    assert_close,
+    assert_fires_and_resets,
+    assert_param_grad_close,
+    grads,
+    random_case,
+)
+
+pytestmark = pytest.mark.cuda
+
+
+def has_cuda_kernel():
+    return torch.cuda.is_available() and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "snn_cuda::spiking_recurrence_fwd", "CUDA"
+    )
+
+
+def test_cuda_kernel_is_built():
+    assert has_cuda_kernel(), "snn_cuda was built without its CUDA kernels (SNN_CUDA_BUILD_CUDA=0?)"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("delay", [True, False], ids=["delay", "nodelay"])
+@pytest.mark.parametrize("reset", RESETS)
+def test_cuda_matches_cpu_and_reference(rng, reset, delay, dtype):
+    T = 2 * int(torch.randint(20, 150, (1,), generator=rng)) + 1
+    case = random_case(rng, T, (int(torch.randint(1, 40, (1,), generator=rng)),), 67, dtype=dtype)
+    upstream = [torch.randn(case.excitation.shape, generator=rng).to(dtype) for _ in range(2)]
+    results = {}
+    for name, device, fn in (
+        ("cpu", "cpu", snn_cuda.spiking_recurrence),
+        ("cuda", "cuda", snn_cuda.spiking_recurrence),
+        ("reference", "cuda", reference.spiking_recurrence),
+    ):
+        x = case.excitation.to(device).requires_grad_()
+        ps = [p.to(device).requires_grad_() for p in (case.decay, case.threshold, case.penalty)]
+        states, outputs = fn(x, *ps, reset=reset, delay=delay)
+        g = grads((states, outputs), [x, *ps], [u.to(device) for u in upstream])
+        results[name] = [t.cpu() for t in (states, outputs, *g)]
+    assert_fires_and_resets(results["reference"][1], delay)
+    names = ["states", "outputs", "grad excitation"]
+    for other in ("cpu", "reference"):
+        for i, what in enumerate(names):
+            assert_close(results["cuda"][i], results[other][i], dtype, f"cuda vs {other}: {what}")
+        for i, what in enumerate(["decay", "threshold", "penalty"], start=3):
+            assert_param_grad_close(results["cuda"][i], results[other][i], dtype, f"cuda vs {other}: grad {what}")
+
+
+def test_cuda_layer_and_compile(rng):
+    layer = SpikingNeuronLayer(20, 16, 0.9, 1.0, 1.5, learn_threshold=True).cuda()
+    compiled = torch.compile(layer, fullgraph=True)
+    x = torch.rand(64, 8, 20, generator=rng).cuda() * 1.5
+    eager = layer(x)
+    out = compiled(x)
+    for a, b in zip(eager, out):
+        assert_close(b, a, torch.float32, "compiled vs eager on CUDA")
+
+
+def test_cuda_on_a_second_device_and_side_stream(rng):
+    """Runs on the tensor's device and on the current stream, whatever the current device is."""
+    device = torch.device("cuda", torch.cuda.device_count() - 1)
+    case = random_case(rng, 40, (6,), 9, dtype=torch.float32)
+    expected = snn_cuda.spiking_recurrence(case.excitation, 0.9, 1.0, 1.5)
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.device(device), torch.cuda.stream(stream):
+        got = snn_cuda.spiking_recurrence(case.excitation.to(device), 0.9, 1.0, 1.5)
+    stream.synchronize()
+    for a, b in zip(got, expected):
+        assert_close(a.cpu(), b, torch.float32, "on a side stream")
+
+
+def test_cuda_param_on_wrong_device():
+    x = torch.randn(4, 2, 3, device="cuda")
+    with pytest.raises(ValueError, match="threshold must be on excitation's device cuda:0, got cpu"):
+        snn_cuda.spiking_recurrence(x, 0.9, torch.ones(3))
+
+
+def test_cuda_more_than_2_to_the_31_elements():
+    """64-bit offsets: T * lanes > 2**31. Needs ~13 GB of GPU memory (float16)."""
+    free, _ = torch.cuda.mem_get_info()
+    T, lanes = 3, (2**31) // 3 + 4099
+    if free < 16 * 2**30:
+        pytest.skip(f"needs ~16 GiB of free GPU memory, {free / 2**30:.1f} GiB free")
+    x = torch.empty(T, lanes, dtype=torch.float16, device="cuda").uniform_(-1, 3)
+    states, outputs = snn_cuda.spiking_recurrence(x, 0.9, 1.0, 1.5, delay=False)
+    # Check the lanes at both ends of the range against the reference.
+    for sl in (slice(0, 1000), slice(lanes - 1000, lanes)):
+        s_r, o_r = reference.spiking_recurrence(x[:, sl], 0.9, 1.0, 1.5, delay=False)
+        assert_close(states[:, sl], s_r, torch.float16, "states at the far end")
+        assert_close(outputs[:, sl], o_r, torch.float16, "outputs at the far end")
