@@ -34,32 +34,31 @@ struct NeuronParams {
   acc_t decay;
   acc_t threshold;
   acc_t penalty;
+  acc_t ratio;  // penalty / threshold, computed once per lane as the reference computes it once
 };
 
 template <typename acc_t>
-struct ForwardStep {
-  acc_t v;     // state after the reset
-  acc_t o;     // graded output relu(u - threshold)
-  bool fired;  // g_t
-};
+C10_HOST_DEVICE inline NeuronParams<acc_t> make_neuron_params(acc_t decay, acc_t threshold,
+                                                              acc_t penalty) {
+  return {decay, threshold, penalty, penalty / threshold};
+}
 
-// One forward step of one lane.
+// One forward step of one lane: v is v_{t-1} on entry and v_t on return; o = o_t; fired = g_t (0/1).
+// Branch-free, so that the CPU's lane loop vectorises.
 template <int kReset, typename acc_t>
-C10_HOST_DEVICE inline ForwardStep<acc_t> lif_fwd_step(
-    acc_t input, acc_t v_prev, const NeuronParams<acc_t>& p) {
-  const acc_t u = input + v_prev * p.decay;
+C10_HOST_DEVICE inline void lif_fwd_step(acc_t input, const NeuronParams<acc_t>& p, acc_t& v,
+                                         acc_t& o, uint32_t& fired) {
+  const acc_t u = input + v * p.decay;
   const acc_t x = u - p.threshold;
-  const bool fired = x > acc_t(0);
+  fired = x > acc_t(0) ? 1u : 0u;
   // relu that lets NaN through, as torch.relu does.
-  const acc_t o = x < acc_t(0) ? acc_t(0) : x;
-  const acc_t g = fired ? acc_t(1) : acc_t(0);
-  acc_t v;
+  o = x < acc_t(0) ? acc_t(0) : x;
+  const acc_t g = static_cast<acc_t>(fired);
   if (kReset == kResetProportional) {
-    v = u - ((p.penalty / p.threshold) * u) * g;
+    v = u - (p.ratio * u) * g;
   } else {
     v = u - (p.penalty + o) * g;
   }
-  return {v, o, fired};
 }
 
 // One backward step of one lane.
@@ -68,18 +67,17 @@ C10_HOST_DEVICE inline ForwardStep<acc_t> lif_fwd_step(
 //   u:      u_t, only read by the proportional reset's parameter gradients (pass 0 otherwise).
 // Returns dL/du_t (= dL/dI_t); adds this step's terms of dL/dthreshold and dL/dpenalty.
 template <int kReset, typename acc_t>
-C10_HOST_DEVICE inline acc_t lif_bwd_step(
-    acc_t grad_v, acc_t grad_o, bool fired, acc_t u, const NeuronParams<acc_t>& p,
-    acc_t& grad_threshold, acc_t& grad_penalty) {
-  const acc_t g = fired ? acc_t(1) : acc_t(0);
+C10_HOST_DEVICE inline acc_t lif_bwd_step(acc_t grad_v, acc_t grad_o, uint32_t fired, acc_t u,
+                                          const NeuronParams<acc_t>& p, acc_t& grad_threshold,
+                                          acc_t& grad_penalty) {
+  const acc_t g = static_cast<acc_t>(fired);
   // relu'(x) = [x > 0] = g (relu'(0) = 0, as in torch).
   if (kReset == kResetProportional) {
-    const acc_t ratio = p.penalty / p.threshold;
     // v = u - ratio * u * g, ratio = penalty / threshold.
     const acc_t grad_ratio = -(grad_v * u * g);
-    grad_threshold += -(grad_o * g) - grad_ratio * ratio / p.threshold;
+    grad_threshold += -(grad_o * g) - grad_ratio * p.ratio / p.threshold;
     grad_penalty += grad_ratio / p.threshold;
-    return grad_v * (acc_t(1) - ratio * g) + grad_o * g;
+    return grad_v * (acc_t(1) - p.ratio * g) + grad_o * g;
   } else {
     // v = u - (penalty + relu(u - threshold)) * g: once fired, v no longer depends on u.
     grad_threshold += (grad_v - grad_o) * g;
@@ -125,20 +123,21 @@ struct BackwardArgs {
   bool delay;
 };
 
-// Runs the forward recurrence of lanes [lane0, lane0 + n), n <= kBlock, over all T steps. The time
-// loop is outside and the lane loop inside, so the CPU vectorises across lanes; on the GPU kBlock = 1.
+// The loops below keep per-lane state in small arrays and split each time step into simple loops
+// over the block's lanes, each free of branches inside (conditions depend on t only), so that the
+// CPU compiler vectorises them; on the GPU kBlock = 1 and the arrays are registers.
+
+// Runs the forward recurrence of lanes [lane0, lane0 + n), n <= kBlock, over all T steps.
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline void lif_forward_lanes(
-    const ForwardArgs<scalar_t, acc_t>& a, int64_t lane0, int n) {
+C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>& a,
+                                              int64_t lane0, int n) {
   NeuronParams<acc_t> params[kBlock];
   acc_t v[kBlock];
-  acc_t o[kBlock];
-  uint8_t bits[kBlock];
+  uint32_t bits[kBlock];
   for (int j = 0; j < n; ++j) {
     const int64_t h = (lane0 + j) % a.H;
-    params[j] = {a.decay[h], a.threshold[h], a.penalty[h]};
+    params[j] = make_neuron_params(a.decay[h], a.threshold[h], a.penalty[h]);
     v[j] = acc_t(0);
-    o[j] = acc_t(0);
     bits[j] = 0;
   }
   const int64_t shift = a.delay ? 1 : 0;
@@ -152,26 +151,30 @@ C10_HOST_DEVICE inline void lif_forward_lanes(
   for (int64_t t = 0; t < a.T; ++t) {
     const int64_t row = t + shift;
     const scalar_t* in = a.excitation + t * a.lanes + lane0;
-    scalar_t* st = a.states + row * a.lanes + lane0;
-    scalar_t* out = a.outputs + row * a.lanes + lane0;
     const int bit = static_cast<int>(t & 7);
-    for (int j = 0; j < n; ++j) {
-      const ForwardStep<acc_t> s =
-          lif_fwd_step<kReset, acc_t>(static_cast<acc_t>(in[j]), v[j], params[j]);
-      v[j] = s.v;
-      o[j] = s.o;
-      bits[j] |= static_cast<uint8_t>(s.fired) << bit;
-    }
     if (row < a.T) {
+      scalar_t* st = a.states + row * a.lanes + lane0;
+      scalar_t* out = a.outputs + row * a.lanes + lane0;
       for (int j = 0; j < n; ++j) {
+        uint32_t fired;
+        acc_t o;
+        lif_fwd_step<kReset>(static_cast<acc_t>(in[j]), params[j], v[j], o, fired);
+        bits[j] |= fired << bit;
         st[j] = static_cast<scalar_t>(v[j]);
-        out[j] = static_cast<scalar_t>(o[j]);
+        out[j] = static_cast<scalar_t>(o);
+      }
+    } else {  // the last step of a delayed layer: only its gate is kept
+      for (int j = 0; j < n; ++j) {
+        uint32_t fired;
+        acc_t o;
+        lif_fwd_step<kReset>(static_cast<acc_t>(in[j]), params[j], v[j], o, fired);
+        bits[j] |= fired << bit;
       }
     }
     if (bit == 7 || t == a.T - 1) {
       uint8_t* gate_row = a.gates + (t >> 3) * a.lanes + lane0;
       for (int j = 0; j < n; ++j) {
-        gate_row[j] = bits[j];
+        gate_row[j] = static_cast<uint8_t>(bits[j]);
         bits[j] = 0;
       }
     }
@@ -180,21 +183,27 @@ C10_HOST_DEVICE inline void lif_forward_lanes(
 
 // Runs the backward recurrence of lanes [lane0, lane0 + n), n <= kBlock, from t = T - 1 down to 0.
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline void lif_backward_lanes(
-    const BackwardArgs<scalar_t, acc_t>& a, int64_t lane0, int n) {
+C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_t>& a,
+                                               int64_t lane0, int n) {
   NeuronParams<acc_t> params[kBlock];
   acc_t carry[kBlock];  // dL/dv_t that arrives through u_{t+1} = I_{t+1} + decay * v_t
   acc_t g_decay[kBlock];
   acc_t g_threshold[kBlock];
   acc_t g_penalty[kBlock];
-  uint8_t bits[kBlock];
+  uint32_t bits[kBlock];
+  // This step's inputs, staged so that the step loop itself has no branches.
+  acc_t grad_v[kBlock];
+  acc_t grad_o[kBlock];
+  acc_t u[kBlock];
+  acc_t grad_u[kBlock];
   for (int j = 0; j < n; ++j) {
     const int64_t h = (lane0 + j) % a.H;
-    params[j] = {a.decay[h], a.threshold[h], a.penalty[h]};
+    params[j] = make_neuron_params(a.decay[h], a.threshold[h], a.penalty[h]);
     carry[j] = acc_t(0);
     g_decay[j] = acc_t(0);
     g_threshold[j] = acc_t(0);
     g_penalty[j] = acc_t(0);
+    u[j] = acc_t(0);
   }
   const int64_t shift = a.delay ? 1 : 0;
   const bool need_u = kReset == kResetProportional && a.outputs != nullptr;
@@ -202,34 +211,42 @@ C10_HOST_DEVICE inline void lif_backward_lanes(
     // (v_t, o_t) were returned in `row`; with delay the last step's were not returned at all.
     const int64_t row = t + shift;
     const bool returned = row < a.T;
+    const int64_t row_off = row * a.lanes + lane0;
     const int bit = static_cast<int>(t & 7);
     if (bit == 7 || t == a.T - 1) {
       const uint8_t* gate_row = a.gates + (t >> 3) * a.lanes + lane0;
       for (int j = 0; j < n; ++j) bits[j] = gate_row[j];
     }
-    const int64_t off = t * a.lanes + lane0;
-    const int64_t row_off = row * a.lanes + lane0;
-    // v_{t-1}: states row t with delay, row t - 1 without; v_{-1} = 0.
-    const int64_t prev_row = t - 1 + shift;
-    const bool need_v_prev = a.grad_decay != nullptr && prev_row >= 0;
+    if (returned && a.grad_states != nullptr) {
+      const scalar_t* gs = a.grad_states + row_off;
+      for (int j = 0; j < n; ++j) grad_v[j] = carry[j] + static_cast<acc_t>(gs[j]);
+    } else {
+      for (int j = 0; j < n; ++j) grad_v[j] = carry[j];
+    }
+    if (returned && a.grad_outputs != nullptr) {
+      const scalar_t* go = a.grad_outputs + row_off;
+      for (int j = 0; j < n; ++j) grad_o[j] = static_cast<acc_t>(go[j]);
+    } else {
+      for (int j = 0; j < n; ++j) grad_o[j] = acc_t(0);
+    }
+    if (need_u && returned) {
+      // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
+      const scalar_t* out = a.outputs + row_off;
+      for (int j = 0; j < n; ++j) u[j] = static_cast<acc_t>(out[j]) + params[j].threshold;
+    }
+    scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
     for (int j = 0; j < n; ++j) {
-      acc_t grad_v = carry[j];
-      acc_t grad_o = acc_t(0);
-      acc_t u = acc_t(0);
-      if (returned) {
-        if (a.grad_states != nullptr) grad_v += static_cast<acc_t>(a.grad_states[row_off + j]);
-        if (a.grad_outputs != nullptr) grad_o = static_cast<acc_t>(a.grad_outputs[row_off + j]);
-        // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
-        if (need_u) u = static_cast<acc_t>(a.outputs[row_off + j]) + params[j].threshold;
-      }
-      const bool fired = (bits[j] >> bit) & 1;
-      const acc_t grad_u = lif_bwd_step<kReset, acc_t>(
-          grad_v, grad_o, fired, u, params[j], g_threshold[j], g_penalty[j]);
-      a.grad_excitation[off + j] = static_cast<scalar_t>(grad_u);
-      if (need_v_prev) {
-        g_decay[j] += grad_u * static_cast<acc_t>(a.states[prev_row * a.lanes + lane0 + j]);
-      }
-      carry[j] = grad_u * params[j].decay;
+      const uint32_t fired = (bits[j] >> bit) & 1u;
+      grad_u[j] = lif_bwd_step<kReset>(grad_v[j], grad_o[j], fired, u[j], params[j],
+                                       g_threshold[j], g_penalty[j]);
+      gx[j] = static_cast<scalar_t>(grad_u[j]);
+      carry[j] = grad_u[j] * params[j].decay;
+    }
+    // v_{t-1}: states row t with delay, row t - 1 without; v_{-1} = 0 adds nothing.
+    const int64_t prev_row = t - 1 + shift;
+    if (a.grad_decay != nullptr && prev_row >= 0) {
+      const scalar_t* v_prev = a.states + prev_row * a.lanes + lane0;
+      for (int j = 0; j < n; ++j) g_decay[j] += grad_u[j] * static_cast<acc_t>(v_prev[j]);
     }
   }
   for (int j = 0; j < n; ++j) {
