@@ -7,11 +7,14 @@
 
 from . import reference
 from .layers import SpikingNeuronLayer
+from .models import NonSpikingNet, SpikingNet
 from .ops import SpikingRecurrenceFunction, spiking_recurrence
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "NonSpikingNet",
+    "SpikingNet",
     "SpikingNeuronLayer",
     "SpikingRecurrenceFunction",
     "reference",

@@ -123,6 +123,32 @@ struct BackwardArgs {
   bool delay;
 };
 
+// The constants of a block of lanes, one array per constant (structure of arrays, so that the
+// CPU's vector loads of lanes j..j+3 are contiguous). params[j] gives lane j's NeuronParams.
+template <int kBlock, typename acc_t>
+struct LaneParams {
+  acc_t decay[kBlock];
+  acc_t threshold[kBlock];
+  acc_t penalty[kBlock];
+  acc_t ratio[kBlock];
+
+  C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, int64_t H,
+                                   int64_t lane0, int n) {
+    for (int j = 0; j < n; ++j) {
+      const int64_t h = (lane0 + j) % H;
+      const NeuronParams<acc_t> np = make_neuron_params(d[h], t[h], p[h]);
+      decay[j] = np.decay;
+      threshold[j] = np.threshold;
+      penalty[j] = np.penalty;
+      ratio[j] = np.ratio;
+    }
+  }
+
+  C10_HOST_DEVICE inline NeuronParams<acc_t> operator[](int j) const {
+    return {decay[j], threshold[j], penalty[j], ratio[j]};
+  }
+};
+
 // The loops below keep per-lane state in small arrays and split each time step into simple loops
 // over the block's lanes, each free of branches inside (conditions depend on t only), so that the
 // CPU compiler vectorises them; on the GPU kBlock = 1 and the arrays are registers.
@@ -131,12 +157,11 @@ struct BackwardArgs {
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>& a,
                                               int64_t lane0, int n) {
-  NeuronParams<acc_t> params[kBlock];
+  LaneParams<kBlock, acc_t> params;
   acc_t v[kBlock];
   uint32_t bits[kBlock];
+  params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
   for (int j = 0; j < n; ++j) {
-    const int64_t h = (lane0 + j) % a.H;
-    params[j] = make_neuron_params(a.decay[h], a.threshold[h], a.penalty[h]);
     v[j] = acc_t(0);
     bits[j] = 0;
   }
@@ -185,7 +210,7 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_t>& a,
                                                int64_t lane0, int n) {
-  NeuronParams<acc_t> params[kBlock];
+  LaneParams<kBlock, acc_t> params;
   acc_t carry[kBlock];  // dL/dv_t that arrives through u_{t+1} = I_{t+1} + decay * v_t
   acc_t g_decay[kBlock];
   acc_t g_threshold[kBlock];
@@ -196,9 +221,8 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
   acc_t grad_o[kBlock];
   acc_t u[kBlock];
   acc_t grad_u[kBlock];
+  params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
   for (int j = 0; j < n; ++j) {
-    const int64_t h = (lane0 + j) % a.H;
-    params[j] = make_neuron_params(a.decay[h], a.threshold[h], a.penalty[h]);
     carry[j] = acc_t(0);
     g_decay[j] = acc_t(0);
     g_threshold[j] = acc_t(0);
@@ -232,7 +256,7 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
     if (need_u && returned) {
       // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
       const scalar_t* out = a.outputs + row_off;
-      for (int j = 0; j < n; ++j) u[j] = static_cast<acc_t>(out[j]) + params[j].threshold;
+      for (int j = 0; j < n; ++j) u[j] = static_cast<acc_t>(out[j]) + params.threshold[j];
     }
     scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
     for (int j = 0; j < n; ++j) {
@@ -240,7 +264,7 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
       grad_u[j] = lif_bwd_step<kReset>(grad_v[j], grad_o[j], fired, u[j], params[j],
                                        g_threshold[j], g_penalty[j]);
       gx[j] = static_cast<scalar_t>(grad_u[j]);
-      carry[j] = grad_u[j] * params[j].decay;
+      carry[j] = grad_u[j] * params.decay[j];
     }
     // v_{t-1}: states row t with delay, row t - 1 without; v_{-1} = 0 adds nothing.
     const int64_t prev_row = t - 1 + shift;

@@ -1,0 +1,138 @@
+"""The seed's networks: the two-layer SpikingNet and its non-spiking comparison."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import SpikingNeuronLayer, check_backend
+
+REDUCTIONS = ("mean", "sum")
+
+
+class SpikingNet(nn.Module):
+    """The seed's ``SpikingNet``: a noisy input encoding, two spiking layers, time-averaged logits.
+
+    At every step ``t`` the flattened image is multiplied by a fresh uniform [0, 1) noise mask;
+    layer 1 (``n_inputs -> n_hidden``) and layer 2 (``n_hidden -> n_classes``) are
+    :class:`SpikingNeuronLayer` s with decay 0.9, threshold 1.0 and penalty 1.5 (the seed's values);
+    layer 2 reads layer 1's returned outputs; the logits are layer 2's returned *states* reduced over
+    steps ``begin_eval .. T-1``. ``forward`` returns log-probabilities.
+
+    The seed reduces with the mean: its ``OutputDataToSpikingPerceptronLayer(average_output=False)``
+    maps to ``mean`` (its flag's name and comment say sum). ``reduction="sum"`` is the other choice.
+
+    Args:
+        n_time_steps: T. begin_eval: the first step that counts towards the logits.
+        n_inputs, n_hidden, n_classes: layer sizes (784, 100, 10 in the seed).
+        backend: ``"fused"`` or ``"reference"`` (the per-step loop).
+        reduction: ``"mean"`` (the seed's) or ``"sum"``.
+        reset: the reset rule of both layers (the seed's code: ``"proportional"``).
+
+    Shapes:
+        x: ``[B, ...]`` with ``n_inputs`` values per example (an image ``[B, 1, 28, 28]`` is flattened);
+        masks (optional): ``[T, B, n_inputs]``; returns ``[B, n_classes]`` log-probabilities.
+
+    Example::
+
+        >>> net = SpikingNet(n_time_steps=32, n_inputs=64)
+        >>> net(torch.rand(5, 1, 8, 8)).shape
+        torch.Size([5, 10])
+    """
+
+    def __init__(
+        self,
+        n_time_steps: int = 128,
+        begin_eval: int = 0,
+        n_inputs: int = 784,
+        n_hidden: int = 100,
+        n_classes: int = 10,
+        backend: str = "fused",
+        reduction: str = "mean",
+        reset: str = "proportional",
+    ):
+        super().__init__()
+        if not 0 <= begin_eval < n_time_steps:
+            raise ValueError(
+                f"need 0 <= begin_eval < n_time_steps, got begin_eval={begin_eval}, "
+                f"n_time_steps={n_time_steps}"
+            )
+        if reduction not in REDUCTIONS:
+            raise ValueError(f'reduction must be "mean" or "sum", got {reduction!r}')
+        check_backend(backend)
+        self.n_time_steps = n_time_steps
+        self.begin_eval = begin_eval
+        self.n_inputs = n_inputs
+        self.reduction = reduction
+        constants = dict(decay_multiplier=0.9, threshold=1.0, penalty_threshold=1.5, reset=reset,
+                         backend=backend)
+        self.layer1 = SpikingNeuronLayer(n_inputs, n_hidden, **constants)
+        self.layer2 = SpikingNeuronLayer(n_hidden, n_classes, **constants)
+
+    @property
+    def backend(self) -> str:
+        return self.layer1.backend
+
+    def noise_masks(self, batch: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """All T input masks at once, uniform [0, 1), on the model's device: ``[T, batch, n_inputs]``."""
+        weight = self.layer1.fc.weight
+        return torch.rand(
+            self.n_time_steps, batch, self.n_inputs,
+            generator=generator, device=weight.device, dtype=weight.dtype,
+        )
+
+    def forward_through_time(
+        self,
+        x: torch.Tensor,
+        masks: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Logits ``[B, n_classes]`` and every layer's ``(states, outputs)`` over time, as the seed's
+        method of the same name: ``(layer1_states, layer1_outputs, layer2_states, layer2_outputs)``,
+        each ``[T, B, n]``."""
+        x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.n_inputs:
+            raise ValueError(
+                f"SpikingNet expects {self.n_inputs} input values per example, got {x.shape[1]}"
+            )
+        if masks is None:
+            masks = self.noise_masks(x.shape[0], generator)
+        elif masks.shape != (self.n_time_steps, x.shape[0], self.n_inputs):
+            raise ValueError(
+                f"masks must have shape [T, B, n_inputs] = "
+                f"{[self.n_time_steps, x.shape[0], self.n_inputs]}, got {list(masks.shape)}"
+            )
+        spikes_in = masks * x
+        states1, outputs1 = self.layer1(spikes_in)
+        states2, outputs2 = self.layer2(outputs1)
+        window = states2[self.begin_eval:]
+        logits = window.mean(0) if self.reduction == "mean" else window.sum(0)
+        return logits, (states1, outputs1, states2, outputs2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        masks: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        logits, _ = self.forward_through_time(x, masks, generator)
+        return F.log_softmax(logits, dim=-1)
+
+
+class NonSpikingNet(nn.Module):
+    """The seed's comparison network: Linear, ReLU, Linear, log-softmax."""
+
+    def __init__(self, n_inputs: int = 784, n_hidden: int = 100, n_classes: int = 10):
+        super().__init__()
+        self.n_inputs = n_inputs
+        self.layer1 = nn.Linear(n_inputs, n_hidden)
+        self.layer2 = nn.Linear(n_hidden, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], -1)
+        x = F.relu(self.layer1(x))
+        x = self.layer2(x)
+        return F.log_softmax(x, dim=-1)

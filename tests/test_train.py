@@ -1,0 +1,217 @@
+"""The seed's networks, the data readers, and the training command (short runs on small data)."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from snn_cuda import NonSpikingNet, SpikingNet
+from snn_cuda.cli import main as cli_main
+from snn_cuda.data import DataError, load_mnist, read_idx, write_idx
+
+from helpers import assert_close
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_spiking_net_backends_agree(rng):
+    """Same weights, same noise masks: fused and reference SpikingNet give the same log-probabilities
+    and parameter gradients (float64)."""
+    T, B = 37, 6
+    nets = {b: SpikingNet(n_time_steps=T, begin_eval=5, n_inputs=64, backend=b).double()
+            for b in ("fused", "reference")}
+    nets["reference"].load_state_dict(nets["fused"].state_dict())
+    x = torch.rand(B, 1, 8, 8, generator=rng, dtype=torch.float64) * 3 - 0.5
+    masks = nets["fused"].noise_masks(B, generator=rng)
+    target = torch.randint(0, 10, (B,), generator=rng)
+    out = {}
+    for name, net in nets.items():
+        logp = net(x, masks=masks)
+        torch.nn.functional.nll_loss(logp, target).backward()
+        out[name] = [logp] + [p.grad for p in net.parameters()]
+        _, (s1, o1, s2, o2) = net.forward_through_time(x, masks=masks)
+        assert (o1 > 0).any() and (o2 > 0).any(), "no spikes: the comparison would be vacuous"
+    for a, b in zip(out["fused"], out["reference"]):
+        assert_close(a, b, torch.float64, "fused vs reference SpikingNet", atol=1e-10, rtol=1e-10)
+
+
+def test_spiking_net_is_the_seed_network(rng):
+    """The logits are the mean of layer 2's returned states over steps begin_eval..T-1 (or the sum)."""
+    net = SpikingNet(n_time_steps=20, begin_eval=3, n_inputs=64).double()
+    x = torch.rand(4, 64, generator=rng, dtype=torch.float64)
+    masks = net.noise_masks(4, generator=rng)
+    logits, (s1, o1, s2, o2) = net.forward_through_time(x, masks=masks)
+    states1, outputs1 = net.layer1(masks * x)
+    states2, _ = net.layer2(outputs1)
+    assert torch.equal(s2, states2)
+    assert_close(logits, states2[3:].mean(0), torch.float64, "mean logits")
+    net.reduction = "sum"
+    logits_sum, _ = net.forward_through_time(x, masks=masks)
+    assert_close(logits_sum, states2[3:].sum(0), torch.float64, "sum logits")
+    with pytest.raises(ValueError, match="begin_eval < n_time_steps"):
+        SpikingNet(n_time_steps=4, begin_eval=4)
+    with pytest.raises(ValueError, match=r"masks must have shape \[T, B, n_inputs\]"):
+        net(x, masks=masks[:3])
+
+
+def test_nonspiking_net():
+    net = NonSpikingNet(n_inputs=64)
+    out = net(torch.rand(3, 1, 8, 8))
+    assert out.shape == (3, 10)
+    assert torch.allclose(out.exp().sum(1), torch.ones(3))
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_reader_roundtrip(tmp_path, suffix, rng):
+    images = torch.randint(0, 256, (7, 5, 3), generator=rng, dtype=torch.uint8).numpy()
+    path = str(tmp_path / f"imgs-idx3-ubyte{suffix}")
+    write_idx(path, images)
+    assert np.array_equal(read_idx(path), images)
+
+
+def test_idx_reader_rejects_corrupt_files(tmp_path):
+    bad_magic = tmp_path / "bad"
+    bad_magic.write_bytes(b"\x12\x34\x08\x01" + (3).to_bytes(4, "big") + b"abc")
+    with pytest.raises(DataError, match="is not an IDX file: its header starts with 12340801"):
+        read_idx(str(bad_magic))
+    short = tmp_path / "short"
+    short.write_bytes(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big")
+                      + (28).to_bytes(4, "big") + b"\x00" * 100)
+    with pytest.raises(DataError, match=r"header says shape \(10, 28, 28\).*but 100 bytes follow"):
+        read_idx(str(short))
+    truncated_gz = tmp_path / "t.gz"
+    truncated_gz.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (5).to_bytes(4, "big") + b"abcde")[:-6])
+    with pytest.raises(DataError, match="cannot read IDX file"):
+        read_idx(str(truncated_gz))
+
+
+def write_fake_mnist(folder, rng, n_train=40, n_test=20, gz=True):
+    os.makedirs(folder, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte{suffix}"),
+                  torch.randint(0, 256, (n, 28, 28), generator=rng, dtype=torch.uint8).numpy())
+        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{suffix}"),
+                  torch.randint(0, 10, (n,), generator=rng, dtype=torch.uint8).numpy())
+
+
+def test_load_mnist_from_idx_files(tmp_path, rng):
+    write_fake_mnist(str(tmp_path), rng, gz=False)
+    train, test = load_mnist(str(tmp_path), download=False)
+    assert train.images.shape == (40, 1, 28, 28) and test.labels.shape == (20,)
+    assert train.images.min() >= -0.5 and train.images.max() <= 0.5  # the seed's scaling
+    with pytest.raises(DataError, match="MNIST files missing from .*train-images-idx3-ubyte"):
+        load_mnist(str(tmp_path / "nowhere"), download=False)
+
+
+def run_cli(*args):
+    return cli_main(list(args))
+
+
+def test_train_writes_everything_and_learns(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    code = run_cli("train", "--epochs", "2", "--time-steps", "16", "--train-limit", "320",
+                   "--test-limit", "100", "--batch-size", "16", "--lr", "0.1", "0.05", "--out", out)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| model | test acc ep1 | test acc ep2 | s/epoch (mean) |" in printed
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    for kind in ("spiking", "nonspiking"):
+        history = metrics["models"][kind]
+        assert [h["epoch"] for h in history] == [1, 2]
+        # It learns: the second epoch's training loss is below the first's and well below chance.
+        assert history[1]["train_loss"] < history[0]["train_loss"]
+        assert history[1]["test_accuracy"] > 0.3
+        for epoch in (1, 2):
+            assert os.path.getsize(os.path.join(out, kind, f"checkpoint_epoch{epoch:03d}.pt")) > 0
+    plots = os.listdir(os.path.join(out, "plots"))
+    for name in ("training_curves.png", "input.png", "layer0_states.png", "layer0_outputs.png",
+                 "layer1_states.png", "layer1_outputs.png", "hidden_neuron_states.png",
+                 "label_neuron_states.png"):
+        assert name in plots and os.path.getsize(os.path.join(out, "plots", name)) > 1000, name
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    common = ["train", "--time-steps", "12", "--train-limit", "192", "--test-limit", "60",
+              "--batch-size", "32", "--model", "spiking"]
+    full = str(tmp_path / "full")
+    assert run_cli(*common, "--epochs", "3", "--out", full) == 0
+    part = str(tmp_path / "part")
+    assert run_cli(*common, "--epochs", "3", "--out", part) == 0
+    # Simulate a crash during epoch 3: its checkpoint never got written.
+    os.remove(os.path.join(part, "spiking", "checkpoint_epoch003.pt"))
+    assert run_cli(*common, "--epochs", "3", "--out", part, "--resume") == 0
+    a = json.load(open(os.path.join(full, "metrics.json")))["models"]["spiking"]
+    b = json.load(open(os.path.join(part, "metrics.json")))["models"]["spiking"]
+    for ha, hb in zip(a, b):
+        for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+            assert ha[key] == hb[key], (key, ha, hb)
+    wa = torch.load(os.path.join(full, "spiking", "checkpoint_epoch003.pt"), weights_only=False)["model"]
+    wb = torch.load(os.path.join(part, "spiking", "checkpoint_epoch003.pt"), weights_only=False)["model"]
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    cases = [
+        (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+        (["--batch-size", "-3"], "--batch-size must be >= 1"),
+        (["--time-steps", "8", "--begin-eval", "8"], "--begin-eval must be in [0, time steps)"),
+        (["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--no-download"], "MNIST files missing"),
+        (["--resume", "--out", str(tmp_path / "nothing")], "no checkpoint of spiking, nonspiking"),
+        (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+    ]
+    for args, message in cases:
+        assert run_cli("train", *args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_corrupt_idx_and_checkpoint_errors(tmp_path, rng, capsys):
+    data = tmp_path / "mnist"
+    write_fake_mnist(str(data), rng)
+    with open(data / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(gzip.compress(b"\x07\x00\x08\x01garbage"))
+    assert run_cli("train", "--dataset", "mnist", "--data-dir", str(data), "--no-download") == 2
+    assert "is not an IDX file" in capsys.readouterr().err
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert run_cli("plot", "--checkpoint", str(bad)) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_existing_checkpoints_are_never_overwritten(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "--epochs", "1", "--time-steps", "8", "--train-limit", "64", "--test-limit", "20",
+            "--model", "spiking", "--out", out]
+    assert run_cli(*args) == 0
+    path = os.path.join(out, "spiking", "checkpoint_epoch001.pt")
+    before = open(path, "rb").read()
+    assert run_cli(*args) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    # Resuming with different settings is refused, and leaves the checkpoint alone.
+    assert run_cli(*args[:-2], "--time-steps", "9", "--out", out, "--resume") == 2
+    assert "different settings: time_steps=8 (now 9)" in capsys.readouterr().err
+    assert open(path, "rb").read() == before
+
+
+def test_plot_command(tmp_path):
+    out = str(tmp_path / "run")
+    assert run_cli("train", "--epochs", "1", "--time-steps", "8", "--train-limit", "64",
+                   "--test-limit", "20", "--model", "spiking", "--out", out) == 0
+    pictures = str(tmp_path / "pics")
+    assert run_cli("plot", "--checkpoint", os.path.join(out, "spiking", "checkpoint_epoch001.pt"),
+                   "--index", "3", "--out", pictures) == 0
+    assert len([n for n in os.listdir(pictures) if n.endswith(".png")]) == 9
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "snn_cuda", "train", "--epochs", "0"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --epochs must be >= 1, got 0"
