@@ -233,8 +233,13 @@ def train_one_epoch(model, optimizer, loader, epoch: int, cfg: TrainConfig, ctx:
     model.train()
     total_loss = total_correct = total_seen = 0.0
     begin = time.perf_counter()
+    import sys
+
+    # On a terminal the bar redraws ten times a second; in a log file, every ten seconds.
+    interactive = sys.stderr.isatty()
     bar = tqdm(loader, desc=f"{kind} epoch {epoch}/{cfg.epochs}", unit="batch",
-               disable=not ctx.is_main, dynamic_ncols=True, leave=True)
+               disable=not ctx.is_main, dynamic_ncols=True, leave=True,
+               mininterval=0.1 if interactive else 10.0)
     for x, y in bar:
         x, y = x.to(ctx.device), y.to(ctx.device)
         optimizer.zero_grad()
@@ -248,7 +253,7 @@ def train_one_epoch(model, optimizer, loader, epoch: int, cfg: TrainConfig, ctx:
         total_seen += n
         elapsed = time.perf_counter() - begin
         bar.set_postfix(loss=f"{total_loss / total_seen:.4f}", acc=f"{100 * total_correct / total_seen:.1f}%",
-                        samples_s=f"{total_seen / max(elapsed, 1e-9):.0f}")
+                        samples_s=f"{total_seen / max(elapsed, 1e-9):.0f}", refresh=False)
     bar.close()
     seconds = time.perf_counter() - begin
     return {"train_loss": total_loss / max(total_seen, 1), "train_accuracy": total_correct / max(total_seen, 1),
@@ -340,6 +345,7 @@ def machine() -> dict:
 def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]]:
     ctx = setup_distributed(cfg.device)
     validate(cfg, ctx.world_size)
+    cfg.batch_size = cfg.resolved_batch_size()
     if cfg.out is None:
         if resume:
             raise UserError("--resume needs --out: the folder of the run to continue")
@@ -371,7 +377,6 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]
     except DataError as error:
         raise UserError(str(error)) from None
     train, test = train.subset(cfg.train_limit), test.subset(cfg.test_limit)
-    cfg.batch_size = cfg.resolved_batch_size()
     log(f"{cfg.dataset}: {len(train)} train / {len(test)} test examples of {tuple(train.images.shape[1:])}; "
         f"device {ctx.device}, {ctx.world_size} process(es), backend {cfg.backend}, T={cfg.time_steps}, "
         f"batch {cfg.batch_size}; writing to {cfg.out}")
@@ -384,6 +389,9 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]
     if ctx.is_main:
         log("\n" + comparison_table(histories))
         write_pictures(cfg, histories, test, ctx)
+    if ctx.world_size > 1:
+        dist.barrier()  # rank 0 has written its files
+        dist.destroy_process_group()
     return histories
 
 

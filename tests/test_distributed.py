@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -68,14 +69,21 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     assert changed, "the step changed nothing: the comparison would be vacuous"
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_training_command_under_torchrun(tmp_path):
     out = str(tmp_path / "run")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={free_port()}",
            "-m", "snn_cuda", "train", "--epochs", "1", "--time-steps", "8", "--train-limit", "96",
            "--test-limit", "40", "--batch-size", "16", "--model", "spiking", "--device", "cpu",
            "--out", out]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 process(es)" in proc.stdout
     history = json.load(open(os.path.join(out, "metrics.json")))["models"]["spiking"]
