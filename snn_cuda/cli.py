@@ -1,4 +1,4 @@
-"""Command line: ``python -m snn_cuda {train,plot} ...`` (also installed as ``snn-cuda``)."""
+"""Command line: ``python -m snn_cuda {train,plot,stdp} ...`` (also installed as ``snn-cuda``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,66 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--index", type=int, default=0, help="test example to show")
     plot.add_argument("--out", default=None, help="folder for the PNG files (default: next to the checkpoint)")
     plot.add_argument("--data-dir", default=None, help="where the MNIST files are, for an MNIST checkpoint")
+    stdp = sub.add_parser(
+        "stdp",
+        help="measure the STDP window that backpropagation through the neuron produces",
+        description="Measures dL/dw against the pre/post spike-time difference for isolated pairs and "
+        "with an earlier postsynaptic spike, for several decays, both resets and both delays; then the "
+        "window of a trained SpikingNet's hidden->output weights. Writes a CSV/JSON table, a plot and "
+        "a plain-words summary to --out.",
+    )
+    stdp.add_argument("--decays", type=float, nargs="+", default=[0.8, 0.9, 0.95])
+    stdp.add_argument("--max-lag", type=int, default=15, help="Δt from -max-lag to max-lag")
+    stdp.add_argument("--checkpoint", default=None,
+                      help="a spiking checkpoint for the population window (default: train one epoch on digits)")
+    stdp.add_argument("--batch", type=int, default=256, help="test examples for the population window")
+    stdp.add_argument("--no-population", action="store_true", help="only the controlled experiment")
+    stdp.add_argument("--out", default="runs/stdp")
     return parser
+
+
+def run_stdp(args) -> None:
+    import os
+
+    import torch
+
+    from . import stdp
+    from .train import TrainConfig, UserError, build_model, latest_checkpoint, load_checkpoint, run_training
+    from .data import DataError, load_dataset
+
+    if args.max_lag < 1 or any(not 0 < d < 1 for d in args.decays) or args.batch < 1:
+        raise UserError("--max-lag and --batch must be >= 1 and every decay in (0, 1)")
+    results = stdp.run_controlled(args.decays, ["proportional", "subtract"], [True, False], args.max_lag)
+    population = None
+    if not args.no_population:
+        path = args.checkpoint
+        if path is None:
+            folder = os.path.join(args.out, "trained_model")
+            path = latest_checkpoint(folder, "spiking")
+            if path is None:
+                print(f"no --checkpoint: training a SpikingNet on digits for one epoch into {folder}")
+                run_training(TrainConfig(epochs=1, model="spiking", out=folder, device="cpu"))
+                path = latest_checkpoint(folder, "spiking")
+        ckpt = load_checkpoint(path)
+        if ckpt["kind"] != "spiking":
+            raise UserError(f"{path} is a {ckpt['kind']} checkpoint; the population window needs a spiking one")
+        cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__})
+        try:
+            _, test = load_dataset(cfg.dataset, cfg.data_dir, download=False)
+        except DataError as error:
+            raise UserError(str(error)) from None
+        model = build_model("spiking", cfg, ckpt["n_inputs"], ckpt["n_classes"])
+        model.load_state_dict(ckpt["model"])
+        n = min(args.batch, len(test))
+        population = stdp.population_window(model, test.images[:n], test.labels[:n], args.max_lag,
+                                            torch.Generator().manual_seed(cfg.seed))
+        print(f"population window from {path} over {n} test examples")
+    paths = stdp.write_outputs(results, population, args.out)
+    print()
+    print(stdp.table(results))
+    print()
+    print(open(paths["summary"]).read())
+    print("wrote " + ", ".join(paths.values()))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -48,6 +107,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "plots")
             paths = plots_from_checkpoint(args.checkpoint, args.index, out, data_dir=args.data_dir)
             print(f"wrote {len(paths)} pictures to {out}")
+        elif args.command == "stdp":
+            run_stdp(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -99,13 +99,17 @@ class SpikingNet(nn.Module):
                 f"SpikingNet expects {self.n_inputs} input values per example, got {x.shape[1]}"
             )
         if masks is None:
+            # In place: the [T, B, n_inputs] masks are the largest tensor of the step; only their
+            # product with x is needed (layer 1 keeps it for its weight gradient).
             masks = self.noise_masks(x.shape[0], generator)
+            spikes_in = masks.mul_(x) if not x.requires_grad else masks * x
         elif masks.shape != (self.n_time_steps, x.shape[0], self.n_inputs):
             raise ValueError(
                 f"masks must have shape [T, B, n_inputs] = "
                 f"{[self.n_time_steps, x.shape[0], self.n_inputs]}, got {list(masks.shape)}"
             )
-        spikes_in = masks * x
+        else:
+            spikes_in = masks * x
         states1, outputs1 = self.layer1(spikes_in)
         states2, outputs2 = self.layer2(outputs1)
         window = states2[self.begin_eval:]
