@@ -65,12 +65,14 @@ def random_shape(generator: torch.Generator, kind: str):
 
     if kind == "T1":
         return 1, (randint(1, 6),), randint(1, 9)
+    # Long enough, and with enough lanes, that some lane fires at least twice (the reset is tested)
+    # with overwhelming probability: a lane fires about once in five steps here.
     if kind == "nobatch":
-        return 2 * randint(1, 60) + 1, (), randint(1, 40)
+        return 2 * randint(15, 60) + 1, (), randint(4, 40)
     if kind == "batch":
-        return 2 * randint(5, 150) + 1, (randint(1, 9),), randint(1, 37)
+        return 2 * randint(15, 150) + 1, (randint(2, 9),), randint(3, 37)
     if kind == "multibatch":
-        return randint(2, 80), (randint(1, 4), randint(1, 5)), randint(1, 13)
+        return randint(30, 80), (randint(2, 4), randint(1, 5)), randint(2, 13)
     raise ValueError(kind)
 
 

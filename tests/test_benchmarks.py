@@ -1,0 +1,41 @@
+"""Smoke tests: each benchmark script runs end to end at a tiny size (so it cannot rot). They check
+that the scripts produce their tables and files, never how fast anything is."""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_bench_recurrence_tiny(tmp_path):
+    out = run("bench_recurrence.py", "--T", "4", "9", "--lanes", "300", "--H", "30", "--repeats", "1",
+              "--warmup", "0", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"))
+    assert "| device | dtype | T | lanes | allocator |" in out
+    rows = json.load(open(tmp_path / "r.json"))["rows"]
+    assert {r["allocator"] for r in rows} == {"default", "tuned"} and len(rows) == 4
+    for r in rows:
+        assert r["fused_fwd_bwd_s"] > 0 and r["reference_fwd_bwd_s"] > 0 and r["floor_fwd_bwd_s"] > 0
+    assert all("fused_peak_bytes" in r for r in rows if r["allocator"] == "default")
+    assert os.path.getsize(tmp_path / "r.png") > 1000
+
+
+def test_bench_training_tiny(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps({"config": {"backend": "fused", "dataset": "digits", "batch_size": 4,
+                                              "time_steps": 3},
+                                   "models": {"spiking": [{"epoch": 1, "seconds": 1.5, "samples_per_s": 9.0}]}}))
+    out = run("bench_training.py", "--shapes", "3x4x5", "--repeats", "1", "--warmup", "0",
+              "--allocator", "tuned", "--metrics", str(metrics), "--json", str(tmp_path / "t.json"))
+    assert "| T x batch x net |" in out and "3x4x784->5->10" in out
+    result = json.load(open(tmp_path / "t.json"))
+    assert {r["backend"] for r in result["rows"]} == {"reference", "fused"}
+    assert result["epochs"][0][-2] == 1.5
