@@ -38,3 +38,8 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped, with the reason, without one)")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # Also at the end (the header is hidden under -q): the seed that replays this run's cases.
+    terminalreporter.write_line(f"snn_cuda tests ran with SNN_TEST_SEED={SEED}")

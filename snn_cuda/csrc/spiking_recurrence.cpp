@@ -112,18 +112,25 @@ int64_t cpu_grain(int64_t T) {
   return std::max<int64_t>(1, (int64_t{1} << 18) / (std::max<int64_t>(T, 1) * kCpuBlock));
 }
 
-// Forward over all lanes: blocks of kCpuBlock lanes, spread over the intra-op threads.
+// Calls lanes_fn(lane0, n) for every block of kCpuBlock lanes (the last one partial), blocks
+// spread over the intra-op threads.
+template <typename LanesFn>
+void for_each_block(int64_t lanes, int64_t T, const LanesFn& lanes_fn) {
+  const int64_t blocks = (lanes + kCpuBlock - 1) / kCpuBlock;
+  at::parallel_for(0, blocks, cpu_grain(T), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t lane0 = b * kCpuBlock;
+      lanes_fn(lane0, static_cast<int>(std::min<int64_t>(kCpuBlock, lanes - lane0)));
+    }
+  });
+}
+
 struct ForwardCpu {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const ForwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
-    const int64_t blocks = (args.lanes + kCpuBlock - 1) / kCpuBlock;
-    at::parallel_for(0, blocks, cpu_grain(args.T), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t lane0 = b * kCpuBlock;
-        const int n = static_cast<int>(std::min<int64_t>(kCpuBlock, args.lanes - lane0));
-        lif_forward_lanes<kCpuBlock, kReset>(args, lane0, n);
-      }
+    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
+      lif_forward_lanes<kCpuBlock, kReset>(args, lane0, n);
     });
   }
 };
@@ -132,13 +139,8 @@ struct BackwardCpu {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const BackwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
-    const int64_t blocks = (args.lanes + kCpuBlock - 1) / kCpuBlock;
-    at::parallel_for(0, blocks, cpu_grain(args.T), [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) {
-        const int64_t lane0 = b * kCpuBlock;
-        const int n = static_cast<int>(std::min<int64_t>(kCpuBlock, args.lanes - lane0));
-        lif_backward_lanes<kCpuBlock, kReset>(args, lane0, n);
-      }
+    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
+      lif_backward_lanes<kCpuBlock, kReset>(args, lane0, n);
     });
   }
 };

@@ -207,6 +207,8 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
 }
 
 // Runs the backward recurrence of lanes [lane0, lane0 + n), n <= kBlock, from t = T - 1 down to 0.
+// One pass per step: a stream that is absent (no upstream gradient, a row that was never returned,
+// a saved tensor that was not needed) reads a row of zeros instead, so the loop has no branches.
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_t>& a,
                                                int64_t lane0, int n) {
@@ -216,18 +218,14 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
   acc_t g_threshold[kBlock];
   acc_t g_penalty[kBlock];
   uint32_t bits[kBlock];
-  // This step's inputs, staged so that the step loop itself has no branches.
-  acc_t grad_v[kBlock];
-  acc_t grad_o[kBlock];
-  acc_t u[kBlock];
-  acc_t grad_u[kBlock];
+  scalar_t zeros[kBlock];
   params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
   for (int j = 0; j < n; ++j) {
     carry[j] = acc_t(0);
     g_decay[j] = acc_t(0);
     g_threshold[j] = acc_t(0);
     g_penalty[j] = acc_t(0);
-    u[j] = acc_t(0);
+    zeros[j] = scalar_t(0);
   }
   const int64_t shift = a.delay ? 1 : 0;
   const bool need_u = kReset == kResetProportional && a.outputs != nullptr;
@@ -236,41 +234,30 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
     const int64_t row = t + shift;
     const bool returned = row < a.T;
     const int64_t row_off = row * a.lanes + lane0;
+    // v_{t-1}: states row t with delay, row t - 1 without; v_{-1} = 0.
+    const int64_t prev_row = t - 1 + shift;
     const int bit = static_cast<int>(t & 7);
     if (bit == 7 || t == a.T - 1) {
       const uint8_t* gate_row = a.gates + (t >> 3) * a.lanes + lane0;
       for (int j = 0; j < n; ++j) bits[j] = gate_row[j];
     }
-    if (returned && a.grad_states != nullptr) {
-      const scalar_t* gs = a.grad_states + row_off;
-      for (int j = 0; j < n; ++j) grad_v[j] = carry[j] + static_cast<acc_t>(gs[j]);
-    } else {
-      for (int j = 0; j < n; ++j) grad_v[j] = carry[j];
-    }
-    if (returned && a.grad_outputs != nullptr) {
-      const scalar_t* go = a.grad_outputs + row_off;
-      for (int j = 0; j < n; ++j) grad_o[j] = static_cast<acc_t>(go[j]);
-    } else {
-      for (int j = 0; j < n; ++j) grad_o[j] = acc_t(0);
-    }
-    if (need_u && returned) {
-      // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
-      const scalar_t* out = a.outputs + row_off;
-      for (int j = 0; j < n; ++j) u[j] = static_cast<acc_t>(out[j]) + params.threshold[j];
-    }
+    const scalar_t* gs = returned && a.grad_states != nullptr ? a.grad_states + row_off : zeros;
+    const scalar_t* go = returned && a.grad_outputs != nullptr ? a.grad_outputs + row_off : zeros;
+    // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
+    const scalar_t* out = returned && need_u ? a.outputs + row_off : zeros;
+    const scalar_t* v_prev = a.grad_decay != nullptr && prev_row >= 0
+                                 ? a.states + prev_row * a.lanes + lane0
+                                 : zeros;
     scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
     for (int j = 0; j < n; ++j) {
       const uint32_t fired = (bits[j] >> bit) & 1u;
-      grad_u[j] = lif_bwd_step<kReset>(grad_v[j], grad_o[j], fired, u[j], params[j],
-                                       g_threshold[j], g_penalty[j]);
-      gx[j] = static_cast<scalar_t>(grad_u[j]);
-      carry[j] = grad_u[j] * params.decay[j];
-    }
-    // v_{t-1}: states row t with delay, row t - 1 without; v_{-1} = 0 adds nothing.
-    const int64_t prev_row = t - 1 + shift;
-    if (a.grad_decay != nullptr && prev_row >= 0) {
-      const scalar_t* v_prev = a.states + prev_row * a.lanes + lane0;
-      for (int j = 0; j < n; ++j) g_decay[j] += grad_u[j] * static_cast<acc_t>(v_prev[j]);
+      const acc_t u = static_cast<acc_t>(out[j]) + params.threshold[j];
+      const acc_t grad_u =
+          lif_bwd_step<kReset>(carry[j] + static_cast<acc_t>(gs[j]), static_cast<acc_t>(go[j]),
+                               fired, u, params[j], g_threshold[j], g_penalty[j]);
+      gx[j] = static_cast<scalar_t>(grad_u);
+      carry[j] = grad_u * params.decay[j];
+      g_decay[j] += grad_u * static_cast<acc_t>(v_prev[j]);
     }
   }
   for (int j = 0; j < n; ++j) {
