@@ -90,6 +90,21 @@ def memory_child(backend, T, batch, hidden, device_name):
     return {"peak_bytes": max(0, peak_rss_bytes() - base)}
 
 
+def profile_step(args):
+    """Where one step's time goes: torch.profiler's operators sorted by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    T, batch, hidden = args.shapes[0]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+    for backend in BACKENDS:
+        step = make_step(backend, T, batch, hidden, torch.device(args.device))
+        step()
+        with profile(activities=activities) as prof:
+            step()
+        print(f"\n{backend}, {T}x{batch}x784->{hidden}->10 on {args.device}:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def parse_shape(text):
     try:
         T, batch, hidden = (int(v) for v in text.split("x"))
@@ -108,6 +123,8 @@ def main(argv=None):
     p.add_argument("--allocator", choices=["both", "default", "tuned"], default="both")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--metrics", nargs="*", default=[], help="metrics.json files of training runs to summarise")
+    p.add_argument("--profile", action="store_true",
+                   help="only print torch.profiler's top operators of one step per backend, first shape")
     p.add_argument("--json", default="benchmarks/results/bench_training.json")
     p.add_argument("--_time-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_memory-child", nargs=5, help=argparse.SUPPRESS)
@@ -118,6 +135,9 @@ def main(argv=None):
         return
     if args._time_child:
         print(json.dumps(time_child(args)))
+        return
+    if args.profile:
+        profile_step(args)
         return
 
     child = ["--shapes", *[f"{T}x{b}x{h}" for T, b, h in args.shapes], "--device", args.device,
