@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
@@ -231,10 +232,9 @@ def train_one_epoch(model, optimizer, loader, epoch: int, cfg: TrainConfig, ctx:
     from tqdm import tqdm
 
     model.train()
-    total_loss = total_correct = total_seen = 0.0
+    # Sums over this rank's examples; all-reduced at the end of the epoch.
+    totals = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, n
     begin = time.perf_counter()
-    import sys
-
     # On a terminal the bar redraws ten times a second; in a log file, every ten seconds.
     interactive = sys.stderr.isatty()
     bar = tqdm(loader, desc=f"{kind} epoch {epoch}/{cfg.epochs}", unit="batch",
@@ -247,17 +247,21 @@ def train_one_epoch(model, optimizer, loader, epoch: int, cfg: TrainConfig, ctx:
         loss = F.nll_loss(out, y)
         loss.backward()
         optimizer.step()
-        n = len(y) * ctx.world_size
-        total_loss += loss.item() * n
-        total_correct += (out.argmax(1) == y).float().mean().item() * n
-        total_seen += n
+        totals += torch.tensor([loss.item() * len(y), (out.argmax(1) == y).sum().item(), len(y)],
+                               dtype=torch.float64)
         elapsed = time.perf_counter() - begin
-        bar.set_postfix(loss=f"{total_loss / total_seen:.4f}", acc=f"{100 * total_correct / total_seen:.1f}%",
-                        samples_s=f"{total_seen / max(elapsed, 1e-9):.0f}", refresh=False)
+        # Shown: this rank's running loss and accuracy, and the throughput of all ranks.
+        bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{100 * totals[1] / totals[2]:.1f}%",
+                        samples_s=f"{totals[2] * ctx.world_size / max(elapsed, 1e-9):.0f}", refresh=False)
     bar.close()
     seconds = time.perf_counter() - begin
-    return {"train_loss": total_loss / max(total_seen, 1), "train_accuracy": total_correct / max(total_seen, 1),
-            "seconds": seconds, "samples_per_s": total_seen / max(seconds, 1e-9)}
+    if ctx.world_size > 1:
+        totals = totals.to(ctx.device)
+        dist.all_reduce(totals)
+        totals = totals.cpu()
+    seen = max(totals[2].item(), 1.0)
+    return {"train_loss": totals[0].item() / seen, "train_accuracy": totals[1].item() / seen,
+            "seconds": seconds, "samples_per_s": totals[2].item() / max(seconds, 1e-9)}
 
 
 def train_model(kind: str, cfg: TrainConfig, ctx: DistContext, train: Split, test: Split,
@@ -302,7 +306,9 @@ def train_model(kind: str, cfg: TrainConfig, ctx: DistContext, train: Split, tes
             optimizer = make_optimizer(model, cfg, epoch)
         sampler.set_epoch(epoch)
         stats = train_one_epoch(ddp_model, optimizer, loader, epoch, cfg, ctx, kind)
-        stats.update(evaluate(ddp_model, test, max(local_batch, 256), ctx))
+        # The plain module: DDP's forward may broadcast buffers, a collective that ranks with
+        # unequal evaluation shards would not all reach.
+        stats.update(evaluate(model, test, max(local_batch, 256), ctx))
         stats.update(epoch=epoch, lr=cfg.lr_for(epoch))
         history.append(stats)
         log(f"Test set ({kind}, epoch {epoch}): average loss {stats['test_loss']:.4f}, "

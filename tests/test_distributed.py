@@ -50,6 +50,7 @@ def ddp_worker(rank, world_size, init_file, result_path):
         one_step(ddp, x[part], y[part], masks[:, part])
         if rank == 0:
             torch.save(model.state_dict(), result_path)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 

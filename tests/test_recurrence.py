@@ -367,3 +367,19 @@ def test_cuda_kernels_were_compiled_and_registered():
     GPU to run them."""
     for op in ("spiking_recurrence_fwd", "spiking_recurrence_bwd"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"snn_cuda::{op}", "CUDA"), op
+
+
+@pytest.mark.skipif(
+    os.environ.get("SNN_TEST_BIG") != "1",
+    reason="needs ~15 GB of RAM and a minute: set SNN_TEST_BIG=1 to run (64-bit offsets on the CPU)",
+)
+def test_more_than_2_to_the_31_elements_on_cpu():
+    """64-bit offsets in the shared lane loops: T * lanes > 2**31, checked at both ends of the lanes."""
+    T, lanes = 3, (2**31) // 3 + 4099
+    x = torch.empty(T, lanes, dtype=torch.float16).uniform_(-1, 3)
+    states, outputs = snn_cuda.spiking_recurrence(x, 0.9, 1.0, 1.5, delay=False)
+    for sl in (slice(0, 1000), slice(lanes - 1000, lanes)):
+        s_r, o_r = reference.spiking_recurrence(x[:, sl], 0.9, 1.0, 1.5, delay=False)
+        assert_close(states[:, sl], s_r, torch.float16, "states")
+        assert_close(outputs[:, sl], o_r, torch.float16, "outputs")
+        assert (o_r > 0).any()
