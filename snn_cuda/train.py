@@ -7,6 +7,7 @@ DistributedDataParallel (gloo on CPU, NCCL on GPU); only rank 0 writes files and
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -396,6 +397,9 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]
         log("\n" + comparison_table(histories))
         write_pictures(cfg, histories, test, ctx)
     if ctx.world_size > 1:
+        # DDP wrappers sit in reference cycles (their hooks); free them, and the reducer threads
+        # they hold, before the process group goes: gloo aborts the process otherwise.
+        gc.collect()
         dist.barrier()  # rank 0 has written its files
         dist.destroy_process_group()
     return histories

@@ -1,5 +1,6 @@
 """Scale-out on PyTorch's own engine: DistributedDataParallel over gloo on CPU."""
 
+import gc
 import json
 import os
 import socket
@@ -39,18 +40,27 @@ def fresh_model():
     return SpikingNet(n_time_steps=T, n_inputs=N_IN).double()
 
 
+def ddp_step(rank, world_size):
+    """One DDP training step on this rank's half of the global batch; returns the weights."""
+    model = fresh_model()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    x, y, masks = global_batch()
+    per = GLOBAL_BATCH // world_size
+    part = slice(rank * per, (rank + 1) * per)
+    one_step(ddp, x[part], y[part], masks[:, part])
+    return model.state_dict()
+
+
 def ddp_worker(rank, world_size, init_file, result_path):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
-        model = fresh_model()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        x, y, masks = global_batch()
-        per = GLOBAL_BATCH // world_size
-        part = slice(rank * per, (rank + 1) * per)
-        one_step(ddp, x[part], y[part], masks[:, part])
+        # The DDP wrapper (and the reducer that holds the process group's threads) is gone once
+        # ddp_step returns: tearing gloo down under a live reducer aborts the process at exit.
+        state = ddp_step(rank, world_size)
+        gc.collect()  # DDP's hooks form reference cycles: collect them now, not at exit
         if rank == 0:
-            torch.save(model.state_dict(), result_path)
-        dist.barrier()  # no rank tears gloo down while another still talks to it
+            torch.save(state, result_path)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
