@@ -384,6 +384,8 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]
     except DataError as error:
         raise UserError(str(error)) from None
     train, test = train.subset(cfg.train_limit), test.subset(cfg.test_limit)
+    if not 0 <= cfg.plot_index < len(test):
+        raise UserError(f"--plot-index must be in [0, {len(test)}) (the test examples), got {cfg.plot_index}")
     log(f"{cfg.dataset}: {len(train)} train / {len(test)} test examples of {tuple(train.images.shape[1:])}; "
         f"device {ctx.device}, {ctx.world_size} process(es), backend {cfg.backend}, T={cfg.time_steps}, "
         f"batch {cfg.batch_size}; writing to {cfg.out}")
@@ -411,7 +413,7 @@ def write_metrics(cfg: TrainConfig, histories) -> None:
 
 
 def write_pictures(cfg: TrainConfig, histories, test: Split, ctx: DistContext) -> None:
-    from .plots import plot_example, plot_training_curves
+    from .plots import plot_training_curves
 
     paths = [plot_training_curves(histories, os.path.join(cfg.out, "plots", "training_curves.png"))]
     path = latest_checkpoint(cfg.out, "spiking")

@@ -165,6 +165,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         (["--dataset", "mnist", "--data-dir", str(tmp_path / "none"), "--no-download"], "MNIST files missing"),
         (["--resume", "--out", str(tmp_path / "nothing")], "no checkpoint of spiking, nonspiking"),
         (["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
+        (["--test-limit", "10", "--plot-index", "10", "--out", str(tmp_path / "p")], "--plot-index must be in [0, 10)"),
     ]
     for args, message in cases:
         assert run_cli("train", *args) == 2, args
