@@ -79,24 +79,10 @@ def peak_rss_bytes() -> int:
 
 
 def machine_info() -> Dict[str, object]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    return info
+    """The training command's machine record (CPU model, cores, GPU, torch), plus threads and Python."""
+    from snn_cuda.train import machine
+
+    return {**machine(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
 def run_self_in_subprocess(args: List[str], env_extra: Optional[Dict[str, Optional[str]]] = None) -> dict:
