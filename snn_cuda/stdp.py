@@ -151,11 +151,12 @@ def population_window(model, images: torch.Tensor, labels: torch.Tensor, max_lag
     """The STDP-like window of the hidden->output weights of a trained SpikingNet over a batch.
 
     Returns lags, window (mean dL/dW2 contribution per (output spike, active hidden input) pair at
-    each lag Δt = t_post - t_pre, in returned rows), counts (pairs per lag), and the total gradient
-    (which the window's terms sum to, over all lags, pairs or not)."""
+    each lag Δt = t_post - t_pre, in returned rows), sums and counts (its numerator and the pairs
+    per lag), the weight gradient dL/dW2, and the tensors it was computed from."""
     import torch.nn.functional as F
 
     model.eval()
+    model.zero_grad()
     x = images.reshape(images.shape[0], -1).to(model.layer1.fc.weight.device)
     masks = model.noise_masks(x.shape[0], generator)
     _, o1 = model.layer1(masks * x)
@@ -186,8 +187,9 @@ def population_window(model, images: torch.Tensor, labels: torch.Tensor, max_lag
         window[i] = (p * contribution[lo - lag:hi - lag]).sum().double()
         counts[i] = (p * active[lo - lag:hi - lag]).sum().double()
     mean = torch.where(counts > 0, window / counts.clamp(min=1), torch.zeros_like(window))
-    return {"lags": lags, "window": mean, "counts": counts,
-            "weight_grad": layer2.fc.weight.grad.detach().clone(), "loss": loss.detach()}
+    return {"lags": lags, "window": mean, "counts": counts, "sums": window,
+            "weight_grad": layer2.fc.weight.grad.detach().clone(), "loss": loss.detach(),
+            "excitation_grad": g.detach(), "hidden_outputs": o1, "output_spikes": post.detach()}
 
 
 def write_outputs(results: List[dict], population: Optional[dict], out: str) -> Dict[str, str]:

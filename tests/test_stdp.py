@@ -46,17 +46,43 @@ def test_an_earlier_spike_flips_or_cuts_the_window():
         assert m["spikes"].min() == 2  # both driver pulses fired
 
 
-def test_population_window_sums_to_the_weight_gradient(rng):
+def test_population_window_against_a_brute_force_count(rng):
+    """The window's sums and pair counts equal an explicit loop over every (output spike, lag), and
+    the weight gradient it reports is autograd's through the reference backend."""
     from snn_cuda import SpikingNet
 
     torch.manual_seed(0)
-    model = SpikingNet(n_time_steps=30, n_inputs=64).double()
-    images = torch.rand(16, 1, 8, 8, generator=rng, dtype=torch.float64) * 3 - 0.5
-    labels = torch.randint(0, 10, (16,), generator=rng)
-    result = stdp.population_window(model, images, labels, max_lag=5, generator=rng)
-    assert result["lags"].tolist() == list(range(-5, 6))
-    assert result["counts"].sum() > 0
-    assert result["weight_grad"].shape == (10, 100) and result["weight_grad"].abs().sum() > 0
+    model = SpikingNet(n_time_steps=12, n_inputs=64).double()
+    images = torch.rand(5, 1, 8, 8, generator=rng, dtype=torch.float64) * 3 - 0.5
+    labels = torch.randint(0, 10, (5,), generator=rng)
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    result = stdp.population_window(model, images, labels, max_lag=4,
+                                    generator=torch.Generator().manual_seed(seed))
+    g, o1, post = result["excitation_grad"], result["hidden_outputs"], result["output_spikes"]
+    T, B, K = g.shape
+    sums = torch.zeros(9, dtype=torch.float64)
+    counts = torch.zeros(9, dtype=torch.float64)
+    for b in range(B):
+        for k in range(K):
+            for t_post in range(T):
+                if post[t_post, b, k] == 0:
+                    continue
+                for i, lag in enumerate(range(-4, 5)):
+                    t_pre = t_post - lag
+                    if 0 <= t_pre < T:
+                        sums[i] += (g[t_pre, b, k] * o1[t_pre, b]).sum()
+                        counts[i] += (o1[t_pre, b] > 0).sum()
+    assert counts.sum() > 0, "no output spikes: the check would be vacuous"
+    torch.testing.assert_close(result["sums"], sums, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(result["counts"], counts)
+
+    reference_model = SpikingNet(n_time_steps=12, n_inputs=64, backend="reference").double()
+    reference_model.load_state_dict(model.state_dict())
+    masks = reference_model.noise_masks(5, torch.Generator().manual_seed(seed))
+    loss = torch.nn.functional.nll_loss(reference_model(images, masks=masks), labels)
+    loss.backward()
+    torch.testing.assert_close(result["weight_grad"], reference_model.layer2.fc.weight.grad,
+                               rtol=1e-10, atol=1e-14)
 
 
 def test_stdp_command_writes_its_files(tmp_path, capsys):
