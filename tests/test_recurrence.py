@@ -350,12 +350,30 @@ class TestBadInputs:
 
 
 def test_function_is_the_registered_op():
-    """The autograd Function calls only the registered operators (so torch.compile can trace it)."""
+    """The autograd Function calls only the registered operators (what torch.compile traces): its
+    forward is exactly one spiking_recurrence_fwd, its backward one spiking_recurrence_bwd."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     p = torch.full((3,), 1.0, dtype=torch.float64)
-    states, outputs, gates = SpikingRecurrenceFunction.apply(x, p * 0.9, p, p * 1.5, "proportional", True)
+    with Record() as forward:
+        states, outputs, gates = SpikingRecurrenceFunction.apply(x, p * 0.9, p, p * 1.5, "proportional", True)
+    assert forward.ops[-1] == "snn_cuda.spiking_recurrence_fwd"
+    assert forward.ops.count("snn_cuda.spiking_recurrence_fwd") == 1
     assert gates.dtype == torch.uint8 and not gates.requires_grad
-    assert states.grad_fn is not None
+    with Record() as backward:
+        outputs.sum().backward()
+    assert backward.ops.count("snn_cuda.spiking_recurrence_bwd") == 1
+    assert x.grad is not None and x.grad.shape == x.shape
 
 
 @pytest.mark.skipif(
