@@ -104,7 +104,7 @@ namespace {
 // Lanes per block. Each time step of a block reads and writes runs of kCpuBlock contiguous
 // elements per tensor: long enough for the hardware prefetcher (rows are `lanes` apart, so short runs
 // mean a new page per step: 64 lanes ran ~3x slower than 1024 at T=128, 10^5 lanes), while the
-// block's state and staging arrays (~13 x kCpuBlock x 4-8 bytes) stay in L2.
+// block's per-lane arrays (~10 x kCpuBlock x 4-8 bytes in the backward) stay in L2.
 constexpr int kCpuBlock = 1024;
 
 int64_t cpu_grain(int64_t T) {
