@@ -14,7 +14,7 @@ Most users want :func:`spiking_recurrence` (or the layer in :mod:`snn_cuda.layer
 from __future__ import annotations
 
 import math
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 
@@ -77,30 +77,31 @@ def check_float_threshold(threshold: Param, reset: str) -> None:
         )
 
 
-def neuron_param(value: Param, name: str, H: int, dtype: torch.dtype, device: torch.device):
+def neuron_param(
+    value: Param, name: str, H: int, dtype: torch.dtype, device: torch.device,
+    op: str = "spiking_recurrence",
+):
     """``value`` (a float, or a tensor broadcastable to [H]) as a contiguous [H] tensor of ``dtype``.
 
     Differentiable: a tensor that requires grad gets its gradient back through the expand/cast.
     """
+    source = "excitation" if op == "spiking_recurrence" else "the input"
     if isinstance(value, torch.Tensor):
         if value.device != device:
-            raise ValueError(
-                f"spiking_recurrence: {name} must be on excitation's device {device}, "
-                f"got {value.device}"
-            )
+            raise ValueError(f"{op}: {name} must be on {source}'s device {device}, got {value.device}")
         if value.is_complex() or value.dtype == torch.bool:
             raise ValueError(
-                f"spiking_recurrence: {name} must be a real tensor, got dtype {value.dtype}"
+                f"{op}: {name} must be a real tensor, got dtype {value.dtype}"
             )
         if value.dim() > 1 or value.numel() not in (1, H):
             raise ValueError(
-                f"spiking_recurrence: {name} must be a float or a tensor broadcastable to [H] = [{H}] "
+                f"{op}: {name} must be a float or a tensor broadcastable to [H] = [{H}] "
                 f"(shape [], [1] or [{H}]), got shape {tuple(value.shape)}"
             )
         return value.to(dtype).reshape(-1).expand(H).contiguous()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
-            f"spiking_recurrence: {name} must be a float or a tensor, got {type(value).__name__}"
+            f"{op}: {name} must be a float or a tensor, got {type(value).__name__}"
         )
     return torch.full((H,), float(value), dtype=dtype, device=device)
 
@@ -245,3 +246,220 @@ def spiking_recurrence(
         excitation, decay, thresh, penalty, reset, bool(delay)
     )
     return states, outputs
+
+
+# ================================================================================================
+# Binary spikes with surrogate gradients: torch.ops.snn_cuda.lif_fwd / lif_bwd.
+
+CONVENTIONS = ("snntorch", "spikingjelly")
+LIF_RESETS = ("subtract", "hard")
+
+
+@torch.library.register_fake("snn_cuda::lif_fwd")
+def _lif_fwd_fake(input, initial, decay, threshold, reset_value, convention, reset, decay_input):
+    torch._check(input.dim() >= 2, lambda: "input must have at least 2 dims")
+    H = input.shape[-1]
+    for param in (decay, threshold, reset_value):
+        torch._check(param.dim() == 1 and param.shape[0] == H, lambda: "params must be [H]")
+    return input.new_empty(input.shape), input.new_empty(input.shape)
+
+
+@torch.library.register_fake("snn_cuda::lif_bwd")
+def _lif_bwd_fake(
+    grad_spikes, grad_membrane, membrane, initial, input, decay, threshold, reset_value,
+    convention, reset, decay_input, detach_reset, surrogate, alpha, need_decay, need_threshold,
+):
+    return (
+        membrane.new_empty(membrane.shape),
+        membrane.new_empty(membrane.shape[1:]),
+        decay.new_empty(decay.shape),
+        threshold.new_empty(threshold.shape),
+    )
+
+
+class LIFFunction(torch.autograd.Function):
+    """Autograd for the fused binary-spike LIF (arguments as ``lif_fwd`` plus the backward-only
+    ``detach_reset``, ``surrogate`` and ``alpha``).
+
+    Saved for backward: the membrane the forward returned (one tensor of the input's size), the
+    initial state if one was given, and the input only for tau's gradient under the
+    SpikingJelly convention with ``decay_input``.
+    """
+
+    @staticmethod
+    def forward(input, initial, decay, threshold, reset_value, convention: str, reset: str,
+                decay_input: bool, detach_reset: bool, surrogate: str, alpha: float):
+        return torch.ops.snn_cuda.lif_fwd(
+            input, initial, decay, threshold, reset_value, convention, reset, decay_input
+        )
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (input, initial, decay, threshold, reset_value, convention, reset, decay_input,
+         detach_reset, surrogate, alpha) = inputs
+        _, membrane = output
+        need_decay = ctx.needs_input_grad[2]
+        keep_input = convention == "spikingjelly" and decay_input and need_decay
+        ctx.save_for_backward(
+            membrane, initial, input if keep_input else None, decay, threshold, reset_value
+        )
+        ctx.set_materialize_grads(False)
+        ctx.config = (convention, reset, decay_input, detach_reset, surrogate, alpha)
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_membrane):
+        membrane, initial, input, decay, threshold, reset_value = ctx.saved_tensors
+        need_input, need_initial, need_decay, need_threshold = ctx.needs_input_grad[:4]
+        convention, reset, decay_input, detach_reset, surrogate, alpha = ctx.config
+        grad_input, grad_initial, grad_decay, grad_threshold = torch.ops.snn_cuda.lif_bwd(
+            grad_spikes, grad_membrane, membrane, initial, input, decay, threshold, reset_value,
+            convention, reset, decay_input, detach_reset, surrogate, alpha,
+            need_decay, need_threshold,
+        )
+        return (
+            grad_input if need_input else None,
+            grad_initial if need_initial else None,
+            grad_decay if need_decay else None,
+            grad_threshold if need_threshold else None,
+            None, None, None, None, None, None, None,
+        )
+
+
+def check_lif_options(convention: str, reset: str) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(f'lif: convention must be "snntorch" or "spikingjelly", got {convention!r}')
+    if reset not in LIF_RESETS:
+        raise ValueError(f'lif: reset must be "subtract" or "hard", got {reset!r}')
+
+
+def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtype,
+              device: torch.device) -> torch.Tensor:
+    """``value`` as the kernel's per-lane parameter: [H] (``flat`` False, H = step_shape[-1]) or,
+    for values that vary over more than the last dim, [prod(step_shape)] (``flat`` True).
+    Differentiable through the broadcast and the cast."""
+    if not flat:
+        return neuron_param(value, name, step_shape[-1], dtype, device, op="lif")
+    if not isinstance(value, torch.Tensor):
+        value = torch.tensor(float(value), dtype=dtype, device=device)
+    if value.device != device:
+        raise ValueError(f"lif: {name} must be on the input's device {device}, got {value.device}")
+    try:
+        expanded = torch.broadcast_to(value.to(dtype), tuple(step_shape))
+    except RuntimeError:
+        raise ValueError(
+            f"lif: {name} of shape {tuple(value.shape)} does not broadcast to one step of the "
+            f"input, shape {tuple(step_shape)}"
+        ) from None
+    return expanded.reshape(-1).contiguous()
+
+
+def _per_last_dim(value: Param, H: int) -> bool:
+    """True if ``value`` broadcasts as a per-neuron [H] vector (a float, [], [1] or [H])."""
+    return not isinstance(value, torch.Tensor) or (value.dim() <= 1 and value.numel() in (1, H))
+
+
+def prepare_lif(input: torch.Tensor, initial, params, names):
+    """Validates and lays out the op's arguments. Returns (input, initial, params, restore): input
+    possibly flattened to [T, L] (when a parameter varies over more than the last dim), the params
+    as kernel tensors, and restore(t) giving a result back the input's shape."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"lif: input must be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() < 2:
+        raise ValueError(
+            f"lif: input must have shape [T, *batch, *features] (at least 2 dims), got shape "
+            f"{tuple(input.shape)}"
+        )
+    acc = accumulation_dtype(input.dtype)
+    step_shape = input.shape[1:]
+    flat = not all(_per_last_dim(v, step_shape[-1]) for v in params)
+    kernel_params = [
+        lif_param(v, name, step_shape, flat, acc, input.device) for v, name in zip(params, names)
+    ]
+    if initial is not None:
+        if not isinstance(initial, torch.Tensor):
+            raise TypeError(f"lif: initial must be a tensor or None, got {type(initial).__name__}")
+        if tuple(initial.shape) != tuple(step_shape):
+            raise ValueError(
+                f"lif: initial must have the shape of one input step {tuple(step_shape)}, got "
+                f"{tuple(initial.shape)}"
+            )
+        if initial.device != input.device:
+            raise ValueError(f"lif: initial must be on the input's device {input.device}, got {initial.device}")
+        initial = initial.to(input.dtype)
+    if not flat:
+        return input, initial, kernel_params, lambda t: t
+    T = input.shape[0]
+    shape = input.shape
+    input = input.reshape(T, -1)
+    if initial is not None:
+        initial = initial.reshape(-1)
+    return input, initial, kernel_params, lambda t: t.reshape(shape)
+
+
+def lif(
+    input: torch.Tensor,
+    decay: Param,
+    threshold: Param = 1.0,
+    *,
+    convention: str = "snntorch",
+    reset: str = "subtract",
+    reset_value: Param = 0.0,
+    decay_input: bool = True,
+    detach_reset: Optional[bool] = None,
+    surrogate=None,
+    initial: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Leaky integrate-and-fire neurons with binary spikes, all time steps in one fused kernel call.
+
+    ``convention="snntorch"`` computes snnTorch's ``Leaky`` (``decay`` is beta; the reset at step t
+    uses the spike of step t - 1), ``convention="spikingjelly"`` SpikingJelly's ``LIFNode``
+    (``decay`` is tau; charge, fire and reset in one step), each operation for operation; the
+    equations are in ``csrc/spiking_recurrence.h`` and the README. ``reset="subtract"`` subtracts the
+    threshold after a spike (soft reset); ``reset="hard"`` sets the membrane to ``reset_value``
+    (snnTorch's ``"zero"`` is ``reset_value=0``).
+
+    The backward is exact for the forward's arithmetic with ``dH(z)/dz`` replaced by the
+    ``surrogate`` derivative (see :mod:`snn_cuda.surrogate`; default: snnTorch's ``atan(2)``
+    resp. SpikingJelly's ``Sigmoid(4)``). ``detach_reset`` stops the gradient through the reset's
+    dependence on the spike (default: True for snntorch, whose Leaky always detaches; False for
+    spikingjelly, its default).
+
+    Args:
+        input: ``[T, *batch, *features]``, float64/32/16 or bfloat16, CPU or CUDA.
+        decay, threshold: floats, or tensors broadcastable to one step ``[*batch, *features]``
+            (usually ``[]`` or per neuron); a tensor that requires grad gets its gradient.
+        reset_value: float or tensor (no gradient), used by ``reset="hard"``.
+        decay_input: spikingjelly only: whether the input is divided by tau too.
+        initial: the membrane before step 0 (snnTorch's ``mem``, SpikingJelly's ``v``), shaped like
+            one step; default zeros. Gets a gradient if it requires one.
+
+    Returns:
+        ``(spikes, membrane)``, each shaped and typed like ``input``: spikes are 0/1; the membrane
+        is snnTorch's ``mem`` (before the delayed reset), resp. SpikingJelly's charged potential
+        ``H[t]`` before the reset (``V[t] = H[t] - s[t] * threshold`` or ``where(s, v_reset, H)``).
+
+    Example::
+
+        >>> x = torch.randn(100, 16, 256, requires_grad=True)
+        >>> spikes, mem = snn_cuda.lif(x, 0.9, 1.0)                    # snnTorch Leaky semantics
+        >>> spikes.sum().backward()
+    """
+    from . import surrogate as _surrogate
+
+    check_lif_options(convention, reset)
+    if detach_reset is None:
+        detach_reset = convention == "snntorch"
+    default = _surrogate.atan(2.0) if convention == "snntorch" else _surrogate.sigmoid(4.0)
+    spec = _surrogate.resolve(surrogate, default, "lif")
+    if isinstance(reset_value, torch.Tensor) and reset_value.requires_grad:
+        raise ValueError("lif: reset_value gets no gradient; pass a float or a tensor that does not require grad")
+    if convention == "spikingjelly" and not isinstance(decay, torch.Tensor) and not decay > 0:
+        raise ValueError(f"lif: with convention \"spikingjelly\" decay is tau and must be > 0, got {decay}")
+    input, initial, (dec, thr, rv), restore = prepare_lif(
+        input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
+    )
+    spikes, membrane = LIFFunction.apply(
+        input, initial, dec, thr, rv.detach(), convention, reset, bool(decay_input),
+        bool(detach_reset), spec.name, spec.alpha,
+    )
+    return restore(spikes), restore(membrane)

@@ -83,3 +83,118 @@ def spiking_recurrence(
     states = torch.stack(all_states).to(excitation.dtype)
     outputs = torch.stack(all_outputs).to(excitation.dtype)
     return states, outputs
+
+
+# ================================================================================================
+# Binary spikes: the oracle of snn_cuda.lif.
+
+
+class SurrogateSpike(torch.autograd.Function):
+    """Heaviside forward (``z > 0``, or ``z >= 0`` with ``inclusive``), surrogate backward."""
+
+    @staticmethod
+    def forward(ctx, z, surrogate, inclusive):
+        ctx.save_for_backward(z)
+        ctx.surrogate = surrogate
+        fired = z >= 0 if inclusive else z > 0
+        return fired.to(z.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_spike):
+        (z,) = ctx.saved_tensors
+        return grad_spike * ctx.surrogate.derivative(z), None, None
+
+
+def _stored(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` rounded to ``dtype`` (the input's), gradient passed straight through: the kernel
+    keeps float16/bfloat16 membranes at the input's precision between steps."""
+    if value.dtype == dtype:
+        return value
+    return value + (value.to(dtype).to(value.dtype) - value).detach()
+
+
+def lif(
+    input: torch.Tensor,
+    decay: Param,
+    threshold: Param = 1.0,
+    *,
+    convention: str = "snntorch",
+    reset: str = "subtract",
+    reset_value: Param = 0.0,
+    decay_input: bool = True,
+    detach_reset=None,
+    surrogate=None,
+    initial=None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Same signature, semantics and results as :func:`snn_cuda.lif`, as a plain loop."""
+    from . import surrogate as _surrogate
+    from .ops import check_lif_options, prepare_lif
+
+    check_lif_options(convention, reset)
+    if detach_reset is None:
+        detach_reset = convention == "snntorch"
+    default = _surrogate.atan(2.0) if convention == "snntorch" else _surrogate.sigmoid(4.0)
+    spec = _surrogate.resolve(surrogate, default, "lif")
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
+    x, initial, (decay, threshold, reset_value), restore = prepare_lif(
+        input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
+    )
+    x = x.to(compute_dtype)
+    reset_value = reset_value.detach()
+    # SpikingJelly's charge uses v_reset for a hard reset and 0 for a soft one.
+    rest = reset_value if reset == "hard" else torch.zeros_like(reset_value)
+
+    def spike(z, inclusive):
+        return SurrogateSpike.apply(z, spec, inclusive)
+
+    if initial is None:
+        state = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    else:
+        state = initial.to(compute_dtype)
+    all_spikes = []
+    all_membranes = []
+    for t in range(x.shape[0]):
+        if convention == "snntorch":
+            mem = state
+            # The reset is the spike of the previous step.
+            do_reset = spike(mem - threshold, False)
+            if detach_reset:
+                do_reset = do_reset.detach()
+            if reset == "subtract":
+                mem = (decay * mem + x[t]) - do_reset * threshold
+            else:
+                mem = (1 - do_reset) * mem + do_reset * reset_value
+                mem = decay * mem + x[t]
+            mem = _stored(mem, dtype)
+            spk = spike(mem - threshold, False)
+            all_spikes.append(spk)
+            all_membranes.append(mem)
+            state = mem
+        else:
+            v = state
+            tau = decay
+            # Charge.
+            if decay_input:
+                h = v + (x[t] - (v - rest)) / tau
+            else:
+                h = v - (v - rest) / tau + x[t]
+            h = _stored(h, dtype)
+            # Fire.
+            spk = spike(h - threshold, True)
+            # Reset.
+            spk_reset = spk.detach() if detach_reset else spk
+            if reset == "subtract":
+                v = h - spk_reset * threshold
+            else:
+                v = spk_reset * reset_value + (1 - spk_reset) * h
+            all_spikes.append(spk)
+            all_membranes.append(h)
+            state = v
+
+    if not all_spikes:  # T = 0
+        empty = input.new_empty(input.shape)
+        return empty, empty.clone()
+    spikes = torch.stack(all_spikes).to(dtype)
+    membranes = torch.stack(all_membranes).to(dtype)
+    return restore(spikes), restore(membranes)

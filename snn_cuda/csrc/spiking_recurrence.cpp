@@ -26,24 +26,24 @@ int parse_reset(c10::string_view reset) {
 }
 
 static void check_param(const at::Tensor& param, const char* name, int64_t H,
-                        at::ScalarType dtype, const at::Device& device) {
+                        at::ScalarType dtype, const at::Device& device,
+                        const char* op = "spiking_recurrence") {
   const auto acc = at::toOpMathType(dtype);
-  TORCH_CHECK(param.dim() == 1 && param.size(0) == H, "spiking_recurrence: ", name,
-              " must have shape [H] = [", H, "] (the last dim of excitation), got shape ",
-              param.sizes());
-  TORCH_CHECK(param.scalar_type() == acc, "spiking_recurrence: ", name, " must have dtype ", acc,
-              " (the accumulation type of excitation's ", dtype, "), got ", param.scalar_type());
-  TORCH_CHECK(param.device() == device, "spiking_recurrence: ", name, " must be on device ",
-              device, " (excitation's), got ", param.device());
+  TORCH_CHECK(param.dim() == 1 && param.size(0) == H, op, ": ", name, " must have shape [H] = [",
+              H, "] (the input's last dim), got shape ", param.sizes());
+  TORCH_CHECK(param.scalar_type() == acc, op, ": ", name, " must have dtype ", acc,
+              " (the accumulation type of the input's ", dtype, "), got ", param.scalar_type());
+  TORCH_CHECK(param.device() == device, op, ": ", name, " must be on device ", device,
+              " (the input's), got ", param.device());
 }
 
-static void check_excitation(at::IntArrayRef shape, at::ScalarType dtype, const char* name) {
-  TORCH_CHECK(shape.size() >= 2, "spiking_recurrence: ", name,
+static void check_excitation(at::IntArrayRef shape, at::ScalarType dtype, const char* name,
+                             const char* op = "spiking_recurrence") {
+  TORCH_CHECK(shape.size() >= 2, op, ": ", name,
               " must have shape [T, *batch, H] (at least 2 dims), got shape ", shape);
   TORCH_CHECK(dtype == at::kDouble || dtype == at::kFloat || dtype == at::kHalf ||
                   dtype == at::kBFloat16,
-              "spiking_recurrence: ", name,
-              " must be float64, float32, float16 or bfloat16, got ", dtype);
+              op, ": ", name, " must be float64, float32, float16 or bfloat16, got ", dtype);
 }
 
 static void check_params(const at::Tensor& decay, const at::Tensor& threshold,
@@ -99,6 +99,80 @@ void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
               "need the forward's outputs");
 }
 
+int parse_convention(c10::string_view convention) {
+  if (convention == "snntorch") return kConvSnntorch;
+  if (convention == "spikingjelly") return kConvSpikingjelly;
+  TORCH_CHECK(false, "lif: convention must be \"snntorch\" or \"spikingjelly\", got \"",
+              std::string(convention), "\"");
+}
+
+int parse_spike_reset(c10::string_view reset) {
+  if (reset == "subtract") return kSpikeResetSubtract;
+  if (reset == "hard") return kSpikeResetHard;
+  TORCH_CHECK(false, "lif: reset must be \"subtract\" or \"hard\", got \"", std::string(reset),
+              "\"");
+}
+
+int parse_surrogate(c10::string_view surrogate) {
+  if (surrogate == "fast_sigmoid") return kSurrogateFastSigmoid;
+  if (surrogate == "super_spike") return kSurrogateSuperSpike;
+  if (surrogate == "atan") return kSurrogateAtan;
+  if (surrogate == "sigmoid") return kSurrogateSigmoid;
+  TORCH_CHECK(false,
+              "lif: surrogate must be \"fast_sigmoid\", \"super_spike\", \"atan\" or \"sigmoid\", "
+              "got \"", std::string(surrogate), "\"");
+}
+
+static void check_lif_params(const at::Tensor& decay, const at::Tensor& threshold,
+                             const at::Tensor& reset_value, int64_t H, at::ScalarType dtype,
+                             const at::Device& device) {
+  check_param(decay, "decay", H, dtype, device, "lif");
+  check_param(threshold, "threshold", H, dtype, device, "lif");
+  check_param(reset_value, "reset_value", H, dtype, device, "lif");
+}
+
+static void check_like(const c10::optional<at::Tensor>& t, const char* name, at::IntArrayRef shape,
+                       at::ScalarType dtype, const at::Device& device, const char* what) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->sizes() == shape, "lif: ", name, " must have shape ", shape, " (", what,
+              "), got ", t->sizes());
+  TORCH_CHECK(t->scalar_type() == dtype, "lif: ", name, " must have dtype ", dtype, " (", what,
+              "), got ", t->scalar_type());
+  TORCH_CHECK(t->device() == device, "lif: ", name, " must be on device ", device, " (", what,
+              "), got ", t->device());
+}
+
+void check_lif_forward_inputs(const at::Tensor& input, const c10::optional<at::Tensor>& initial,
+                              const at::Tensor& decay, const at::Tensor& threshold,
+                              const at::Tensor& reset_value) {
+  check_excitation(input.sizes(), input.scalar_type(), "input", "lif");
+  check_lif_params(decay, threshold, reset_value, input.size(-1), input.scalar_type(),
+                   input.device());
+  check_like(initial, "initial", input.sizes().slice(1), input.scalar_type(), input.device(),
+             "input's without the time dim");
+}
+
+void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
+                               const c10::optional<at::Tensor>& grad_membrane,
+                               const at::Tensor& membrane,
+                               const c10::optional<at::Tensor>& initial,
+                               const c10::optional<at::Tensor>& input, const at::Tensor& decay,
+                               const at::Tensor& threshold, const at::Tensor& reset_value,
+                               bool input_needed) {
+  check_excitation(membrane.sizes(), membrane.scalar_type(), "membrane", "lif");
+  const auto dtype = membrane.scalar_type();
+  const auto device = membrane.device();
+  check_lif_params(decay, threshold, reset_value, membrane.size(-1), dtype, device);
+  check_like(grad_spikes, "grad_spikes", membrane.sizes(), dtype, device, "membrane's");
+  check_like(grad_membrane, "grad_membrane", membrane.sizes(), dtype, device, "membrane's");
+  check_like(input, "input", membrane.sizes(), dtype, device, "membrane's");
+  check_like(initial, "initial", membrane.sizes().slice(1), dtype, device,
+             "membrane's without the time dim");
+  TORCH_CHECK(!input_needed || input.has_value(),
+              "lif_bwd: tau's gradient with decay_input (convention \"spikingjelly\") needs the "
+              "forward's input");
+}
+
 namespace {
 
 // Lanes per block. Each time step of a block reads and writes runs of kCpuBlock contiguous
@@ -145,6 +219,48 @@ struct BackwardCpu {
   }
 };
 
+struct LifForwardCpu {
+  template <typename scalar_t, typename acc_t, int kConv, int kReset>
+  void operator()(const SpikeForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+                  IntConstant<kReset>) const {
+    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
+      spike_forward_lanes<kCpuBlock, kConv, kReset>(args, lane0, n);
+    });
+  }
+};
+
+struct LifBackwardCpu {
+  template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
+  void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+                  IntConstant<kReset>, IntConstant<kSurrogate>) const {
+    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
+      spike_backward_lanes<kCpuBlock, kConv, kReset, kSurrogate>(args, lane0, n);
+    });
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> lif_fwd_cpu(const at::Tensor& input,
+                                               const c10::optional<at::Tensor>& initial,
+                                               const at::Tensor& decay, const at::Tensor& threshold,
+                                               const at::Tensor& reset_value,
+                                               c10::string_view convention, c10::string_view reset,
+                                               bool decay_input) {
+  return run_lif_forward(input, initial, decay, threshold, reset_value, convention, reset,
+                         decay_input, LifForwardCpu{});
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cpu(
+    const c10::optional<at::Tensor>& grad_spikes, const c10::optional<at::Tensor>& grad_membrane,
+    const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
+    const c10::optional<at::Tensor>& input, const at::Tensor& decay, const at::Tensor& threshold,
+    const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
+    bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
+    bool need_decay, bool need_threshold) {
+  return run_lif_backward(grad_spikes, grad_membrane, membrane, initial, input, decay, threshold,
+                          reset_value, convention, reset, decay_input, detach_reset, surrogate,
+                          alpha, need_decay, need_threshold, LifBackwardCpu{});
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cpu(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
     const at::Tensor& penalty, c10::string_view reset, bool delay) {
@@ -182,11 +298,30 @@ TORCH_LIBRARY(snn_cuda, m) {
       "SymInt[] shape, ScalarType dtype, str reset, bool delay, bool need_decay, bool need_threshold, "
       "bool need_penalty) -> (Tensor grad_excitation, Tensor grad_decay, Tensor grad_threshold, "
       "Tensor grad_penalty)");
+  // Binary spikes (see the math header). input: [T, *batch, H]; initial: [*batch, H] or None
+  // (zeros); decay (beta or tau), threshold, reset_value: [H] in the accumulation dtype.
+  // convention: "snntorch" | "spikingjelly"; reset: "subtract" | "hard". Returns spikes (0/1 in
+  // input's dtype) and the membrane (snnTorch: m_t; SpikingJelly: h_t before reset).
+  m.def(
+      "lif_fwd(Tensor input, Tensor? initial, Tensor decay, Tensor threshold, Tensor reset_value, "
+      "str convention, str reset, bool decay_input) -> (Tensor spikes, Tensor membrane)");
+  // Grads are optional (None = zero). input is read only for tau's gradient with decay_input.
+  // surrogate: "fast_sigmoid" | "super_spike" | "atan" | "sigmoid", alpha its scale. Returns
+  // (grad_input, grad_initial [*batch, H], grad_decay [H], grad_threshold [H]), zeros where not
+  // asked for.
+  m.def(
+      "lif_bwd(Tensor? grad_spikes, Tensor? grad_membrane, Tensor membrane, Tensor? initial, "
+      "Tensor? input, Tensor decay, Tensor threshold, Tensor reset_value, str convention, "
+      "str reset, bool decay_input, bool detach_reset, str surrogate, float alpha, bool need_decay, "
+      "bool need_threshold) -> (Tensor grad_input, Tensor grad_initial, Tensor grad_decay, "
+      "Tensor grad_threshold)");
 }
 
 TORCH_LIBRARY_IMPL(snn_cuda, CPU, m) {
   m.impl("spiking_recurrence_fwd", &spiking_recurrence_fwd_cpu);
   m.impl("spiking_recurrence_bwd", &spiking_recurrence_bwd_cpu);
+  m.impl("lif_fwd", &lif_fwd_cpu);
+  m.impl("lif_bwd", &lif_bwd_cpu);
 }
 
 }  // namespace snn_cuda

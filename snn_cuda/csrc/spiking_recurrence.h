@@ -22,6 +22,7 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace snn_cuda {
@@ -264,6 +265,312 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
     if (a.grad_decay != nullptr) a.grad_decay[lane0 + j] = g_decay[j];
     if (a.grad_threshold != nullptr) a.grad_threshold[lane0 + j] = g_threshold[j];
     if (a.grad_penalty != nullptr) a.grad_penalty[lane0 + j] = g_penalty[j];
+  }
+}
+
+// ================================================================================================
+// Binary spikes with surrogate gradients: the LIF neurons of snnTorch and SpikingJelly
+// (snn_cuda.lif, snn_cuda.Leaky, snn_cuda.LIFNode). Same layout and lane-block scheme as above.
+//
+// Each convention reproduces one library's arithmetic operation for operation (so float32 spikes and
+// membranes agree bit for bit, float64 to rounding). Per lane, x_t the input, theta the threshold,
+// v_r the reset value:
+//
+//   kConvSnntorch, snnTorch's Leaky (reset_delay=True). State m, the membrane it returns; m_{-1} =
+//   the initial membrane (0 by default). The reset is the previous step's spike:
+//       r_t = [m_{t-1} - theta > 0]
+//       subtract: m_t = (beta * m_{t-1} + x_t) - r_t * theta
+//       hard:     m_t = beta * ((1 - r_t) * m_{t-1} + r_t * v_r) + x_t    (snnTorch's "zero": v_r = 0)
+//       s_t = [m_t - theta > 0]                       returned: (s_t, m_t); `decay` holds beta.
+//
+//   kConvSpikingjelly, SpikingJelly's LIFNode. State v, the potential after reset; v_{-1} = the
+//   initial potential. Charge, fire and reset in the same step (rest = v_r for hard, 0 for subtract):
+//       decay_input:  h_t = v_{t-1} + (x_t - (v_{t-1} - rest)) / tau
+//       otherwise:    h_t = v_{t-1} - (v_{t-1} - rest) / tau + x_t
+//       s_t = [h_t - theta >= 0]
+//       subtract: v_t = h_t - s_t * theta          hard: v_t = s_t * v_r + (1 - s_t) * h_t
+//       returned: (s_t, h_t), the charged potential before reset (v_t follows from h_t and s_t,
+//       and the backward needs h_t); `decay` holds tau.
+//
+// The backward is autograd's through these loops with ds/dz (z = m_t - theta resp. h_t - theta)
+// replaced by a surrogate derivative sigma'(z). With detach_reset the reset does not pass gradient
+// through the spike (snnTorch's Leaky always detaches). For float16/bfloat16 the arithmetic runs in
+// float32 and the membrane is rounded to the input dtype each step, so the forward and the backward
+// (which reads the stored membrane) see the same values.
+
+enum SpikeConvention : int { kConvSnntorch = 0, kConvSpikingjelly = 1 };
+enum SpikeReset : int { kSpikeResetSubtract = 0, kSpikeResetHard = 1 };
+enum SurrogateKind : int {
+  kSurrogateFastSigmoid = 0,  // 1 / (alpha |z| + 1)^2           (snnTorch fast_sigmoid, slope alpha)
+  kSurrogateSuperSpike = 1,   // alpha / (|z| + 1)^2             (SpikingJelly SuperSpike)
+  kSurrogateAtan = 2,         // (alpha / 2) / (1 + (pi / 2 * alpha * z)^2)
+  kSurrogateSigmoid = 3,      // alpha * sig(alpha z) * (1 - sig(alpha z))
+};
+
+C10_HOST_DEVICE inline float exp_acc(float x) { return ::expf(x); }
+C10_HOST_DEVICE inline double exp_acc(double x) { return ::exp(x); }
+
+// sigma'(z) of the named surrogate; alpha is its scale (slope).
+template <int kSurrogate, typename acc_t>
+C10_HOST_DEVICE inline acc_t surrogate_grad(acc_t z, acc_t alpha) {
+  const acc_t abs_z = z < acc_t(0) ? -z : z;
+  if (kSurrogate == kSurrogateFastSigmoid) {
+    const acc_t d = alpha * abs_z + acc_t(1);
+    return acc_t(1) / (d * d);
+  } else if (kSurrogate == kSurrogateSuperSpike) {
+    const acc_t d = abs_z + acc_t(1);
+    return alpha / (d * d);
+  } else if (kSurrogate == kSurrogateAtan) {
+    const acc_t w = acc_t(1.5707963267948966) * alpha * z;
+    return alpha / acc_t(2) / (acc_t(1) + w * w);
+  } else {
+    // Written with exp(-alpha z) so that large |z| gives 0, never inf / inf.
+    const acc_t sig = acc_t(1) / (acc_t(1) + exp_acc(-alpha * z));
+    return alpha * sig * (acc_t(1) - sig);
+  }
+}
+
+template <typename acc_t>
+struct SpikeParams {
+  acc_t decay;  // beta (snnTorch) or tau (SpikingJelly)
+  acc_t threshold;
+  acc_t reset_value;
+};
+
+// The membrane of this step before its spike (m_t resp. h_t) from the carried state.
+template <int kConv, int kReset, typename acc_t>
+C10_HOST_DEVICE inline acc_t spike_charge(acc_t state, acc_t input, const SpikeParams<acc_t>& p,
+                                          bool decay_input) {
+  if (kConv == kConvSnntorch) {
+    const acc_t r = state - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    if (kReset == kSpikeResetSubtract) return (p.decay * state + input) - r * p.threshold;
+    return p.decay * ((acc_t(1) - r) * state + r * p.reset_value) + input;
+  } else {
+    const acc_t rest = kReset == kSpikeResetHard ? p.reset_value : acc_t(0);
+    return decay_input ? state + (input - (state - rest)) / p.decay
+                       : state - (state - rest) / p.decay + input;
+  }
+}
+
+// The spike for z = membrane - threshold: snnTorch fires at z > 0, SpikingJelly at z >= 0.
+template <int kConv, typename acc_t>
+C10_HOST_DEVICE inline acc_t spike_fire(acc_t z) {
+  if (kConv == kConvSnntorch) return z > acc_t(0) ? acc_t(1) : acc_t(0);
+  return z >= acc_t(0) ? acc_t(1) : acc_t(0);
+}
+
+// The state carried to the next step: m_t itself (snnTorch resets at the next charge), v_t after
+// the reset (SpikingJelly).
+template <int kConv, int kReset, typename acc_t>
+C10_HOST_DEVICE inline acc_t spike_next_state(acc_t h, acc_t s, const SpikeParams<acc_t>& p) {
+  if (kConv == kConvSnntorch) return h;
+  if (kReset == kSpikeResetSubtract) return h - s * p.threshold;
+  return s * p.reset_value + (acc_t(1) - s) * h;
+}
+
+// One backward step of the snnTorch convention at step t.
+//   gs, gm: dL/ds_t and dL/dm_t from outside; m = m_t, m_prev = m_{t-1};
+//   carry_m: dL/dm_t through m_{t+1}'s charge; carry_s: dL/ds_t through r_{t+1} (0 if detached).
+// Returns dL/dm_t (= dL/dx_t) and leaves the carries pointing at step t - 1.
+template <int kReset, int kSurrogate, typename acc_t>
+C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_t m_prev,
+                                               const SpikeParams<acc_t>& p, acc_t alpha,
+                                               bool detach_reset, acc_t& carry_m, acc_t& carry_s,
+                                               acc_t& grad_decay, acc_t& grad_threshold) {
+  const acc_t sg = surrogate_grad<kSurrogate>(m - p.threshold, alpha);
+  const acc_t gs_total = gs + carry_s;
+  const acc_t g = gm + carry_m + gs_total * sg;
+  grad_threshold -= gs_total * sg;
+  const acc_t r = m_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+  acc_t grad_r;
+  if (kReset == kSpikeResetSubtract) {
+    grad_decay += g * m_prev;
+    grad_threshold -= g * r;
+    grad_r = -(g * p.threshold);
+    carry_m = g * p.decay;
+  } else {
+    grad_decay += g * ((acc_t(1) - r) * m_prev + r * p.reset_value);
+    grad_r = g * p.decay * (p.reset_value - m_prev);
+    carry_m = g * p.decay * (acc_t(1) - r);
+  }
+  carry_s = detach_reset ? acc_t(0) : grad_r;
+  return g;
+}
+
+// One backward step of the SpikingJelly convention at step t.
+//   gs, gh: dL/ds_t and dL/dh_t from outside; h = h_t; v_prev = v_{t-1}; x = x_t (read only for
+//   tau's gradient with decay_input); carry: dL/dv_t, on return dL/dv_{t-1}.
+// Returns dL/dx_t.
+template <int kReset, int kSurrogate, typename acc_t>
+C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, acc_t v_prev,
+                                                   acc_t x, const SpikeParams<acc_t>& p,
+                                                   acc_t alpha, bool decay_input,
+                                                   bool detach_reset, acc_t& carry,
+                                                   acc_t& grad_decay, acc_t& grad_threshold) {
+  const acc_t z = h - p.threshold;
+  const acc_t sg = surrogate_grad<kSurrogate>(z, alpha);
+  const acc_t s = spike_fire<kConvSpikingjelly>(z);
+  acc_t dv_dh, dv_ds, rest;
+  if (kReset == kSpikeResetSubtract) {  // v = h - s * theta
+    dv_dh = acc_t(1);
+    dv_ds = -p.threshold;
+    grad_threshold -= carry * s;
+    rest = acc_t(0);
+  } else {  // v = s * v_r + (1 - s) * h
+    dv_dh = acc_t(1) - s;
+    dv_ds = p.reset_value - h;
+    rest = p.reset_value;
+  }
+  const acc_t gs_total = gs + (detach_reset ? acc_t(0) : carry * dv_ds);
+  const acc_t g = gh + carry * dv_dh + gs_total * sg;  // dL/dh_t
+  grad_threshold -= gs_total * sg;
+  const acc_t tau2 = p.decay * p.decay;
+  if (decay_input) {
+    grad_decay -= g * ((x - (v_prev - rest)) / tau2);
+  } else {
+    grad_decay += g * ((v_prev - rest) / tau2);
+  }
+  carry = g - g / p.decay;
+  return decay_input ? g / p.decay : g;
+}
+
+template <typename scalar_t, typename acc_t>
+struct SpikeForwardArgs {
+  const scalar_t* input;    // [T, lanes]
+  const scalar_t* initial;  // [lanes], nullable (zeros)
+  scalar_t* spikes;         // [T, lanes]
+  scalar_t* membrane;       // [T, lanes]
+  const acc_t* decay;       // [H]
+  const acc_t* threshold;   // [H]
+  const acc_t* reset_value; // [H]
+  int64_t T;
+  int64_t lanes;
+  int64_t H;
+  bool decay_input;
+};
+
+template <typename scalar_t, typename acc_t>
+struct SpikeBackwardArgs {
+  const scalar_t* grad_spikes;    // nullable
+  const scalar_t* grad_membrane;  // nullable
+  const scalar_t* membrane;       // [T, lanes], as returned by the forward
+  const scalar_t* initial;        // [lanes], nullable (zeros)
+  const scalar_t* input;          // nullable; read only for tau's gradient with decay_input
+  const acc_t* decay;             // [H]
+  const acc_t* threshold;         // [H]
+  const acc_t* reset_value;       // [H]
+  acc_t alpha;
+  scalar_t* grad_input;
+  scalar_t* grad_initial;  // [lanes], nullable
+  acc_t* grad_decay;       // [lanes], nullable: per-lane sums over time
+  acc_t* grad_threshold;   // [lanes], nullable
+  int64_t T;
+  int64_t lanes;
+  int64_t H;
+  bool decay_input;
+  bool detach_reset;
+};
+
+template <int kBlock, typename acc_t>
+C10_HOST_DEVICE inline void load_lane_param(acc_t (&dst)[kBlock], const acc_t* src, int64_t H,
+                                            int64_t lane0, int n) {
+  for (int j = 0; j < n; ++j) dst[j] = src[(lane0 + j) % H];
+}
+
+// Rounds a value to the storage dtype and back (a no-op for float and double).
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline acc_t round_to_storage(acc_t value) {
+  return static_cast<acc_t>(static_cast<scalar_t>(value));
+}
+
+template <int kBlock, int kConv, int kReset, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t, acc_t>& a,
+                                                int64_t lane0, int n) {
+  acc_t decay[kBlock], threshold[kBlock], reset_value[kBlock], state[kBlock];
+  load_lane_param<kBlock>(decay, a.decay, a.H, lane0, n);
+  load_lane_param<kBlock>(threshold, a.threshold, a.H, lane0, n);
+  load_lane_param<kBlock>(reset_value, a.reset_value, a.H, lane0, n);
+  for (int j = 0; j < n; ++j) {
+    state[j] = a.initial != nullptr ? static_cast<acc_t>(a.initial[lane0 + j]) : acc_t(0);
+  }
+  for (int64_t t = 0; t < a.T; ++t) {
+    const int64_t off = t * a.lanes + lane0;
+    const scalar_t* in = a.input + off;
+    scalar_t* spk = a.spikes + off;
+    scalar_t* mem = a.membrane + off;
+    for (int j = 0; j < n; ++j) {
+      const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
+      const acc_t h = round_to_storage<scalar_t>(
+          spike_charge<kConv, kReset>(state[j], static_cast<acc_t>(in[j]), p, a.decay_input));
+      const acc_t s = spike_fire<kConv>(h - p.threshold);
+      spk[j] = static_cast<scalar_t>(s);
+      mem[j] = static_cast<scalar_t>(h);
+      state[j] = spike_next_state<kConv, kReset>(h, s, p);
+    }
+  }
+}
+
+// From t = T - 1 down to 0, one pass per step; absent streams read a row of zeros.
+template <int kBlock, int kConv, int kReset, int kSurrogate, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_t, acc_t>& a,
+                                                 int64_t lane0, int n) {
+  acc_t decay[kBlock], threshold[kBlock], reset_value[kBlock];
+  acc_t carry[kBlock], carry_s[kBlock], g_decay[kBlock], g_threshold[kBlock];
+  acc_t cur[kBlock];  // the membrane of step t
+  scalar_t zeros[kBlock];
+  load_lane_param<kBlock>(decay, a.decay, a.H, lane0, n);
+  load_lane_param<kBlock>(threshold, a.threshold, a.H, lane0, n);
+  load_lane_param<kBlock>(reset_value, a.reset_value, a.H, lane0, n);
+  const scalar_t* last = a.membrane + (a.T - 1) * a.lanes + lane0;
+  for (int j = 0; j < n; ++j) {
+    carry[j] = carry_s[j] = g_decay[j] = g_threshold[j] = acc_t(0);
+    zeros[j] = scalar_t(0);
+    cur[j] = static_cast<acc_t>(last[j]);
+  }
+  const bool need_x = kConv == kConvSpikingjelly && a.decay_input && a.grad_decay != nullptr;
+  const scalar_t* initial = a.initial != nullptr ? a.initial + lane0 : zeros;
+  for (int64_t t = a.T - 1; t >= 0; --t) {
+    const int64_t off = t * a.lanes + lane0;
+    const scalar_t* gs = a.grad_spikes != nullptr ? a.grad_spikes + off : zeros;
+    const scalar_t* gm = a.grad_membrane != nullptr ? a.grad_membrane + off : zeros;
+    const scalar_t* x = need_x ? a.input + off : zeros;
+    // The membrane of step t - 1, or at t = 0 the initial state.
+    const scalar_t* prev = t > 0 ? a.membrane + off - a.lanes : initial;
+    scalar_t* gx = a.grad_input + off;
+    for (int j = 0; j < n; ++j) {
+      const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
+      const acc_t prev_value = static_cast<acc_t>(prev[j]);
+      acc_t grad_x;
+      if (kConv == kConvSnntorch) {
+        grad_x = snntorch_bwd_step<kReset, kSurrogate>(
+            static_cast<acc_t>(gs[j]), static_cast<acc_t>(gm[j]), cur[j], prev_value, p, a.alpha,
+            a.detach_reset, carry[j], carry_s[j], g_decay[j], g_threshold[j]);
+      } else {
+        // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
+        const acc_t v_prev =
+            t > 0 ? spike_next_state<kConv, kReset>(
+                        prev_value, spike_fire<kConv>(prev_value - p.threshold), p)
+                  : prev_value;
+        grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
+            static_cast<acc_t>(gs[j]), static_cast<acc_t>(gm[j]), cur[j], v_prev,
+            static_cast<acc_t>(x[j]), p, a.alpha, a.decay_input, a.detach_reset, carry[j],
+            g_decay[j], g_threshold[j]);
+      }
+      gx[j] = static_cast<scalar_t>(grad_x);
+      cur[j] = prev_value;
+    }
+  }
+  for (int j = 0; j < n; ++j) {
+    acc_t grad_initial = carry[j];
+    if (kConv == kConvSnntorch) {
+      // r_0 = [m_{-1} - theta > 0] also depends on the initial membrane and the threshold.
+      const acc_t sg = surrogate_grad<kSurrogate>(cur[j] - threshold[j], a.alpha);
+      grad_initial += carry_s[j] * sg;
+      g_threshold[j] -= carry_s[j] * sg;
+    }
+    if (a.grad_initial != nullptr) a.grad_initial[lane0 + j] = static_cast<scalar_t>(grad_initial);
+    if (a.grad_decay != nullptr) a.grad_decay[lane0 + j] = g_decay[j];
+    if (a.grad_threshold != nullptr) a.grad_threshold[lane0 + j] = g_threshold[j];
   }
 }
 

@@ -140,14 +140,15 @@ BackwardArgs<scalar_t, acc_t> make_backward_args(const BackwardTensors& b,
 
 // Sums the per-lane parameter gradients over the batch: [lanes] = [batch, H] -> [H]. A gradient
 // that was not asked for comes back as zeros of shape [H].
+inline at::Tensor sum_over_batch(const at::Tensor& per_lane, int64_t H, const at::Tensor& like) {
+  if (!per_lane.defined() || per_lane.numel() == 0) return at::zeros_like(like);
+  return per_lane.view({-1, H}).sum(0);
+}
+
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> reduce_param_grads(
     const BackwardTensors& b, const at::Tensor& decay) {
-  auto reduce = [&](const at::Tensor& per_lane) {
-    if (!per_lane.defined() || per_lane.numel() == 0) return at::zeros_like(decay);
-    return per_lane.view({-1, b.H}).sum(0);
-  };
-  return {b.grad_excitation, reduce(b.grad_decay), reduce(b.grad_threshold),
-          reduce(b.grad_penalty)};
+  return {b.grad_excitation, sum_over_batch(b.grad_decay, b.H, decay),
+          sum_over_batch(b.grad_threshold, b.H, decay), sum_over_batch(b.grad_penalty, b.H, decay)};
 }
 
 // The whole forward operator but the loop launch, which each backend supplies:
@@ -202,6 +203,160 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
     }
   });
   return reduce_param_grads(b, decay);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Binary spikes with surrogate gradients (lif_fwd / lif_bwd).
+
+// "snntorch" -> kConvSnntorch, "spikingjelly" -> kConvSpikingjelly; "subtract"/"hard"; the
+// surrogate names of SurrogateKind. Anything else is an error that lists the accepted names.
+int parse_convention(c10::string_view convention);
+int parse_spike_reset(c10::string_view reset);
+int parse_surrogate(c10::string_view surrogate);
+
+void check_lif_forward_inputs(const at::Tensor& input, const c10::optional<at::Tensor>& initial,
+                              const at::Tensor& decay, const at::Tensor& threshold,
+                              const at::Tensor& reset_value);
+
+void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
+                               const c10::optional<at::Tensor>& grad_membrane,
+                               const at::Tensor& membrane,
+                               const c10::optional<at::Tensor>& initial,
+                               const c10::optional<at::Tensor>& input, const at::Tensor& decay,
+                               const at::Tensor& threshold, const at::Tensor& reset_value,
+                               bool input_needed);
+
+template <int V>
+using IntConstant = std::integral_constant<int, V>;
+
+// Calls f(IntConstant<kConv>, IntConstant<kReset>) for the runtime convention and reset.
+template <typename F>
+void dispatch_lif_mode(int convention, int reset, const F& f) {
+  if (convention == kConvSnntorch) {
+    if (reset == kSpikeResetSubtract) {
+      f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetSubtract>{});
+    } else {
+      f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetHard>{});
+    }
+  } else {
+    if (reset == kSpikeResetSubtract) {
+      f(IntConstant<kConvSpikingjelly>{}, IntConstant<kSpikeResetSubtract>{});
+    } else {
+      f(IntConstant<kConvSpikingjelly>{}, IntConstant<kSpikeResetHard>{});
+    }
+  }
+}
+
+// Calls f(IntConstant<kSurrogate>) for the runtime surrogate.
+template <typename F>
+void dispatch_surrogate(int surrogate, const F& f) {
+  switch (surrogate) {
+    case kSurrogateFastSigmoid: f(IntConstant<kSurrogateFastSigmoid>{}); break;
+    case kSurrogateSuperSpike: f(IntConstant<kSurrogateSuperSpike>{}); break;
+    case kSurrogateAtan: f(IntConstant<kSurrogateAtan>{}); break;
+    default: f(IntConstant<kSurrogateSigmoid>{}); break;
+  }
+}
+
+inline int64_t lanes_of(const at::Tensor& t) {
+  return c10::multiply_integers(t.sizes().begin() + 1, t.sizes().end());
+}
+
+// The whole lif_fwd operator but the loop launch:
+// launch(args, IntConstant<kConv>, IntConstant<kReset>) runs the lanes of `args`.
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor> run_lif_forward(
+    const at::Tensor& input, const c10::optional<at::Tensor>& initial, const at::Tensor& decay,
+    const at::Tensor& threshold, const at::Tensor& reset_value, c10::string_view convention,
+    c10::string_view reset, bool decay_input, const Launch& launch) {
+  const int conv = parse_convention(convention);
+  const int reset_mode = parse_spike_reset(reset);
+  check_lif_forward_inputs(input, initial, decay, threshold, reset_value);
+  const at::Tensor x = input.contiguous();
+  const at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
+  at::Tensor spikes = at::empty_like(x);
+  at::Tensor membrane = at::empty_like(x);
+  const auto dec = decay.contiguous(), thr = threshold.contiguous(), rv = reset_value.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lif_fwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    SpikeForwardArgs<scalar_t, acc_t> a;
+    a.input = x.const_data_ptr<scalar_t>();
+    a.initial = const_data_or_null<scalar_t>(init);
+    a.spikes = spikes.data_ptr<scalar_t>();
+    a.membrane = membrane.data_ptr<scalar_t>();
+    a.decay = dec.const_data_ptr<acc_t>();
+    a.threshold = thr.const_data_ptr<acc_t>();
+    a.reset_value = rv.const_data_ptr<acc_t>();
+    a.T = x.size(0);
+    a.lanes = lanes_of(x);
+    a.H = x.size(-1);
+    a.decay_input = decay_input;
+    if (a.lanes == 0 || a.T == 0) return;
+    dispatch_lif_mode(conv, reset_mode, [&](auto c, auto r) { launch(a, c, r); });
+  });
+  return {spikes, membrane};
+}
+
+// The whole lif_bwd operator but the loop launch:
+// launch(args, IntConstant<kConv>, IntConstant<kReset>, IntConstant<kSurrogate>).
+// Returns (grad_input, grad_initial [*batch, H], grad_decay [H], grad_threshold [H]); gradients
+// not asked for come back as zeros.
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
+    const c10::optional<at::Tensor>& grad_spikes, const c10::optional<at::Tensor>& grad_membrane,
+    const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
+    const c10::optional<at::Tensor>& input, const at::Tensor& decay, const at::Tensor& threshold,
+    const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
+    bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
+    bool need_decay, bool need_threshold, const Launch& launch) {
+  const int conv = parse_convention(convention);
+  const int reset_mode = parse_spike_reset(reset);
+  const int surrogate_kind = parse_surrogate(surrogate);
+  const bool input_needed = conv == kConvSpikingjelly && decay_input && need_decay;
+  check_lif_backward_inputs(grad_spikes, grad_membrane, membrane, initial, input, decay,
+                            threshold, reset_value, input_needed);
+  const at::Tensor mem = membrane.contiguous();
+  const at::Tensor gs = grad_spikes.has_value() ? grad_spikes->contiguous() : at::Tensor();
+  const at::Tensor gm = grad_membrane.has_value() ? grad_membrane->contiguous() : at::Tensor();
+  const at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
+  const at::Tensor x = input_needed ? input->contiguous() : at::Tensor();
+  const int64_t lanes = lanes_of(mem);
+  const int64_t H = mem.size(-1);
+  const auto acc_options = mem.options().dtype(at::toOpMathType(mem.scalar_type()));
+  at::Tensor grad_input = at::empty_like(mem);
+  // Zero-filled so that T = 0 gives zero gradients without a launch.
+  at::Tensor grad_initial = at::zeros(mem.sizes().slice(1), mem.options());
+  at::Tensor grad_decay = need_decay ? at::zeros({lanes}, acc_options) : at::Tensor();
+  at::Tensor grad_threshold = need_threshold ? at::zeros({lanes}, acc_options) : at::Tensor();
+  const auto dec = decay.contiguous(), thr = threshold.contiguous(), rv = reset_value.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mem.scalar_type(), "lif_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    SpikeBackwardArgs<scalar_t, acc_t> a;
+    a.grad_spikes = const_data_or_null<scalar_t>(gs);
+    a.grad_membrane = const_data_or_null<scalar_t>(gm);
+    a.membrane = mem.const_data_ptr<scalar_t>();
+    a.initial = const_data_or_null<scalar_t>(init);
+    a.input = const_data_or_null<scalar_t>(x);
+    a.decay = dec.const_data_ptr<acc_t>();
+    a.threshold = thr.const_data_ptr<acc_t>();
+    a.reset_value = rv.const_data_ptr<acc_t>();
+    a.alpha = static_cast<acc_t>(alpha);
+    a.grad_input = grad_input.data_ptr<scalar_t>();
+    a.grad_initial = grad_initial.data_ptr<scalar_t>();
+    a.grad_decay = data_or_null<acc_t>(grad_decay);
+    a.grad_threshold = data_or_null<acc_t>(grad_threshold);
+    a.T = mem.size(0);
+    a.lanes = lanes;
+    a.H = H;
+    a.decay_input = decay_input;
+    a.detach_reset = detach_reset;
+    if (a.lanes == 0 || a.T == 0) return;
+    dispatch_lif_mode(conv, reset_mode, [&](auto c, auto r) {
+      dispatch_surrogate(surrogate_kind, [&](auto s) { launch(a, c, r, s); });
+    });
+  });
+  return {grad_input, grad_initial, sum_over_batch(grad_decay, H, decay),
+          sum_over_batch(grad_threshold, H, decay)};
 }
 
 }  // namespace snn_cuda

@@ -27,6 +27,20 @@ __global__ void __launch_bounds__(kThreads)
   if (lane < args.lanes) lif_backward_lanes<1, kReset>(args, lane, 1);
 }
 
+template <int kConv, int kReset, typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    lif_spike_forward_kernel(const SpikeForwardArgs<scalar_t, acc_t> args) {
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (lane < args.lanes) spike_forward_lanes<1, kConv, kReset>(args, lane, 1);
+}
+
+template <int kConv, int kReset, int kSurrogate, typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    lif_spike_backward_kernel(const SpikeBackwardArgs<scalar_t, acc_t> args) {
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (lane < args.lanes) spike_backward_lanes<1, kConv, kReset, kSurrogate>(args, lane, 1);
+}
+
 unsigned int num_blocks(int64_t lanes) {
   return static_cast<unsigned int>((lanes + kThreads - 1) / kThreads);
 }
@@ -50,6 +64,52 @@ struct BackwardCuda {
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 };
+
+struct LifForwardCuda {
+  template <typename scalar_t, typename acc_t, int kConv, int kReset>
+  void operator()(const SpikeForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+                  IntConstant<kReset>) const {
+    lif_spike_forward_kernel<kConv, kReset><<<num_blocks(args.lanes), kThreads, 0,
+                                              c10::cuda::getCurrentCUDAStream()>>>(args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+struct LifBackwardCuda {
+  template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
+  void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+                  IntConstant<kReset>, IntConstant<kSurrogate>) const {
+    lif_spike_backward_kernel<kConv, kReset, kSurrogate><<<num_blocks(args.lanes), kThreads, 0,
+                                                           c10::cuda::getCurrentCUDAStream()>>>(
+        args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> lif_fwd_cuda(const at::Tensor& input,
+                                                const c10::optional<at::Tensor>& initial,
+                                                const at::Tensor& decay,
+                                                const at::Tensor& threshold,
+                                                const at::Tensor& reset_value,
+                                                c10::string_view convention,
+                                                c10::string_view reset, bool decay_input) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  return run_lif_forward(input, initial, decay, threshold, reset_value, convention, reset,
+                         decay_input, LifForwardCuda{});
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cuda(
+    const c10::optional<at::Tensor>& grad_spikes, const c10::optional<at::Tensor>& grad_membrane,
+    const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
+    const c10::optional<at::Tensor>& input, const at::Tensor& decay, const at::Tensor& threshold,
+    const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
+    bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
+    bool need_decay, bool need_threshold) {
+  const c10::cuda::CUDAGuard guard(membrane.device());
+  return run_lif_backward(grad_spikes, grad_membrane, membrane, initial, input, decay, threshold,
+                          reset_value, convention, reset, decay_input, detach_reset, surrogate,
+                          alpha, need_decay, need_threshold, LifBackwardCuda{});
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cuda(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
@@ -76,6 +136,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_bw
 TORCH_LIBRARY_IMPL(snn_cuda, CUDA, m) {
   m.impl("spiking_recurrence_fwd", &spiking_recurrence_fwd_cuda);
   m.impl("spiking_recurrence_bwd", &spiking_recurrence_bwd_cuda);
+  m.impl("lif_fwd", &lif_fwd_cuda);
+  m.impl("lif_bwd", &lif_bwd_cuda);
 }
 
 }  // namespace snn_cuda
