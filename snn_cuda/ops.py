@@ -449,7 +449,7 @@ def lif(
     check_lif_options(convention, reset)
     if detach_reset is None:
         detach_reset = convention == "snntorch"
-    default = _surrogate.atan(2.0) if convention == "snntorch" else _surrogate.sigmoid(4.0)
+    default = _surrogate.SNNTORCH_DEFAULT if convention == "snntorch" else _surrogate.SPIKINGJELLY_DEFAULT
     spec = _surrogate.resolve(surrogate, default, "lif")
     if isinstance(reset_value, torch.Tensor) and reset_value.requires_grad:
         raise ValueError("lif: reset_value gets no gradient; pass a float or a tensor that does not require grad")

@@ -133,7 +133,7 @@ def lif(
     check_lif_options(convention, reset)
     if detach_reset is None:
         detach_reset = convention == "snntorch"
-    default = _surrogate.atan(2.0) if convention == "snntorch" else _surrogate.sigmoid(4.0)
+    default = _surrogate.SNNTORCH_DEFAULT if convention == "snntorch" else _surrogate.SPIKINGJELLY_DEFAULT
     spec = _surrogate.resolve(surrogate, default, "lif")
     dtype = input.dtype
     compute_dtype = accumulation_dtype(dtype)

@@ -60,8 +60,9 @@ class Surrogate:
             return a / (z.abs() + 1.0) ** 2
         if self.name == "atan":
             return a / 2 / (1 + (math.pi / 2 * a * z) ** 2)
-        sig = torch.sigmoid(a * z)
-        return a * sig * (1 - sig)
+        # sig(az) (1 - sig(az)) written as e / (1 + e)^2, e = exp(-a|z|): exact in the tails.
+        e = torch.exp(-(a * z.abs()))
+        return a * e / ((1 + e) * (1 + e))
 
 
 def fast_sigmoid(slope: float = 25.0) -> Surrogate:
@@ -85,9 +86,14 @@ def sigmoid(slope: float = 25.0) -> Surrogate:
     return Surrogate("sigmoid", slope)
 
 
+# Built once, so that resolving a name or a default under torch.compile constructs nothing.
+_BY_NAME = {name: Surrogate(name, scale) for name, scale in
+            (("fast_sigmoid", 25.0), ("super_spike", 1.0), ("atan", 2.0), ("sigmoid", 25.0))}
+SNNTORCH_DEFAULT = Surrogate("atan", 2.0)  # snntorch.Leaky's spike_grad=None
+SPIKINGJELLY_DEFAULT = Surrogate("sigmoid", 4.0)  # spikingjelly's surrogate.Sigmoid()
+
 _SNNTORCH = {"fast_sigmoid": "fast_sigmoid", "atan": "atan", "sigmoid": "sigmoid"}
 _SPIKINGJELLY = {"Sigmoid": "sigmoid", "ATan": "atan", "SuperSpike": "super_spike"}
-_DEFAULT_SCALE = {"fast_sigmoid": 25.0, "super_spike": 1.0, "atan": 2.0, "sigmoid": 25.0}
 
 SurrogateLike = Union[Surrogate, str, object, None]
 
@@ -103,7 +109,7 @@ def resolve(spec: SurrogateLike, default: Surrogate, what: str = "surrogate") ->
     if isinstance(spec, str):
         if spec not in NAMES:
             raise ValueError(f"{what}: unknown surrogate {spec!r}; supported: {NAMES}")
-        return Surrogate(spec, _DEFAULT_SCALE[spec])
+        return _BY_NAME[spec]
     module = getattr(spec, "__module__", "") or ""
     qualname = getattr(spec, "__qualname__", "") or ""
     if module == "snntorch.surrogate" and qualname.endswith(".<locals>.inner"):

@@ -304,7 +304,7 @@ enum SurrogateKind : int {
   kSurrogateFastSigmoid = 0,  // 1 / (alpha |z| + 1)^2           (snnTorch fast_sigmoid, slope alpha)
   kSurrogateSuperSpike = 1,   // alpha / (|z| + 1)^2             (SpikingJelly SuperSpike)
   kSurrogateAtan = 2,         // (alpha / 2) / (1 + (pi / 2 * alpha * z)^2)
-  kSurrogateSigmoid = 3,      // alpha * sig(alpha z) * (1 - sig(alpha z))
+  kSurrogateSigmoid = 3,      // alpha * sig(alpha z) * (1 - sig(alpha z)) = alpha e / (1 + e)^2
 };
 
 C10_HOST_DEVICE inline float exp_acc(float x) { return ::expf(x); }
@@ -324,9 +324,10 @@ C10_HOST_DEVICE inline acc_t surrogate_grad(acc_t z, acc_t alpha) {
     const acc_t w = acc_t(1.5707963267948966) * alpha * z;
     return alpha / acc_t(2) / (acc_t(1) + w * w);
   } else {
-    // Written with exp(-alpha z) so that large |z| gives 0, never inf / inf.
-    const acc_t sig = acc_t(1) / (acc_t(1) + exp_acc(-alpha * z));
-    return alpha * sig * (acc_t(1) - sig);
+    // = alpha e / (1 + e)^2 with e = exp(-alpha |z|) <= 1: no overflow, and no cancellation in
+    // 1 - sig for large z (sig * (1 - sig) loses the relative precision of the tails).
+    const acc_t e = exp_acc(-(alpha * abs_z));
+    return alpha * e / ((acc_t(1) + e) * (acc_t(1) + e));
   }
 }
 

@@ -1,0 +1,360 @@
+"""The fused binary-spike LIF op (snn_cuda.lif) against its reference loop: forward, every
+gradient, every option, dtypes, opcheck, torch.compile, errors.
+
+gradcheck cannot see a surrogate (the true derivative of a spike is zero), so the fused backward
+is checked against autograd through the reference loop, which uses the same surrogate."""
+
+import itertools
+
+import pytest
+import torch
+
+import snn_cuda
+from snn_cuda import reference, surrogate
+from snn_cuda.ops import LIFFunction
+
+from helpers import rand_uniform
+
+CONVENTIONS = ["snntorch", "spikingjelly"]
+RESETS = ["subtract", "hard"]
+SURROGATES = ["fast_sigmoid", "super_spike", "atan", "sigmoid"]
+# Scales drawn so that each surrogate's peak stays <= 1: a non-detached soft reset multiplies the
+# gradient by (1 - threshold * sigma'(z)) per spike, which then stays in [-0.4, 1] (no blow-up).
+SCALE_RANGE = {
+    "fast_sigmoid": (1.0, 25.0),
+    "super_spike": (0.3, 1.0),
+    "atan": (0.5, 2.0),
+    "sigmoid": (1.0, 4.0),
+}
+# Relative error bounds (max abs diff / max(max |expected|, 1)) of the fused gradients against the
+# reference's in the same dtype. The forward must agree exactly in every dtype: both run the same
+# float32/float64 operations in the same order and round the membrane to the input dtype each step.
+GRAD_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def randint(rng, low, high):
+    return int(torch.randint(low, high + 1, (1,), generator=rng))
+
+
+def lif_case(rng, convention, dtype=torch.float64, shape=None, device="cpu"):
+    """Inputs and per-neuron parameters under which neurons fire, reset and fire again."""
+    if shape is None:
+        shape = (randint(rng, 40, 120), randint(rng, 1, 5), randint(rng, 3, 40))
+    T, B, H = shape
+    if convention == "snntorch":
+        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 0.8 + 0.4
+        decay = rand_uniform((H,), 0.5, 0.98, rng)  # beta
+    else:
+        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 1.2 + 1.0
+        decay = rand_uniform((H,), 1.5, 4.0, rng)  # tau
+    case = dict(
+        input=x.to(dtype),
+        decay=decay,
+        threshold=rand_uniform((H,), 0.6, 1.4, rng),
+        reset_value=rand_uniform((H,), -0.3, 0.3, rng),
+        initial=(torch.randn((B, H), generator=rng, dtype=torch.float64) * 0.5).to(dtype),
+    )
+    return {k: v.to(device) for k, v in case.items()}
+
+
+def random_surrogate(rng, name):
+    low, high = SCALE_RANGE[name]
+    return surrogate.Surrogate(name, float(rand_uniform((), low, high, rng)))
+
+
+def run(fn, case, options, grad_names, upstream):
+    """fn's (spikes, membrane) and the gradients of sum(spikes * u_s + membrane * u_m)."""
+    leaves = {}
+    kwargs = {}
+    for name in ("input", "decay", "threshold", "initial"):
+        value = case[name].detach().clone()
+        if name in grad_names:
+            value.requires_grad_()
+            leaves[name] = value
+        kwargs[name] = value
+    spikes, membrane = fn(
+        kwargs["input"], kwargs["decay"], kwargs["threshold"], initial=kwargs["initial"],
+        reset_value=case["reset_value"], **options,
+    )
+    loss = (spikes * upstream[0]).sum() + (membrane * upstream[1]).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values())) if leaves else ()
+    return spikes, membrane, dict(zip(leaves, grads))
+
+
+def assert_rel_close(actual, expected, tol, what):
+    a, e = actual.double(), expected.double()
+    scale = max(e.abs().max().item() if e.numel() else 0.0, 1.0)
+    err = (a - e).abs().max().item() / scale if e.numel() else 0.0
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol} (max |expected| {scale:.3e})"
+
+
+def assert_fires_and_resets(spikes):
+    rate = spikes.double().mean().item()
+    assert 0.02 < rate < 0.9, f"degenerate case: spike rate {rate}"
+    per_lane = spikes.double().reshape(spikes.shape[0], -1).sum(0)
+    assert per_lane.max().item() >= 3, "no lane fired three times: the reset went untested"
+
+
+def compare(case, options, dtype, rng, grad_names=("input", "decay", "threshold", "initial")):
+    upstream = [
+        torch.randn(case["input"].shape, generator=rng, dtype=torch.float64).to(dtype)
+        for _ in range(2)
+    ]
+    fused = run(snn_cuda.lif, case, options, grad_names, upstream)
+    ref = run(reference.lif, case, options, grad_names, upstream)
+    label = f"{options} {dtype}"
+    assert fused[0].dtype == dtype and fused[1].dtype == dtype
+    assert torch.equal(fused[0], ref[0]), f"spikes differ: {label}"
+    assert torch.equal(fused[1], ref[1]), f"membranes differ: {label}"
+    assert_fires_and_resets(fused[0])
+    assert set(fused[2]) == set(grad_names)
+    for name in grad_names:
+        assert_rel_close(fused[2][name], ref[2][name], GRAD_TOL[dtype], f"grad {name} ({label})")
+        assert fused[2][name].abs().max() > 0, f"grad {name} is zero: the comparison is vacuous"
+
+
+@pytest.mark.parametrize("convention,reset,surrogate_name", list(itertools.product(CONVENTIONS, RESETS, SURROGATES)))
+@pytest.mark.parametrize("detach_reset", [True, False])
+def test_fused_matches_reference_float64(rng, convention, reset, surrogate_name, detach_reset):
+    case = lif_case(rng, convention)
+    for decay_input in ([True, False] if convention == "spikingjelly" else [True]):
+        options = dict(
+            convention=convention, reset=reset, detach_reset=detach_reset,
+            decay_input=decay_input, surrogate=random_surrogate(rng, surrogate_name),
+        )
+        compare(case, options, torch.float64, rng)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_fused_matches_reference_lower_precision(rng, dtype, convention):
+    for reset, surrogate_name in itertools.product(RESETS, SURROGATES):
+        case = lif_case(rng, convention, dtype)
+        options = dict(
+            convention=convention, reset=reset, detach_reset=bool(randint(rng, 0, 1)),
+            decay_input=bool(randint(rng, 0, 1)), surrogate=random_surrogate(rng, surrogate_name),
+        )
+        compare(case, options, dtype, rng)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_subsets_of_gradients(rng, convention):
+    """Each gradient alone (the backward skips the others' work and saves less)."""
+    case = lif_case(rng, convention)
+    options = dict(convention=convention, reset="hard", surrogate="atan")
+    for names in [("input",), ("decay",), ("threshold",), ("initial",), ("decay", "threshold")]:
+        compare(case, options, torch.float64, rng, grad_names=names)
+
+
+def test_saved_tensors(rng):
+    """The backward keeps the membrane (plus the input only for tau's gradient with decay_input)."""
+    case = lif_case(rng, "spikingjelly")
+    x = case["input"].clone().requires_grad_()
+    tau = case["decay"].clone().requires_grad_()
+    for need_tau, decay_input, expect_input in [(True, True, True), (True, False, False), (False, True, False)]:
+        spikes, membrane = snn_cuda.lif(
+            x, tau if need_tau else case["decay"], 1.0, convention="spikingjelly",
+            decay_input=decay_input,
+        )
+        saved = spikes.grad_fn.saved_tensors
+        assert any(t is not None and t.data_ptr() == membrane.data_ptr() for t in saved)
+        has_input = any(t is not None and t.data_ptr() == x.data_ptr() for t in saved)
+        assert has_input == expect_input, (need_tau, decay_input)
+
+
+def test_scalar_and_per_feature_parameters(rng):
+    """Floats, 0-dim tensors and parameters that vary over more than the last dim (a conv layer's
+    per-channel [C, 1, 1]) all give the reference's results and gradients."""
+    T, B, C, Hh, W = randint(rng, 30, 60), 2, 3, 4, 5
+    x = torch.randn(T, B, C, Hh, W, generator=rng, dtype=torch.float64) * 0.8 + 0.5
+    for decay, threshold in [
+        (0.9, 1.0),
+        (torch.tensor(0.8, dtype=torch.float64), torch.tensor(0.9, dtype=torch.float64)),
+        (rand_uniform((C, 1, 1), 0.5, 0.95, rng), rand_uniform((C, 1, W), 0.7, 1.2, rng)),
+    ]:
+        results = []
+        for fn in (snn_cuda.lif, reference.lif):
+            xx = x.clone().requires_grad_()
+            params = [p.clone().requires_grad_() if isinstance(p, torch.Tensor) else p for p in (decay, threshold)]
+            spikes, membrane = fn(xx, *params, reset="hard", surrogate="sigmoid")
+            loss = spikes.sum() + (membrane ** 2).sum()
+            wanted = [xx] + [p for p in params if isinstance(p, torch.Tensor)]
+            results.append((spikes, membrane, *torch.autograd.grad(loss, wanted)))
+        for a, e in zip(*results):
+            assert a.shape == e.shape
+            assert_rel_close(a, e, 1e-12, "per-feature parameters")
+        assert_fires_and_resets(results[0][0])
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_initial_state_continues_a_sequence(rng, convention):
+    """Running [0, k) then [k, T) from the first part's final state equals running [0, T)."""
+    case = lif_case(rng, convention)
+    x = case["input"]
+    k = x.shape[0] // 3
+    options = dict(convention=convention, reset="subtract", decay_input=True)
+    spikes, membrane = snn_cuda.lif(x, case["decay"], case["threshold"], **options)
+    s1, m1 = snn_cuda.lif(x[:k], case["decay"], case["threshold"], **options)
+    if convention == "snntorch":
+        state = m1[-1]
+    else:  # SpikingJelly carries V, the potential after the reset
+        state = m1[-1] - s1[-1] * case["threshold"]
+    s2, m2 = snn_cuda.lif(x[k:], case["decay"], case["threshold"], initial=state, **options)
+    assert torch.equal(torch.cat([s1, s2]), spikes)
+    assert torch.equal(torch.cat([m1, m2]), membrane)
+
+
+def test_non_contiguous_and_empty(rng):
+    case = lif_case(rng, "snntorch", shape=(50, 4, 6))
+    x = case["input"].transpose(1, 2)  # [T, H=6... ] non-contiguous view of shape [50, 6, 4]
+    assert not x.is_contiguous()
+    a = snn_cuda.lif(x, 0.9, 1.0)
+    b = snn_cuda.lif(x.contiguous(), 0.9, 1.0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    for shape in [(0, 3, 4), (5, 0, 4)]:
+        x = torch.zeros(shape, requires_grad=True)
+        spikes, membrane = snn_cuda.lif(x, 0.9, 1.0)
+        assert spikes.shape == shape and membrane.shape == shape
+        (spikes.sum() + membrane.sum()).backward()
+        assert x.grad.shape == shape
+
+
+def test_nan_input_gives_no_spike_and_nan_membrane():
+    x = torch.full((5, 1, 2), 2.0, dtype=torch.float64)
+    x[2, 0, 0] = float("nan")
+    for fn in (snn_cuda.lif, reference.lif):
+        spikes, membrane = fn(x, 0.9, 1.0)
+        assert spikes[2, 0, 0] == 0 and torch.isnan(membrane[2, 0, 0])
+        assert spikes[2, 0, 1] == 1
+
+
+def test_forward_under_no_grad_and_inference_mode(rng):
+    case = lif_case(rng, "spikingjelly")
+    expected = snn_cuda.lif(case["input"], 2.0, 1.0, convention="spikingjelly")
+    with torch.no_grad():
+        a = snn_cuda.lif(case["input"], 2.0, 1.0, convention="spikingjelly")
+    with torch.inference_mode():
+        b = snn_cuda.lif(case["input"], 2.0, 1.0, convention="spikingjelly")
+    for got in (a, b):
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_opcheck(rng, convention):
+    case = lif_case(rng, convention, shape=(12, 2, 5))
+    args = (case["input"], case["initial"], case["decay"], case["threshold"], case["reset_value"],
+            convention, "hard", True)
+    torch.library.opcheck(torch.ops.snn_cuda.lif_fwd.default, args)
+    torch.library.opcheck(torch.ops.snn_cuda.lif_fwd.default, (case["input"], None, *args[2:]))
+    spikes, membrane = torch.ops.snn_cuda.lif_fwd(*args)
+    g = torch.randn_like(spikes)
+    bwd_args = (g, g.clone(), membrane, case["initial"], case["input"], case["decay"],
+                case["threshold"], case["reset_value"], convention, "hard", True, False, "atan",
+                2.0, True, True)
+    torch.library.opcheck(torch.ops.snn_cuda.lif_bwd.default, bwd_args)
+    torch.library.opcheck(
+        torch.ops.snn_cuda.lif_bwd.default, (None, g, membrane, None, None, *bwd_args[5:14], False, False)
+    )
+
+
+def test_autograd_calls_only_the_registered_ops(rng):
+    case = lif_case(rng, "snntorch", shape=(10, 2, 3))
+    x = case["input"].clone().requires_grad_()
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        spikes, membrane = snn_cuda.lif(x, case["decay"], case["threshold"])
+        (spikes.sum() + membrane.sum()).backward()
+    names = {e.name for e in prof.events()}
+    assert "snn_cuda::lif_fwd" in names and "snn_cuda::lif_bwd" in names
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_torch_compile_fullgraph(rng, dynamic):
+    torch._dynamo.reset()
+    case = lif_case(rng, "spikingjelly", dtype=torch.float32, shape=(20, 3, 8))
+    tau = case["decay"].float().requires_grad_()
+
+    def f(x, tau):
+        spikes, h = snn_cuda.lif(x, tau, 1.0, convention="spikingjelly", reset="hard",
+                                 surrogate="atan")
+        return spikes.sum() + (h * h).mean()
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=dynamic)
+    x = case["input"].clone().requires_grad_()
+    loss = compiled(x, tau)
+    gx, gtau = torch.autograd.grad(loss, [x, tau])
+    x2 = case["input"].clone().requires_grad_()
+    tau2 = tau.detach().clone().requires_grad_()
+    loss2 = f(x2, tau2)
+    ex, etau = torch.autograd.grad(loss2, [x2, tau2])
+    assert torch.allclose(loss, loss2)
+    assert torch.allclose(gx, ex) and torch.allclose(gtau, etau)
+
+
+def test_surrogate_formulas():
+    z = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    cases = {
+        surrogate.fast_sigmoid(10.0): 1 / (10 * z.abs() + 1) ** 2,
+        surrogate.super_spike(0.5): 0.5 / (z.abs() + 1) ** 2,
+        surrogate.atan(2.0): 1 / (1 + (torch.pi * z) ** 2),
+        # sig(4z) * sig(-4z): the same value as sig * (1 - sig), without its cancellation in the tails.
+        surrogate.sigmoid(4.0): 4 * torch.sigmoid(4 * z) * torch.sigmoid(-4 * z),
+    }
+    for spec, expected in cases.items():
+        assert torch.allclose(spec.derivative(z), expected, rtol=1e-12, atol=0), spec
+        # And the kernel's copy, through the op: the gradient of spikes w.r.t. the input at T = 1
+        # is sigma'(x - threshold) (the membrane is x itself at the first step).
+        x = z.reshape(1, 1, -1).clone().requires_grad_()
+        spikes, _ = snn_cuda.lif(x, 0.9, 0.0, surrogate=spec)
+        (grad,) = torch.autograd.grad(spikes.sum(), x)
+        assert torch.allclose(grad.flatten(), expected, rtol=1e-12, atol=1e-300), spec
+
+
+def test_sigmoid_surrogate_tails_are_finite_in_float32():
+    x = torch.tensor([[[-200.0, -20.0, 0.0, 20.0, 200.0]]], requires_grad=True)
+    spikes, _ = snn_cuda.lif(x, 0.9, 0.0, surrogate=surrogate.sigmoid(25.0))
+    (grad,) = torch.autograd.grad(spikes.sum(), x)
+    assert torch.isfinite(grad).all() and grad[0, 0, 2] == 25.0 / 4
+
+
+def test_errors():
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match='convention must be "snntorch" or "spikingjelly", got \'norse\''):
+        snn_cuda.lif(x, 0.9, convention="norse")
+    with pytest.raises(ValueError, match='reset must be "subtract" or "hard", got \'zero\''):
+        snn_cuda.lif(x, 0.9, reset="zero")
+    with pytest.raises(ValueError, match="unknown surrogate 'triangle'"):
+        snn_cuda.lif(x, 0.9, surrogate="triangle")
+    with pytest.raises(TypeError, match="expected an snn_cuda.surrogate.Surrogate"):
+        snn_cuda.lif(x, 0.9, surrogate=lambda z: z)
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+        surrogate.atan(-1.0)
+    with pytest.raises(ValueError, match=r"at least 2 dims\), got shape \(5,\)"):
+        snn_cuda.lif(torch.randn(5), 0.9)
+    with pytest.raises(ValueError, match=r"initial must have the shape of one input step \(2, 3\)"):
+        snn_cuda.lif(x, 0.9, initial=torch.zeros(3))
+    with pytest.raises(ValueError, match="does not broadcast to one step of the input"):
+        snn_cuda.lif(x, torch.rand(4, 1), 1.0)
+    with pytest.raises(ValueError, match="reset_value gets no gradient"):
+        snn_cuda.lif(x, 0.9, reset="hard", reset_value=torch.zeros(3, requires_grad=True))
+    with pytest.raises(ValueError, match="decay is tau and must be > 0"):
+        snn_cuda.lif(x, 0.0, convention="spikingjelly")
+    with pytest.raises(ValueError, match="must be float64, float32, float16 or bfloat16"):
+        snn_cuda.lif(x.to(torch.int32), 0.9)
+    # The registered op checks its own inputs (what a caller of torch.ops gets).
+    p = torch.ones(3)
+    with pytest.raises(RuntimeError, match=r"lif: decay must have shape \[H\] = \[3\]"):
+        torch.ops.snn_cuda.lif_fwd(x, None, torch.ones(4), p, p, "snntorch", "hard", True)
+    with pytest.raises(RuntimeError, match=r"lif: threshold must have dtype Float .* got Double"):
+        torch.ops.snn_cuda.lif_fwd(x, None, p, p.double(), p, "snntorch", "hard", True)
+    with pytest.raises(RuntimeError, match='lif: surrogate must be "fast_sigmoid", "super_spike", "atan" or "sigmoid", got "erf"'):
+        torch.ops.snn_cuda.lif_bwd(None, None, x, None, None, p, p, p, "snntorch", "hard", True,
+                                   True, "erf", 1.0, False, False)
+    with pytest.raises(RuntimeError, match="tau's gradient with decay_input .* needs the forward's input"):
+        torch.ops.snn_cuda.lif_bwd(None, None, x, None, None, p, p, p, "spikingjelly", "hard",
+                                   True, True, "atan", 1.0, True, False)
+
+
+def test_lif_function_is_exported():
+    assert snn_cuda.LIFFunction is LIFFunction
