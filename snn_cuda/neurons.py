@@ -225,7 +225,8 @@ class LIFNode(nn.Module):
         """A float stays a float (as in SpikingJelly); a tensor becomes a buffer, or a Parameter
         when learnable, so that ``.to(device)`` moves it."""
         if learn:
-            setattr(self, name, nn.Parameter(torch.as_tensor(value, dtype=torch.get_default_dtype())))
+            tensor = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+            setattr(self, name, nn.Parameter(tensor))
         elif isinstance(value, torch.Tensor):
             self.register_buffer(name, value)
         else:
