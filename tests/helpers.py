@@ -124,3 +124,95 @@ def grads(outputs, inputs: Sequence[Optional[torch.Tensor]], upstream):
         return tuple(torch.zeros_like(x) for x in wanted)
     result = torch.autograd.grad(loss, wanted, allow_unused=True)
     return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(wanted, result))
+
+
+# ------------------------------------------------------------------------------------------------
+# Binary-spike LIF (snn_cuda.lif)
+
+CONVENTIONS = ["snntorch", "spikingjelly"]
+LIF_RESETS = ["subtract", "hard"]
+SURROGATES = ["fast_sigmoid", "super_spike", "atan", "sigmoid"]
+# Scales drawn so that each surrogate's peak stays <= 1: a non-detached soft reset multiplies the
+# gradient by (1 - threshold * sigma'(z)) per spike, which then stays in [-0.4, 1] (no blow-up).
+SCALE_RANGE = {
+    "fast_sigmoid": (1.0, 25.0),
+    "super_spike": (0.3, 1.0),
+    "atan": (0.5, 2.0),
+    "sigmoid": (1.0, 4.0),
+}
+# Relative error bounds (max abs diff / max(max |expected|, 1)) of the fused gradients against the
+# reference's in the same dtype. The forward must agree exactly in every dtype: both run the same
+# float32/float64 operations in the same order and round the membrane to the input dtype each step.
+LIF_GRAD_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def randint(rng, low, high):
+    return int(torch.randint(low, high + 1, (1,), generator=rng))
+
+
+def lif_case(rng, convention, dtype=torch.float64, shape=None, device="cpu"):
+    """Inputs and per-neuron parameters under which neurons fire, reset and fire again."""
+    if shape is None:
+        shape = (randint(rng, 40, 120), randint(rng, 1, 5), randint(rng, 3, 40))
+    T, B, H = shape
+    if convention == "snntorch":
+        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 0.8 + 0.4
+        decay = rand_uniform((H,), 0.5, 0.98, rng)  # beta
+    else:
+        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 1.2 + 1.0
+        decay = rand_uniform((H,), 1.5, 4.0, rng)  # tau
+    case = dict(
+        input=x.to(dtype),
+        decay=decay,
+        threshold=rand_uniform((H,), 0.6, 1.4, rng),
+        reset_value=rand_uniform((H,), -0.3, 0.3, rng),
+        initial=(torch.randn((B, H), generator=rng, dtype=torch.float64) * 0.5).to(dtype),
+    )
+    return {k: v.to(device) for k, v in case.items()}
+
+
+def random_surrogate(rng, name):
+    from snn_cuda import surrogate
+
+    low, high = SCALE_RANGE[name]
+    return surrogate.Surrogate(name, float(rand_uniform((), low, high, rng)))
+
+
+def run_lif(fn, case, options, grad_names, upstream):
+    """fn's (spikes, membrane) and the gradients of sum(spikes * u_s + membrane * u_m)."""
+    leaves = {}
+    kwargs = {}
+    for name in ("input", "decay", "threshold", "initial"):
+        value = case[name].detach().clone()
+        if name in grad_names:
+            value.requires_grad_()
+            leaves[name] = value
+        kwargs[name] = value
+    spikes, membrane = fn(
+        kwargs["input"], kwargs["decay"], kwargs["threshold"], initial=kwargs["initial"],
+        reset_value=case["reset_value"], **options,
+    )
+    loss = (spikes * upstream[0]).sum() + (membrane * upstream[1]).sum()
+    grads = torch.autograd.grad(loss, list(leaves.values())) if leaves else ()
+    return spikes, membrane, dict(zip(leaves, grads))
+
+
+def rel_err(actual, expected) -> float:
+    """max |actual - expected| / max(max |expected|, 1): an error relative to the tensor's scale."""
+    a, e = actual.double(), expected.double()
+    if e.numel() == 0:
+        return 0.0
+    return (a - e).abs().max().item() / max(e.abs().max().item(), 1.0)
+
+
+def assert_rel_close(actual, expected, tol, what):
+    err = rel_err(actual, expected)
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol}"
+
+
+def assert_spikes_and_resets(spikes, min_rate=0.02):
+    """The case only tests the reset if neurons fire, and some fire again after a reset."""
+    rate = spikes.double().mean().item()
+    assert min_rate < rate < 0.9, f"degenerate case: spike rate {rate}"
+    per_lane = spikes.double().reshape(spikes.shape[0], -1).sum(0)
+    assert per_lane.max().item() >= 3, "no lane fired three times: the reset went untested"

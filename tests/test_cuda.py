@@ -4,6 +4,8 @@ The arithmetic the GPU runs is the CPU's (one shared header), so these tests che
 indexing by thread, the device guard, streams, dtypes, and 64-bit offsets.
 """
 
+import itertools
+
 import pytest
 import torch
 
@@ -12,11 +14,20 @@ from snn_cuda import SpikingNeuronLayer, reference
 from snn_cuda.ops import RESETS
 
 from helpers import (
+    CONVENTIONS,
+    LIF_GRAD_TOL,
+    LIF_RESETS,
+    SURROGATES,
     assert_close,
     assert_fires_and_resets,
     assert_param_grad_close,
+    assert_rel_close,
+    assert_spikes_and_resets,
     grads,
+    lif_case,
     random_case,
+    random_surrogate,
+    run_lif,
 )
 
 pytestmark = pytest.mark.cuda
@@ -101,3 +112,49 @@ def test_cuda_more_than_2_to_the_31_elements():
         s_r, o_r = reference.spiking_recurrence(x[:, sl], 0.9, 1.0, 1.5, delay=False)
         assert_close(states[:, sl], s_r, torch.float16, "states at the far end")
         assert_close(outputs[:, sl], o_r, torch.float16, "outputs at the far end")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_cuda_lif_matches_cpu_and_reference(rng, convention, dtype):
+    """Binary spikes: the CUDA kernel's spikes and membranes equal the CPU kernel's and the
+    reference's bit for bit (no FMA contraction, IEEE division on both); gradients to rounding
+    (the sigmoid surrogate's exp differs by an ulp or two between libm and CUDA)."""
+    for reset, surrogate_name in itertools.product(LIF_RESETS, SURROGATES):
+        T = int(torch.randint(40, 200, (1,), generator=rng))
+        case = lif_case(rng, convention, dtype, shape=(T, int(torch.randint(1, 40, (1,), generator=rng)), 67))
+        options = dict(convention=convention, reset=reset, surrogate=random_surrogate(rng, surrogate_name),
+                       detach_reset=bool(torch.randint(0, 2, (1,), generator=rng)),
+                       decay_input=bool(torch.randint(0, 2, (1,), generator=rng)))
+        upstream = [torch.randn(case["input"].shape, generator=rng).to(dtype) for _ in range(2)]
+        names = ("input", "decay", "threshold", "initial")
+        results = {}
+        for name, device, fn in (("cpu", "cpu", snn_cuda.lif), ("cuda", "cuda", snn_cuda.lif),
+                                 ("reference", "cuda", reference.lif)):
+            on_device = {k: v.to(device) for k, v in case.items()}
+            spikes, membrane, g = run_lif(fn, on_device, options, names, [u.to(device) for u in upstream])
+            results[name] = (spikes.cpu(), membrane.cpu(), {k: v.cpu() for k, v in g.items()})
+        assert_spikes_and_resets(results["cuda"][0])
+        for other in ("cpu", "reference"):
+            assert torch.equal(results["cuda"][0], results[other][0]), f"spikes: cuda vs {other} {options}"
+            assert torch.equal(results["cuda"][1], results[other][1]), f"membrane: cuda vs {other} {options}"
+            for k in names:
+                assert_rel_close(results["cuda"][2][k], results[other][2][k],
+                                 max(LIF_GRAD_TOL[dtype], 1e-9 if dtype == torch.float64 else 0),
+                                 f"grad {k}: cuda vs {other} {options}")
+
+
+def test_cuda_neurons_match_cpu(rng):
+    x = torch.randn(100, 8, 32, generator=rng) * 0.8 + 0.6
+    for make in (lambda: snn_cuda.Leaky(beta=torch.full((32,), 0.9), learn_beta=True),
+                 lambda: snn_cuda.LIFNode(step_mode="m", v_reset=None)):
+        outs = []
+        for device in ("cpu", "cuda"):
+            module = make().to(device)
+            xx = x.to(device).requires_grad_()
+            out = module(xx)
+            spikes = out[0] if isinstance(out, tuple) else out
+            (g,) = torch.autograd.grad(spikes.sum(), xx)
+            outs.append((spikes.cpu(), g.cpu()))
+        assert torch.equal(outs[0][0], outs[1][0])
+        assert_rel_close(outs[1][1], outs[0][1], 1e-5, "grad input, cuda vs cpu")

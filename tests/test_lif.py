@@ -13,103 +13,35 @@ import snn_cuda
 from snn_cuda import reference, surrogate
 from snn_cuda.ops import LIFFunction
 
-from helpers import rand_uniform
-
-CONVENTIONS = ["snntorch", "spikingjelly"]
-RESETS = ["subtract", "hard"]
-SURROGATES = ["fast_sigmoid", "super_spike", "atan", "sigmoid"]
-# Scales drawn so that each surrogate's peak stays <= 1: a non-detached soft reset multiplies the
-# gradient by (1 - threshold * sigma'(z)) per spike, which then stays in [-0.4, 1] (no blow-up).
-SCALE_RANGE = {
-    "fast_sigmoid": (1.0, 25.0),
-    "super_spike": (0.3, 1.0),
-    "atan": (0.5, 2.0),
-    "sigmoid": (1.0, 4.0),
-}
-# Relative error bounds (max abs diff / max(max |expected|, 1)) of the fused gradients against the
-# reference's in the same dtype. The forward must agree exactly in every dtype: both run the same
-# float32/float64 operations in the same order and round the membrane to the input dtype each step.
-GRAD_TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
-
-
-def randint(rng, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=rng))
-
-
-def lif_case(rng, convention, dtype=torch.float64, shape=None, device="cpu"):
-    """Inputs and per-neuron parameters under which neurons fire, reset and fire again."""
-    if shape is None:
-        shape = (randint(rng, 40, 120), randint(rng, 1, 5), randint(rng, 3, 40))
-    T, B, H = shape
-    if convention == "snntorch":
-        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 0.8 + 0.4
-        decay = rand_uniform((H,), 0.5, 0.98, rng)  # beta
-    else:
-        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 1.2 + 1.0
-        decay = rand_uniform((H,), 1.5, 4.0, rng)  # tau
-    case = dict(
-        input=x.to(dtype),
-        decay=decay,
-        threshold=rand_uniform((H,), 0.6, 1.4, rng),
-        reset_value=rand_uniform((H,), -0.3, 0.3, rng),
-        initial=(torch.randn((B, H), generator=rng, dtype=torch.float64) * 0.5).to(dtype),
-    )
-    return {k: v.to(device) for k, v in case.items()}
-
-
-def random_surrogate(rng, name):
-    low, high = SCALE_RANGE[name]
-    return surrogate.Surrogate(name, float(rand_uniform((), low, high, rng)))
-
-
-def run(fn, case, options, grad_names, upstream):
-    """fn's (spikes, membrane) and the gradients of sum(spikes * u_s + membrane * u_m)."""
-    leaves = {}
-    kwargs = {}
-    for name in ("input", "decay", "threshold", "initial"):
-        value = case[name].detach().clone()
-        if name in grad_names:
-            value.requires_grad_()
-            leaves[name] = value
-        kwargs[name] = value
-    spikes, membrane = fn(
-        kwargs["input"], kwargs["decay"], kwargs["threshold"], initial=kwargs["initial"],
-        reset_value=case["reset_value"], **options,
-    )
-    loss = (spikes * upstream[0]).sum() + (membrane * upstream[1]).sum()
-    grads = torch.autograd.grad(loss, list(leaves.values())) if leaves else ()
-    return spikes, membrane, dict(zip(leaves, grads))
-
-
-def assert_rel_close(actual, expected, tol, what):
-    a, e = actual.double(), expected.double()
-    scale = max(e.abs().max().item() if e.numel() else 0.0, 1.0)
-    err = (a - e).abs().max().item() / scale if e.numel() else 0.0
-    assert err <= tol, f"{what}: relative error {err:.3e} > {tol} (max |expected| {scale:.3e})"
-
-
-def assert_fires_and_resets(spikes):
-    rate = spikes.double().mean().item()
-    assert 0.02 < rate < 0.9, f"degenerate case: spike rate {rate}"
-    per_lane = spikes.double().reshape(spikes.shape[0], -1).sum(0)
-    assert per_lane.max().item() >= 3, "no lane fired three times: the reset went untested"
-
+from helpers import (
+    CONVENTIONS,
+    LIF_GRAD_TOL,
+    LIF_RESETS as RESETS,
+    SURROGATES,
+    assert_rel_close,
+    assert_spikes_and_resets,
+    lif_case,
+    rand_uniform,
+    random_surrogate,
+    randint,
+    run_lif,
+)
 
 def compare(case, options, dtype, rng, grad_names=("input", "decay", "threshold", "initial")):
     upstream = [
         torch.randn(case["input"].shape, generator=rng, dtype=torch.float64).to(dtype)
         for _ in range(2)
     ]
-    fused = run(snn_cuda.lif, case, options, grad_names, upstream)
-    ref = run(reference.lif, case, options, grad_names, upstream)
+    fused = run_lif(snn_cuda.lif, case, options, grad_names, upstream)
+    ref = run_lif(reference.lif, case, options, grad_names, upstream)
     label = f"{options} {dtype}"
     assert fused[0].dtype == dtype and fused[1].dtype == dtype
     assert torch.equal(fused[0], ref[0]), f"spikes differ: {label}"
     assert torch.equal(fused[1], ref[1]), f"membranes differ: {label}"
-    assert_fires_and_resets(fused[0])
+    assert_spikes_and_resets(fused[0])
     assert set(fused[2]) == set(grad_names)
     for name in grad_names:
-        assert_rel_close(fused[2][name], ref[2][name], GRAD_TOL[dtype], f"grad {name} ({label})")
+        assert_rel_close(fused[2][name], ref[2][name], LIF_GRAD_TOL[dtype], f"grad {name} ({label})")
         assert fused[2][name].abs().max() > 0, f"grad {name} is zero: the comparison is vacuous"
 
 
@@ -183,7 +115,7 @@ def test_scalar_and_per_feature_parameters(rng):
         for a, e in zip(*results):
             assert a.shape == e.shape
             assert_rel_close(a, e, 1e-12, "per-feature parameters")
-        assert_fires_and_resets(results[0][0])
+        assert_spikes_and_resets(results[0][0])
 
 
 @pytest.mark.parametrize("convention", CONVENTIONS)

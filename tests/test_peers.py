@@ -15,7 +15,7 @@ import torch
 import snn_cuda
 from snn_cuda import reference
 
-from helpers import rand_uniform
+from helpers import assert_spikes_and_resets, rand_uniform, randint, rel_err
 
 REQUIRE = os.environ.get("SNN_CUDA_REQUIRE_PEERS") == "1"
 
@@ -41,10 +41,6 @@ GRAD_TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 FLOAT32_PARAM_GRAD_TOL = 1e-3
 
 
-def randint(rng, low, high):
-    return int(torch.randint(low, high + 1, (1,), generator=rng))
-
-
 def f32_representable(shape, rng, dtype):
     """Upstream gradients whose values are exact in float32. snnTorch's spike functions return
     float32 for any input, so the gradient arriving at a spike is rounded to float32 before its
@@ -54,16 +50,8 @@ def f32_representable(shape, rng, dtype):
     return torch.randn(shape, generator=rng).to(dtype)
 
 
-def rel_err(a, e):
-    a, e = a.double(), e.double()
-    return (a - e).abs().max().item() / max(e.abs().max().item(), 1.0)
-
-
 def assert_fires_and_resets(spikes):
-    rate = spikes.double().mean().item()
-    assert 0.005 < rate < 0.9, f"degenerate case: spike rate {rate}"
-    per_lane = spikes.double().reshape(spikes.shape[0], -1).sum(0)
-    assert per_lane.max().item() >= 3, "no lane fired three times: the reset went untested"
+    assert_spikes_and_resets(spikes, min_rate=0.005)
 
 
 # ------------------------------------------------------------------------------------------------
