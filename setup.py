@@ -81,7 +81,11 @@ csrc = os.path.join("snn_cuda", "csrc")
 sources = [os.path.join(csrc, "spiking_recurrence.cpp")]
 # -g0: python's flags add -g, which doubles compile time and bloats the library.
 # -fopenmp: at::parallel_for is inline and runs on one thread without it.
-cxx_flags = ["-O3", "-g0", "-fopenmp"]
+# -fno-trapping-math: lets gcc evaluate both sides of a select (a spike's `z > 0 ? 1 : 0` feeding
+# arithmetic) so the binary-spike lane loops vectorise (without it they ran 2.5x slower). It changes
+# no result: no reassociation, no contraction, NaN/inf semantics kept; only FP exception flags,
+# which nothing here reads, may differ.
+cxx_flags = ["-O3", "-g0", "-fopenmp", "-fno-trapping-math"]
 extra_link = ["-fopenmp"]
 use_cuda = _want_cuda()
 if use_cuda:

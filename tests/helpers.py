@@ -153,7 +153,7 @@ def randint(rng, low, high):
 def lif_case(rng, convention, dtype=torch.float64, shape=None, device="cpu"):
     """Inputs and per-neuron parameters under which neurons fire, reset and fire again."""
     if shape is None:
-        shape = (randint(rng, 40, 120), randint(rng, 1, 5), randint(rng, 3, 40))
+        shape = (randint(rng, 60, 150), randint(rng, 1, 5), randint(rng, 4, 40))
     T, B, H = shape
     if convention == "snntorch":
         x = torch.randn(shape, generator=rng, dtype=torch.float64) * 0.8 + 0.4
@@ -210,9 +210,12 @@ def assert_rel_close(actual, expected, tol, what):
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol}"
 
 
-def assert_spikes_and_resets(spikes, min_rate=0.02):
-    """The case only tests the reset if neurons fire, and some fire again after a reset."""
+def assert_spikes_and_resets(spikes, min_rate=0.02, min_resets=20):
+    """The case only tests the reset if neurons fire, and fire again after resets, many times."""
     rate = spikes.double().mean().item()
     assert min_rate < rate < 0.9, f"degenerate case: spike rate {rate}"
     per_lane = spikes.double().reshape(spikes.shape[0], -1).sum(0)
     assert per_lane.max().item() >= 3, "no lane fired three times: the reset went untested"
+    # Every spike but a lane's last is followed by a reset and then more input.
+    resets = (per_lane - 1).clamp_min(0).sum().item()
+    assert resets >= min_resets, f"only {resets} resets were followed by another spike"

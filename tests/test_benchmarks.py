@@ -39,3 +39,19 @@ def test_bench_training_tiny(tmp_path):
     result = json.load(open(tmp_path / "t.json"))
     assert {r["backend"] for r in result["rows"]} == {"reference", "fused"}
     assert result["epochs"][0][-2] == 1.5
+
+
+def test_bench_peers_tiny(tmp_path):
+    out = run("bench_peers.py", "--sizes", "16", "--T", "5", "--batch", "2", "--repeats", "1",
+              "--warmup", "0", "--json", str(tmp_path / "p.json"))
+    assert "| n | library | fwd+bwd s |" in out
+    result = json.load(open(tmp_path / "p.json"))
+    libraries = {r["library"] for r in result["rows"]}
+    assert {"linear", "snn_cuda.Leaky", "snn_cuda.LIFNode"} <= libraries
+    for r in result["rows"]:
+        assert r["seconds"] > 0 and 0 <= r["spike_rate"] <= 1
+        if r["library"] != "linear":
+            assert "neuron_seconds" in r
+    # The peers are in the table when installed (CI installs them), and said to be missing if not.
+    for peer in ("snntorch.Leaky", "spikingjelly.LIFNode"):
+        assert (peer in libraries) == (result["versions"][peer] is not None)

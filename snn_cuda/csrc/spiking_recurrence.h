@@ -373,10 +373,12 @@ C10_HOST_DEVICE inline acc_t spike_next_state(acc_t h, acc_t s, const SpikeParam
 //   gs, gm: dL/ds_t and dL/dm_t from outside; m = m_t, m_prev = m_{t-1};
 //   carry_m: dL/dm_t through m_{t+1}'s charge; carry_s: dL/ds_t through r_{t+1} (0 if detached).
 // Returns dL/dm_t (= dL/dx_t) and leaves the carries pointing at step t - 1.
+// Flags come as 0/1 floats and are tested with a float comparison: a select on a scalar bool
+// keeps gcc from vectorising the CPU lane loop, a select on a compare does not.
 template <int kReset, int kSurrogate, typename acc_t>
 C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_t m_prev,
                                                const SpikeParams<acc_t>& p, acc_t alpha,
-                                               bool detach_reset, acc_t& carry_m, acc_t& carry_s,
+                                               acc_t detach_reset, acc_t& carry_m, acc_t& carry_s,
                                                acc_t& grad_decay, acc_t& grad_threshold) {
   const acc_t sg = surrogate_grad<kSurrogate>(m - p.threshold, alpha);
   const acc_t gs_total = gs + carry_s;
@@ -394,7 +396,7 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
     grad_r = g * p.decay * (p.reset_value - m_prev);
     carry_m = g * p.decay * (acc_t(1) - r);
   }
-  carry_s = detach_reset ? acc_t(0) : grad_r;
+  carry_s = detach_reset > acc_t(0) ? acc_t(0) : grad_r;
   return g;
 }
 
@@ -405,8 +407,8 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
 template <int kReset, int kSurrogate, typename acc_t>
 C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, acc_t v_prev,
                                                    acc_t x, const SpikeParams<acc_t>& p,
-                                                   acc_t alpha, bool decay_input,
-                                                   bool detach_reset, acc_t& carry,
+                                                   acc_t alpha, acc_t decay_input,
+                                                   acc_t detach_reset, acc_t& carry,
                                                    acc_t& grad_decay, acc_t& grad_threshold) {
   const acc_t z = h - p.threshold;
   const acc_t sg = surrogate_grad<kSurrogate>(z, alpha);
@@ -422,17 +424,15 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
     dv_ds = p.reset_value - h;
     rest = p.reset_value;
   }
-  const acc_t gs_total = gs + (detach_reset ? acc_t(0) : carry * dv_ds);
+  const acc_t gs_total = gs + (detach_reset > acc_t(0) ? acc_t(0) : carry * dv_ds);
   const acc_t g = gh + carry * dv_dh + gs_total * sg;  // dL/dh_t
   grad_threshold -= gs_total * sg;
   const acc_t tau2 = p.decay * p.decay;
-  if (decay_input) {
-    grad_decay -= g * ((x - (v_prev - rest)) / tau2);
-  } else {
-    grad_decay += g * ((v_prev - rest) / tau2);
-  }
+  // dh/dtau: -(x - (v - rest)) / tau^2 with decay_input, (v - rest) / tau^2 without.
+  grad_decay += decay_input > acc_t(0) ? -(g * ((x - (v_prev - rest)) / tau2))
+                                       : g * ((v_prev - rest) / tau2);
   carry = g - g / p.decay;
-  return decay_input ? g / p.decay : g;
+  return decay_input > acc_t(0) ? g / p.decay : g;
 }
 
 template <typename scalar_t, typename acc_t>
@@ -494,6 +494,7 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
   for (int j = 0; j < n; ++j) {
     state[j] = a.initial != nullptr ? static_cast<acc_t>(a.initial[lane0 + j]) : acc_t(0);
   }
+  const bool decay_input = a.decay_input;
   for (int64_t t = 0; t < a.T; ++t) {
     const int64_t off = t * a.lanes + lane0;
     const scalar_t* in = a.input + off;
@@ -502,7 +503,7 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
     for (int j = 0; j < n; ++j) {
       const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
       const acc_t h = round_to_storage<scalar_t>(
-          spike_charge<kConv, kReset>(state[j], static_cast<acc_t>(in[j]), p, a.decay_input));
+          spike_charge<kConv, kReset>(state[j], static_cast<acc_t>(in[j]), p, decay_input));
       const acc_t s = spike_fire<kConv>(h - p.threshold);
       spk[j] = static_cast<scalar_t>(s);
       mem[j] = static_cast<scalar_t>(h);
@@ -529,6 +530,11 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
     cur[j] = static_cast<acc_t>(last[j]);
   }
   const bool need_x = kConv == kConvSpikingjelly && a.decay_input && a.grad_decay != nullptr;
+  // Read once: a.alpha is a float the compiler would otherwise have to reload after every store to
+  // grad_input (they may alias), which keeps the CPU loop from vectorising; flags as 0/1 floats.
+  const acc_t alpha = a.alpha;
+  const acc_t decay_input = a.decay_input ? acc_t(1) : acc_t(0);
+  const acc_t detach_reset = a.detach_reset ? acc_t(1) : acc_t(0);
   const scalar_t* initial = a.initial != nullptr ? a.initial + lane0 : zeros;
   for (int64_t t = a.T - 1; t >= 0; --t) {
     const int64_t off = t * a.lanes + lane0;
@@ -538,23 +544,24 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
     // The membrane of step t - 1, or at t = 0 the initial state.
     const scalar_t* prev = t > 0 ? a.membrane + off - a.lanes : initial;
     scalar_t* gx = a.grad_input + off;
+    const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
     for (int j = 0; j < n; ++j) {
       const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
       const acc_t prev_value = static_cast<acc_t>(prev[j]);
       acc_t grad_x;
       if (kConv == kConvSnntorch) {
         grad_x = snntorch_bwd_step<kReset, kSurrogate>(
-            static_cast<acc_t>(gs[j]), static_cast<acc_t>(gm[j]), cur[j], prev_value, p, a.alpha,
-            a.detach_reset, carry[j], carry_s[j], g_decay[j], g_threshold[j]);
+            static_cast<acc_t>(gs[j]), static_cast<acc_t>(gm[j]), cur[j], prev_value, p, alpha,
+            detach_reset, carry[j], carry_s[j], g_decay[j], g_threshold[j]);
       } else {
         // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
         const acc_t v_prev =
-            t > 0 ? spike_next_state<kConv, kReset>(
+            after_first > acc_t(0) ? spike_next_state<kConv, kReset>(
                         prev_value, spike_fire<kConv>(prev_value - p.threshold), p)
                   : prev_value;
         grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
             static_cast<acc_t>(gs[j]), static_cast<acc_t>(gm[j]), cur[j], v_prev,
-            static_cast<acc_t>(x[j]), p, a.alpha, a.decay_input, a.detach_reset, carry[j],
+            static_cast<acc_t>(x[j]), p, alpha, decay_input, detach_reset, carry[j],
             g_decay[j], g_threshold[j]);
       }
       gx[j] = static_cast<scalar_t>(grad_x);
@@ -565,7 +572,7 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
     acc_t grad_initial = carry[j];
     if (kConv == kConvSnntorch) {
       // r_0 = [m_{-1} - theta > 0] also depends on the initial membrane and the threshold.
-      const acc_t sg = surrogate_grad<kSurrogate>(cur[j] - threshold[j], a.alpha);
+      const acc_t sg = surrogate_grad<kSurrogate>(cur[j] - threshold[j], alpha);
       grad_initial += carry_s[j] * sg;
       g_threshold[j] -= carry_s[j] * sg;
     }

@@ -1,0 +1,208 @@
+"""The Open Neuromorphic SNN-library benchmark: Linear(n, n) then a LIF layer over T steps, batch B,
+loss = sum of the output spikes, forward + backward, float32. snn_cuda against snnTorch and
+SpikingJelly, each library's own LIF neuron with its default surrogate, in one run.
+
+  python benchmarks/bench_peers.py                        # n = 512, 2048, 8192; T = 500; B = 16
+  python benchmarks/bench_peers.py --sizes 512 --repeats 5
+  python benchmarks/bench_peers.py --device cuda           # SpikingJelly picks its CUDA provider
+
+Rows:
+  linear only            the Linear layer alone (loss = sum of its output): the part every library
+                         shares, so "neuron s" = total - this.
+  snn_cuda.Leaky         fused, snnTorch's semantics      snn_cuda.LIFNode   fused, SpikingJelly's
+  snntorch.Leaky         snnTorch's neuron called once per time step (it has no multi-step form)
+  spikingjelly.LIFNode   step_mode="m": on CPU its registered float32 CPU op (a per-step loop in
+                         PyTorch), on CUDA whatever provider it selects (Triton/CuPy/torch)
+
+The Linear layer runs on the whole [T * B, n] sequence at once for every library, so all rows do the
+same matmul work and differ only in the neuron. Times: median of --repeats forward+backward passes
+after --warmup, each library in its own child process (fresh allocator, clean peak memory). Peak
+memory: growth of the child's peak RSS over the timed passes (CPU), torch.cuda.max_memory_allocated
+minus the memory held before the first pass (CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import (  # noqa: E402
+    command_line,
+    machine_info,
+    markdown_table,
+    peak_rss_bytes,
+    rss_bytes,
+    run_self_in_subprocess,
+    synchronize,
+    time_median,
+)
+
+LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snntorch.Leaky", "spikingjelly.LIFNode")
+BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
+TAU = 1.0 / (1.0 - BETA)
+
+
+def library_version(library: str):
+    """The installed version, or None if the library cannot be imported."""
+    module = library.split(".")[0]
+    if module == "linear":
+        return torch.__version__
+    try:
+        mod = __import__(module)
+    except ImportError:
+        return None
+    return getattr(mod, "__version__", "unknown")
+
+
+def make_pass(library: str, n: int, T: int, batch: int, device: torch.device):
+    """A closure running one forward + backward pass of Linear(n, n) + the library's neuron."""
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(n, n).to(device)
+    x = torch.rand(T, batch, n, device=device)
+
+    def linear(inp):
+        return fc(inp.reshape(T * batch, n)).reshape(T, batch, n)
+
+    if library == "linear":
+        def forward():
+            return linear(x)
+    elif library == "snn_cuda.Leaky":
+        import snn_cuda
+
+        neuron = snn_cuda.Leaky(beta=BETA).to(device)
+
+        def forward():
+            neuron.reset_mem()
+            return neuron(linear(x))[0]
+    elif library == "snn_cuda.LIFNode":
+        import snn_cuda
+
+        neuron = snn_cuda.LIFNode(tau=TAU, step_mode="m").to(device)
+
+        def forward():
+            neuron.reset()
+            return neuron(linear(x))
+    elif library == "snntorch.Leaky":
+        import snntorch
+
+        neuron = snntorch.Leaky(beta=BETA).to(device)
+
+        def forward():
+            current = linear(x)
+            mem = neuron.reset_mem()
+            spikes = []
+            for t in range(T):
+                spk, mem = neuron(current[t], mem)
+                spikes.append(spk)
+            return torch.stack(spikes)
+    elif library == "spikingjelly.LIFNode":
+        from spikingjelly.activation_based import functional, neuron as sj_neuron
+
+        neuron = sj_neuron.LIFNode(tau=TAU, step_mode="m").to(device)
+
+        def forward():
+            functional.reset_net(neuron)
+            return neuron(linear(x))
+    else:
+        raise ValueError(library)
+
+    def one_pass():
+        fc.zero_grad(set_to_none=True)
+        out = forward()
+        out.sum().backward()
+        return out
+
+    return one_pass
+
+
+def child(args) -> dict:
+    device = torch.device(args.device)
+    one_pass = make_pass(args.child, args.child_n, args.T, args.batch, device)
+    before = rss_bytes()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        held = torch.cuda.memory_allocated(device)
+    seconds = time_median(one_pass, device, args.repeats, args.warmup)
+    synchronize(device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - held
+    else:
+        peak = peak_rss_bytes() - before
+    out = one_pass()
+    return {"seconds": seconds, "peak_bytes": int(peak), "spike_rate": float(out.float().mean())}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--T", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--libraries", nargs="+", default=list(LIBRARIES), choices=LIBRARIES)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", default=None, help="write the rows here (default: benchmarks/results/bench_peers_<device>.json)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-n", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+
+    device_type = torch.device(args.device).type
+    versions = {lib: library_version(lib) for lib in args.libraries}
+    rows = []
+    for n in args.sizes:
+        results = {}
+        for lib in args.libraries:
+            if versions[lib] is None:
+                print(f"n={n}: {lib} is not installed, skipped", flush=True)
+                continue
+            child_args = ["--child", lib, "--child-n", str(n), "--T", str(args.T), "--batch",
+                          str(args.batch), "--device", args.device, "--repeats", str(args.repeats),
+                          "--warmup", str(args.warmup)]
+            results[lib] = run_self_in_subprocess(child_args)
+            print(f"n={n}: {lib}: {results[lib]['seconds']:.3f} s, "
+                  f"{results[lib]['peak_bytes'] / 2**20:.0f} MB", flush=True)
+        base = results.get("linear", {}).get("seconds")
+        for lib, r in results.items():
+            row = {"n": n, "library": lib, "version": versions[lib], **r}
+            if lib != "linear" and base is not None:
+                row["neuron_seconds"] = r["seconds"] - base
+            rows.append(row)
+
+    table = []
+    for r in rows:
+        speedups = []
+        for peer in ("snntorch.Leaky", "spikingjelly.LIFNode"):
+            t_peer = next((x["seconds"] for x in rows if x["n"] == r["n"] and x["library"] == peer), None)
+            speedups.append(t_peer / r["seconds"] if t_peer and r["library"] != "linear" else None)
+        table.append([r["n"], r["library"], r["seconds"], r.get("neuron_seconds"),
+                      speedups[0], speedups[1], r["peak_bytes"] / 2**20])
+        r["speedup_vs_snntorch"], r["speedup_vs_spikingjelly"] = speedups
+    headers = ["n", "library", "fwd+bwd s", "neuron s (minus linear)", "x vs snntorch",
+               "x vs spikingjelly", "peak MB"]
+    print()
+    print(f"Linear(n, n) + LIF, T={args.T}, batch={args.batch}, float32, {args.device}, "
+          f"median of {args.repeats} after {args.warmup} warm-up")
+    print(markdown_table(headers, table))
+    print(f"\ncommand: {command_line()}")
+    out = args.json or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                    f"bench_peers_{device_type}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"command": command_line(), "machine": machine_info(), "versions": versions,
+                   "T": args.T, "batch": args.batch, "device": args.device, "repeats": args.repeats,
+                   "warmup": args.warmup, "rows": rows}, f, indent=1)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
