@@ -7,8 +7,9 @@ SpikingJelly, each library's own LIF neuron with its default surrogate, in one r
   python benchmarks/bench_peers.py --device cuda           # SpikingJelly picks its CUDA provider
 
 Rows:
-  linear only            the Linear layer alone (loss = sum of its output): the part every library
-                         shares, so "neuron s" = total - this.
+  linear                 the Linear layer alone (loss = sum of its output): the part every library
+                         shares. Each library's child also times this Linear-only pass, alternating
+                         with its full pass; "neuron s" is the median of (full - Linear-only).
   snn_cuda.Leaky         fused, snnTorch's semantics      snn_cuda.LIFNode   fused, SpikingJelly's
   snntorch.Leaky         snnTorch's neuron called once per time step (it has no multi-step form)
   spikingjelly.LIFNode   step_mode="m": on CPU its registered float32 CPU op (a per-step loop in
@@ -16,16 +17,20 @@ Rows:
 
 The Linear layer runs on the whole [T * B, n] sequence at once for every library, so all rows do the
 same matmul work and differ only in the neuron. Times: median of --repeats forward+backward passes
-after --warmup, each library in its own child process (fresh allocator, clean peak memory). Peak
-memory: growth of the child's peak RSS over the timed passes (CPU), torch.cuda.max_memory_allocated
-minus the memory held before the first pass (CUDA).
+after --warmup, each library in its own child process (fresh allocator, clean peak memory). Speedups
+are the peer's time over ours, for the whole pass and for the neuron part alone. Peak memory: growth
+of the child's peak RSS over its first pass at full size, which follows one pass at a tiny size so
+that one-time loading is not counted (CPU); torch.cuda.max_memory_allocated over that pass minus the
+memory held before it (CUDA).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
+import statistics
 import sys
 
 import torch
@@ -54,14 +59,18 @@ def library_version(library: str):
     if module == "linear":
         return torch.__version__
     try:
-        mod = __import__(module)
+        __import__(module)
     except ImportError:
         return None
-    return getattr(mod, "__version__", "unknown")
+    try:
+        return importlib.metadata.version(module)
+    except importlib.metadata.PackageNotFoundError:  # e.g. snn_cuda run from a source tree
+        return "unknown"
 
 
-def make_pass(library: str, n: int, T: int, batch: int, device: torch.device):
-    """A closure running one forward + backward pass of Linear(n, n) + the library's neuron."""
+def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
+    """Two closures: one forward + backward pass of Linear(n, n) + the library's neuron, and the
+    same pass of the Linear layer alone (on the same weights and input)."""
     torch.manual_seed(0)
     fc = torch.nn.Linear(n, n).to(device)
     x = torch.rand(T, batch, n, device=device)
@@ -112,31 +121,51 @@ def make_pass(library: str, n: int, T: int, batch: int, device: torch.device):
     else:
         raise ValueError(library)
 
-    def one_pass():
-        fc.zero_grad(set_to_none=True)
-        out = forward()
-        out.sum().backward()
-        return out
+    def run(fn):
+        def one_pass():
+            fc.zero_grad(set_to_none=True)
+            out = fn()
+            out.sum().backward()
+            return out
 
-    return one_pass
+        return one_pass
+
+    return run(forward), run(lambda: linear(x))
 
 
 def child(args) -> dict:
+    """Memory first, then time. Memory: peak growth over the first full pass at this size, after one
+    pass at a tiny size (so that what a library loads on its first call is not counted, while the
+    heap has not yet grown). Time: the full pass and the Linear-only pass alternately (so that drift
+    on a shared machine hits both alike); the neuron's time is the median of the paired differences."""
     device = torch.device(args.device)
-    one_pass = make_pass(args.child, args.child_n, args.T, args.batch, device)
+    make_passes(args.child, 8, 2, 1, device)[0]()
+    full, linear_only = make_passes(args.child, args.child_n, args.T, args.batch, device)
+    synchronize(device)
     before = rss_bytes()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         held = torch.cuda.memory_allocated(device)
-    seconds = time_median(one_pass, device, args.repeats, args.warmup)
+    out = full()
     synchronize(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - held
     else:
         peak = peak_rss_bytes() - before
-    out = one_pass()
-    return {"seconds": seconds, "peak_bytes": int(peak), "spike_rate": float(out.float().mean())}
+    spike_rate = float(out.float().mean())
+    del out
+    for _ in range(args.warmup):
+        full()
+        linear_only()
+    full_s, linear_s = [], []
+    for _ in range(args.repeats):
+        linear_s.append(time_median(linear_only, device, 1, 0))
+        full_s.append(time_median(full, device, 1, 0))
+    result = {"seconds": statistics.median(full_s), "peak_bytes": int(peak), "spike_rate": spike_rate}
+    if args.child != "linear":
+        result["linear_seconds"] = statistics.median(linear_s)
+        result["neuron_seconds"] = statistics.median(f - l for f, l in zip(full_s, linear_s))
+    return result
 
 
 def main(argv=None) -> None:
@@ -171,24 +200,24 @@ def main(argv=None) -> None:
             results[lib] = run_self_in_subprocess(child_args)
             print(f"n={n}: {lib}: {results[lib]['seconds']:.3f} s, "
                   f"{results[lib]['peak_bytes'] / 2**20:.0f} MB", flush=True)
-        base = results.get("linear", {}).get("seconds")
         for lib, r in results.items():
-            row = {"n": n, "library": lib, "version": versions[lib], **r}
-            if lib != "linear" and base is not None:
-                row["neuron_seconds"] = r["seconds"] - base
-            rows.append(row)
+            rows.append({"n": n, "library": lib, "version": versions[lib], **r})
 
     table = []
     for r in rows:
         speedups = []
-        for peer in ("snntorch.Leaky", "spikingjelly.LIFNode"):
-            t_peer = next((x["seconds"] for x in rows if x["n"] == r["n"] and x["library"] == peer), None)
-            speedups.append(t_peer / r["seconds"] if t_peer and r["library"] != "linear" else None)
-        table.append([r["n"], r["library"], r["seconds"], r.get("neuron_seconds"),
-                      speedups[0], speedups[1], r["peak_bytes"] / 2**20])
-        r["speedup_vs_snntorch"], r["speedup_vs_spikingjelly"] = speedups
-    headers = ["n", "library", "fwd+bwd s", "neuron s (minus linear)", "x vs snntorch",
-               "x vs spikingjelly", "peak MB"]
+        for key in ("seconds", "neuron_seconds"):
+            for peer in ("snntorch.Leaky", "spikingjelly.LIFNode"):
+                t_peer = next((x.get(key) for x in rows if x["n"] == r["n"] and x["library"] == peer), None)
+                mine = r.get(key)
+                ok = t_peer and mine and mine > 0 and r["library"] != "linear"
+                speedups.append(t_peer / mine if ok else None)
+        (r["speedup_vs_snntorch"], r["speedup_vs_spikingjelly"],
+         r["neuron_speedup_vs_snntorch"], r["neuron_speedup_vs_spikingjelly"]) = speedups
+        table.append([r["n"], r["library"], r["seconds"], r.get("neuron_seconds"), *speedups,
+                      r["peak_bytes"] / 2**20])
+    headers = ["n", "library", "fwd+bwd s", "neuron s", "x vs snntorch", "x vs spikingjelly",
+               "neuron x vs snntorch", "neuron x vs spikingjelly", "peak MB"]
     print()
     print(f"Linear(n, n) + LIF, T={args.T}, batch={args.batch}, float32, {args.device}, "
           f"median of {args.repeats} after {args.warmup} warm-up")

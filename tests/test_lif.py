@@ -243,6 +243,25 @@ def test_surrogate_formulas():
         assert torch.allclose(grad.flatten(), expected, rtol=1e-12, atol=1e-300), spec
 
 
+@pytest.mark.parametrize("dtype,rtol,smallest", [(torch.float64, 1e-14, 1e-300), (torch.float32, 1e-6, 1e-36)])
+def test_sigmoid_surrogate_exp_over_its_range(dtype, rtol, smallest):
+    """The CPU kernel's own vectorisable exp, across the whole range: within a few ulp of
+    alpha * sig(alpha z) * sig(-alpha z) computed in float64, exactly 0 only where that is below the
+    smallest normal number."""
+    alpha = 4.0
+    z = torch.cat([torch.linspace(-200, 200, 40001, dtype=torch.float64), torch.tensor([0.0])]).to(dtype)
+    x = z.reshape(1, 1, -1).clone().requires_grad_()
+    spikes, _ = snn_cuda.lif(x, 0.9, 0.0, surrogate=surrogate.sigmoid(alpha))
+    (grad,) = torch.autograd.grad(spikes.sum(), x)
+    z64 = z.double()
+    expected = alpha * torch.sigmoid(alpha * z64) * torch.sigmoid(-alpha * z64)
+    grad = grad.flatten().double()
+    normal = expected > smallest
+    rel = ((grad[normal] - expected[normal]).abs() / expected[normal]).max().item()
+    assert rel <= rtol, rel
+    assert (grad[~normal].abs() <= smallest).all()
+
+
 def test_sigmoid_surrogate_tails_are_finite_in_float32():
     x = torch.tensor([[[-200.0, -20.0, 0.0, 20.0, 200.0]]], requires_grad=True)
     spikes, _ = snn_cuda.lif(x, 0.9, 0.0, surrogate=surrogate.sigmoid(25.0))
