@@ -55,3 +55,11 @@ def test_bench_peers_tiny(tmp_path):
     # The peers are in the table when installed (CI installs them), and said to be missing if not.
     for peer in ("snntorch.Leaky", "spikingjelly.LIFNode"):
         assert (peer in libraries) == (result["versions"][peer] is not None)
+
+
+def test_bench_surrogates_tiny():
+    out = run("bench_surrogates.py", "--shape", "5", "2", "3", "--repeats", "1", "--warmup", "0")
+    assert "| convention | surrogate | forward s | backward s |" in out
+    for convention in ("snntorch", "spikingjelly"):
+        for name in ("fast_sigmoid", "super_spike", "atan", "sigmoid"):
+            assert f"| {convention} | {name} |" in out
