@@ -152,7 +152,8 @@ def child(args) -> dict:
         peak = torch.cuda.max_memory_allocated(device) - held
     else:
         peak = peak_rss_bytes() - before
-    spike_rate = float(out.float().mean())
+    # The fraction of (step, neuron) that spiked; for the Linear-only row there are no spikes.
+    spike_rate = float(out.float().mean()) if args.child != "linear" else None
     del out
     for _ in range(args.warmup):
         full()

@@ -5,7 +5,8 @@ surrogate: what the choice of surrogate costs.
   python benchmarks/bench_surrogates.py --shape 500 16 512 --device cuda
 
 Times are medians of --repeats after --warmup. The backward is timed on a graph kept from one
-forward (retain_graph), with an upstream gradient of ones for the spikes.
+forward (retain_graph), with an upstream gradient of ones for the spikes. The copy floor moves the
+bytes either pass must move (three tensors of the input's size) between buffers allocated beforehand.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import snn_cuda  # noqa: E402
 from snn_cuda.surrogate import NAMES  # noqa: E402
 
-from common import command_line, current_allocator, markdown_table, time_median  # noqa: E402
+from common import command_line, copy_floor, current_allocator, markdown_table, time_median  # noqa: E402
 
 DECAY = {"snntorch": 0.9, "spikingjelly": 10.0}  # beta; tau = 1 / (1 - beta)
 
@@ -52,8 +53,12 @@ def main(argv=None) -> None:
 
             rows.append([convention, name, time_median(forward, device, args.repeats, args.warmup),
                          time_median(backward, device, args.repeats, args.warmup)])
+    # Forward: reads the input, writes spikes and membrane; backward: reads the spikes' gradient
+    # and the membrane, writes the input's gradient. Three tensors' bytes each way.
+    floor = copy_floor(3 * x.numel() * x.element_size(), device, args.repeats, args.warmup)
     print(f"snn_cuda.lif on {list(args.shape)} {args.dtype}, {args.device}, allocator "
-          f"{current_allocator()}, median of {args.repeats} after {args.warmup} warm-up")
+          f"{current_allocator()}, median of {args.repeats} after {args.warmup} warm-up; "
+          f"copy floor (a copy moving the bytes of three such tensors): {floor:.4g} s")
     print(markdown_table(["convention", "surrogate", "forward s", "backward s"], rows))
     print(f"\ncommand: {command_line()}")
 
