@@ -325,11 +325,18 @@ class LIFFunction(torch.autograd.Function):
         )
 
 
-def check_lif_options(convention: str, reset: str) -> None:
+def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool], surrogate):
+    """Checks the options and fills in the convention's defaults: (detach_reset, Surrogate)."""
+    from . import surrogate as _surrogate
+
     if convention not in CONVENTIONS:
         raise ValueError(f'lif: convention must be "snntorch" or "spikingjelly", got {convention!r}')
     if reset not in LIF_RESETS:
         raise ValueError(f'lif: reset must be "subtract" or "hard", got {reset!r}')
+    if detach_reset is None:
+        detach_reset = convention == "snntorch"
+    default = _surrogate.SNNTORCH_DEFAULT if convention == "snntorch" else _surrogate.SPIKINGJELLY_DEFAULT
+    return bool(detach_reset), _surrogate.resolve(surrogate, default, "lif")
 
 
 def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtype,
@@ -444,13 +451,7 @@ def lif(
         >>> spikes, mem = snn_cuda.lif(x, 0.9, 1.0)                    # snnTorch Leaky semantics
         >>> spikes.sum().backward()
     """
-    from . import surrogate as _surrogate
-
-    check_lif_options(convention, reset)
-    if detach_reset is None:
-        detach_reset = convention == "snntorch"
-    default = _surrogate.SNNTORCH_DEFAULT if convention == "snntorch" else _surrogate.SPIKINGJELLY_DEFAULT
-    spec = _surrogate.resolve(surrogate, default, "lif")
+    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
     if isinstance(reset_value, torch.Tensor) and reset_value.requires_grad:
         raise ValueError("lif: reset_value gets no gradient; pass a float or a tensor that does not require grad")
     if convention == "spikingjelly" and not isinstance(decay, torch.Tensor) and not decay > 0:
@@ -460,6 +461,6 @@ def lif(
     )
     spikes, membrane = LIFFunction.apply(
         input, initial, dec, thr, rv.detach(), convention, reset, bool(decay_input),
-        bool(detach_reset), spec.name, spec.alpha,
+        detach_reset, spec.name, spec.alpha,
     )
     return restore(spikes), restore(membrane)

@@ -127,14 +127,9 @@ def lif(
     initial=None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Same signature, semantics and results as :func:`snn_cuda.lif`, as a plain loop."""
-    from . import surrogate as _surrogate
-    from .ops import check_lif_options, prepare_lif
+    from .ops import prepare_lif, resolve_lif_options
 
-    check_lif_options(convention, reset)
-    if detach_reset is None:
-        detach_reset = convention == "snntorch"
-    default = _surrogate.SNNTORCH_DEFAULT if convention == "snntorch" else _surrogate.SPIKINGJELLY_DEFAULT
-    spec = _surrogate.resolve(surrogate, default, "lif")
+    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
     dtype = input.dtype
     compute_dtype = accumulation_dtype(dtype)
     x, initial, (decay, threshold, reset_value), restore = prepare_lif(
