@@ -27,6 +27,8 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         f"Original error: {error}"
     ) from error
 
+from . import surrogate as _surrogate  # noqa: E402
+
 Param = Union[float, torch.Tensor]
 
 RESETS = ("proportional", "subtract")
@@ -38,13 +40,10 @@ _ACC_DTYPES = {
 }
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+def accumulation_dtype(dtype: torch.dtype, what: str = "spiking_recurrence: excitation") -> torch.dtype:
     """The dtype the kernel keeps its state and parameters in for inputs of ``dtype``."""
     if dtype not in _ACC_DTYPES:
-        raise ValueError(
-            "spiking_recurrence: excitation must be float64, float32, float16 or bfloat16, "
-            f"got {dtype}"
-        )
+        raise ValueError(f"{what} must be float64, float32, float16 or bfloat16, got {dtype}")
     return _ACC_DTYPES[dtype]
 
 
@@ -55,17 +54,17 @@ def check_reset(reset: str) -> None:
         )
 
 
-def check_excitation(excitation: torch.Tensor) -> None:
+def check_excitation(
+    excitation: torch.Tensor, what: str = "spiking_recurrence: excitation", layout: str = "[T, *batch, H]"
+) -> None:
+    """A tensor of at least 2 dims, [T, ...], in a dtype the kernels take."""
     if not isinstance(excitation, torch.Tensor):
-        raise TypeError(
-            f"spiking_recurrence: excitation must be a torch.Tensor, got {type(excitation).__name__}"
-        )
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(excitation).__name__}")
     if excitation.dim() < 2:
         raise ValueError(
-            "spiking_recurrence: excitation must have shape [T, *batch, H] (at least 2 dims), "
-            f"got shape {tuple(excitation.shape)}"
+            f"{what} must have shape {layout} (at least 2 dims), got shape {tuple(excitation.shape)}"
         )
-    accumulation_dtype(excitation.dtype)
+    accumulation_dtype(excitation.dtype, what)
 
 
 def check_float_threshold(threshold: Param, reset: str) -> None:
@@ -327,8 +326,6 @@ class LIFFunction(torch.autograd.Function):
 
 def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool], surrogate):
     """Checks the options and fills in the convention's defaults: (detach_reset, Surrogate)."""
-    from . import surrogate as _surrogate
-
     if convention not in CONVENTIONS:
         raise ValueError(f'lif: convention must be "snntorch" or "spikingjelly", got {convention!r}')
     if reset not in LIF_RESETS:
@@ -369,13 +366,7 @@ def prepare_lif(input: torch.Tensor, initial, params, names):
     """Validates and lays out the op's arguments. Returns (input, initial, params, restore): input
     possibly flattened to [T, L] (when a parameter varies over more than the last dim), the params
     as kernel tensors, and restore(t) giving a result back the input's shape."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"lif: input must be a torch.Tensor, got {type(input).__name__}")
-    if input.dim() < 2:
-        raise ValueError(
-            f"lif: input must have shape [T, *batch, *features] (at least 2 dims), got shape "
-            f"{tuple(input.shape)}"
-        )
+    check_excitation(input, "lif: input", "[T, *batch, *features]")
     acc = accumulation_dtype(input.dtype)
     step_shape = input.shape[1:]
     flat = not all(_per_last_dim(v, step_shape[-1]) for v in params)

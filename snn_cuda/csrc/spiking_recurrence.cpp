@@ -61,6 +61,19 @@ void check_forward_inputs(const at::Tensor& excitation, const at::Tensor& decay,
                excitation.device());
 }
 
+// A tensor that must match a reference's shape, dtype and device (absent = nothing to check).
+static void check_like(const c10::optional<at::Tensor>& t, const char* op, const char* name,
+                       at::IntArrayRef shape, at::ScalarType dtype, const at::Device& device,
+                       const char* whose) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->sizes() == shape, op, ": ", name, " must have shape ", shape, ", got ",
+              t->sizes());
+  TORCH_CHECK(t->scalar_type() == dtype, op, ": ", name, " must have dtype ", dtype, ", got ",
+              t->scalar_type());
+  TORCH_CHECK(t->device() == device, op, ": ", name, " must be on ", whose, " device ", device,
+              ", got ", t->device());
+}
+
 void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
                            const c10::optional<at::Tensor>& grad_outputs, const at::Tensor& gates,
                            const c10::optional<at::Tensor>& states,
@@ -72,20 +85,13 @@ void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
   const auto device = gates.device();
   check_params(decay, threshold, penalty, shape.back(), dtype, device);
   const int64_t T = shape[0];
-  const int64_t lanes = c10::multiply_integers(shape.begin() + 1, shape.end());
-  auto check_like = [&](const c10::optional<at::Tensor>& t, const char* name) {
-    if (!t.has_value()) return;
-    TORCH_CHECK(t->sizes() == shape, "spiking_recurrence_bwd: ", name, " must have shape ", shape,
-                ", got ", t->sizes());
-    TORCH_CHECK(t->scalar_type() == dtype, "spiking_recurrence_bwd: ", name, " must have dtype ",
-                dtype, ", got ", t->scalar_type());
-    TORCH_CHECK(t->device() == device, "spiking_recurrence_bwd: ", name,
-                " must be on the gates' device ", device, ", got ", t->device());
-  };
-  check_like(grad_states, "grad_states");
-  check_like(grad_outputs, "grad_outputs");
-  check_like(states, "states");
-  check_like(outputs, "outputs");
+  const int64_t lanes = lanes_of(shape);
+  for (const auto& [t, name] : {std::make_pair(&grad_states, "grad_states"),
+                                 std::make_pair(&grad_outputs, "grad_outputs"),
+                                 std::make_pair(&states, "states"),
+                                 std::make_pair(&outputs, "outputs")}) {
+    check_like(*t, "spiking_recurrence_bwd", name, shape, dtype, device, "the gates'");
+  }
   TORCH_CHECK(gates.scalar_type() == at::kByte && gates.dim() == 2 &&
                   gates.size(0) == (T + 7) / 8 && gates.size(1) == lanes,
               "spiking_recurrence_bwd: gates must be uint8 of shape [ceil(T / 8), lanes] = [",
@@ -131,16 +137,6 @@ static void check_lif_params(const at::Tensor& decay, const at::Tensor& threshol
   check_param(reset_value, "reset_value", H, dtype, device, "lif");
 }
 
-static void check_like(const c10::optional<at::Tensor>& t, const char* name, at::IntArrayRef shape,
-                       at::ScalarType dtype, const at::Device& device, const char* what) {
-  if (!t.has_value()) return;
-  TORCH_CHECK(t->sizes() == shape, "lif: ", name, " must have shape ", shape, " (", what,
-              "), got ", t->sizes());
-  TORCH_CHECK(t->scalar_type() == dtype, "lif: ", name, " must have dtype ", dtype, " (", what,
-              "), got ", t->scalar_type());
-  TORCH_CHECK(t->device() == device, "lif: ", name, " must be on device ", device, " (", what,
-              "), got ", t->device());
-}
 
 void check_lif_forward_inputs(const at::Tensor& input, const c10::optional<at::Tensor>& initial,
                               const at::Tensor& decay, const at::Tensor& threshold,
@@ -148,8 +144,8 @@ void check_lif_forward_inputs(const at::Tensor& input, const c10::optional<at::T
   check_excitation(input.sizes(), input.scalar_type(), "input", "lif");
   check_lif_params(decay, threshold, reset_value, input.size(-1), input.scalar_type(),
                    input.device());
-  check_like(initial, "initial", input.sizes().slice(1), input.scalar_type(), input.device(),
-             "input's without the time dim");
+  check_like(initial, "lif", "initial (one step of input)", input.sizes().slice(1),
+             input.scalar_type(), input.device(), "input's");
 }
 
 void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
@@ -163,11 +159,12 @@ void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
   const auto dtype = membrane.scalar_type();
   const auto device = membrane.device();
   check_lif_params(decay, threshold, reset_value, membrane.size(-1), dtype, device);
-  check_like(grad_spikes, "grad_spikes", membrane.sizes(), dtype, device, "membrane's");
-  check_like(grad_membrane, "grad_membrane", membrane.sizes(), dtype, device, "membrane's");
-  check_like(input, "input", membrane.sizes(), dtype, device, "membrane's");
-  check_like(initial, "initial", membrane.sizes().slice(1), dtype, device,
-             "membrane's without the time dim");
+  check_like(grad_spikes, "lif_bwd", "grad_spikes", membrane.sizes(), dtype, device, "membrane's");
+  check_like(grad_membrane, "lif_bwd", "grad_membrane", membrane.sizes(), dtype, device,
+             "membrane's");
+  check_like(input, "lif_bwd", "input", membrane.sizes(), dtype, device, "membrane's");
+  check_like(initial, "lif_bwd", "initial (one step of membrane)", membrane.sizes().slice(1),
+             dtype, device, "membrane's");
   TORCH_CHECK(!input_needed || input.has_value(),
               "lif_bwd: tau's gradient with decay_input (convention \"spikingjelly\") needs the "
               "forward's input");

@@ -28,6 +28,13 @@ void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
                            at::IntArrayRef shape, at::ScalarType dtype, bool need_decay,
                            bool need_threshold, bool need_penalty, int reset);
 
+// Lanes of a [T, *batch, H] tensor: everything but the time dim.
+inline int64_t lanes_of(at::IntArrayRef shape) {
+  return c10::multiply_integers(shape.begin() + 1, shape.end());
+}
+
+inline int64_t lanes_of(const at::Tensor& t) { return lanes_of(t.sizes()); }
+
 struct ForwardTensors {
   at::Tensor input;  // contiguous excitation
   at::Tensor states;
@@ -39,7 +46,7 @@ inline ForwardTensors make_forward_tensors(const at::Tensor& excitation) {
   ForwardTensors f;
   f.input = excitation.contiguous();
   const int64_t T = f.input.size(0);
-  const int64_t lanes = c10::multiply_integers(f.input.sizes().begin() + 1, f.input.sizes().end());
+  const int64_t lanes = lanes_of(f.input);
   f.states = at::empty_like(f.input);
   f.outputs = at::empty_like(f.input);
   f.gates = at::empty({(T + 7) / 8, lanes}, f.input.options().dtype(at::kByte));
@@ -256,10 +263,6 @@ void dispatch_surrogate(int surrogate, const F& f) {
     case kSurrogateAtan: f(IntConstant<kSurrogateAtan>{}); break;
     default: f(IntConstant<kSurrogateSigmoid>{}); break;
   }
-}
-
-inline int64_t lanes_of(const at::Tensor& t) {
-  return c10::multiply_integers(t.sizes().begin() + 1, t.sizes().end());
 }
 
 // The whole lif_fwd operator but the loop launch:
