@@ -84,7 +84,7 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
     elif library == "snn_cuda.Leaky":
         import snn_cuda
 
-        neuron = snn_cuda.Leaky(beta=BETA).to(device)
+        neuron = snn_cuda.Leaky(beta=BETA, step_mode="m").to(device)
 
         def forward():
             neuron.reset_mem()

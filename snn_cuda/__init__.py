@@ -3,17 +3,22 @@
 - :func:`spiking_recurrence`: the fused op (``[T, *batch, H]`` in, ``(states, outputs)`` out).
 - :mod:`snn_cuda.reference`: the same thing as a plain per-step loop, the oracle.
 - :class:`SpikingNeuronLayer`: the seed's spiking layer over a whole sequence.
-- :func:`lif`, :class:`Leaky`, :class:`LIFNode`: binary-spike LIF neurons with surrogate gradients,
-  fused; ``Leaky`` and ``LIFNode`` are drop-in replacements for snnTorch's and SpikingJelly's.
+- :func:`lif`, :func:`lif_step`, :class:`Leaky`, :class:`LIFNode`: binary-spike LIF neurons with
+  surrogate gradients, fused; ``Leaky`` and ``LIFNode`` are drop-in replacements for snnTorch's and
+  SpikingJelly's, :class:`SpikingNeuronLayerRNN` for the seed's layer (called per step, or a whole
+  sequence with ``step_mode="m"``).
+- :func:`convert` swaps those originals in a model for the fused ones; :func:`run_sequence` runs a
+  per-step model over a whole sequence layer by layer.
 """
 
 from . import reference, surrogate
-from .layers import SpikingNeuronLayer
+from .convert import convert, run_sequence
+from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
 from .neurons import LIFNode, Leaky
-from .ops import LIFFunction, SpikingRecurrenceFunction, lif, spiking_recurrence
+from .ops import LIFFunction, SpikingRecurrenceFunction, lif, lif_step, spiking_recurrence
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "LIFFunction",
@@ -22,9 +27,13 @@ __all__ = [
     "NonSpikingNet",
     "SpikingNet",
     "SpikingNeuronLayer",
+    "SpikingNeuronLayerRNN",
     "SpikingRecurrenceFunction",
+    "convert",
     "lif",
+    "lif_step",
     "reference",
+    "run_sequence",
     "spiking_recurrence",
     "surrogate",
 ]

@@ -127,3 +127,123 @@ class SpikingNeuronLayer(nn.Module):
             f"penalty_threshold={show(self.penalty_threshold)}, reset={self.reset!r}, "
             f"delay={self.delay}, backend={self.backend!r}"
         )
+
+
+class SpikingNeuronLayerRNN(nn.Module):
+    """The seed's ``SpikingNeuronLayerRNN``, same constructor and calls, fused.
+
+    ``SpikingNeuronLayerRNN(device, n_inputs, n_hidden, decay_multiplier, threshold,
+    penalty_threshold)``: ``reset_state()`` forgets the state; ``forward(x)`` with one step
+    ``x: [batch, n_inputs]`` returns the *previous* step's ``(state, output)``, each
+    ``[batch, n_hidden]`` (zeros after a reset), exactly as the seed's layer, whose notebook code runs
+    unchanged with this class in its place. Each step is the layer's matmul, the seed's
+    ``fc(x) + prev_state * decay_multiplier`` and one fused kernel call (the rest of the seed's
+    step: threshold, relu, gate, reset).
+
+    ``step_mode="m"`` (or :meth:`multi_step_forward`) takes a whole sequence ``[T, batch, n_inputs]``
+    and returns ``(states, outputs)`` ``[T, batch, n_hidden]``, what calling the layer once per step
+    and stacking the returns gives, continuing from (and updating) the kept state.
+
+    ``reset="subtract"`` gives the seed's prose's rule instead of its code's (see
+    :func:`snn_cuda.spiking_recurrence`). The constants may be floats or tensors broadcastable to
+    ``[n_hidden]``.
+    """
+
+    def __init__(
+        self,
+        device=None,
+        n_inputs: int = 28 * 28,
+        n_hidden: int = 100,
+        decay_multiplier: Param = 0.9,
+        threshold: Param = 2.0,
+        penalty_threshold: Param = 2.5,
+        *,
+        reset: str = "proportional",
+        step_mode: str = "s",
+        dtype: Optional[torch.dtype] = None,
+    ):
+        super().__init__()
+        for name, value in (("n_inputs", n_inputs), ("n_hidden", n_hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SpikingNeuronLayerRNN: {name} must be an int >= 1, got {value!r}")
+        check_reset(reset)
+        check_float_threshold(threshold, reset)
+        if step_mode not in ("s", "m"):
+            raise ValueError(
+                "SpikingNeuronLayerRNN: step_mode must be 's' (one step [batch, n_inputs] per call) "
+                f"or 'm' (a sequence [T, batch, n_inputs] per call), got {step_mode!r}"
+            )
+        self.device = device
+        self.n_inputs = n_inputs
+        self.n_hidden = n_hidden
+        self.decay_multiplier = decay_multiplier
+        self.threshold = threshold
+        self.penalty_threshold = penalty_threshold
+        self.reset = reset
+        self.step_mode = step_mode
+        self.fc = nn.Linear(n_inputs, n_hidden, dtype=dtype)
+        self.init_parameters()
+        self.reset_state()
+        self.to(self.device)
+
+    def init_parameters(self) -> None:
+        for param in self.parameters():
+            if param.dim() >= 2:
+                nn.init.xavier_uniform_(param)
+
+    def reset_state(self) -> None:
+        weight = self.fc.weight
+        self.prev_inner = torch.zeros([self.n_hidden], dtype=weight.dtype, device=weight.device)
+        self.prev_outer = torch.zeros([self.n_hidden], dtype=weight.dtype, device=weight.device)
+
+    def forward(self, x: torch.Tensor):
+        if self.step_mode == "m":
+            return self.multi_step_forward(x)
+        return self.single_step_forward(x)
+
+    def _check(self, x, dims: str, n_dims: int):
+        if not isinstance(x, torch.Tensor) or x.dim() != n_dims or x.shape[-1] != self.n_inputs:
+            got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"SpikingNeuronLayerRNN expects x of shape {dims}, got {got}")
+
+    def _batched_state(self, batch: int):
+        if self.prev_inner.dim() == 1:  # right after reset_state(), as the seed
+            self.prev_inner = torch.stack(batch * [self.prev_inner])
+            self.prev_outer = torch.stack(batch * [self.prev_outer])
+
+    def _recurrence(self, excitation):
+        return spiking_recurrence(excitation, self.decay_multiplier, self.threshold,
+                                  self.penalty_threshold, reset=self.reset, delay=False)
+
+    def single_step_forward(self, x: torch.Tensor):
+        """One step ``x: [batch, n_inputs]`` -> the previous step's ``(state, output)``."""
+        self._check(x, f"[batch, {self.n_inputs}] (one time step; step_mode='m' takes sequences)", 2)
+        self._batched_state(x.shape[0])
+        # The seed's first two operations; the kernel then adds decay * 0 (its own zero state).
+        excitation = self.fc(x) + self.prev_inner * self.decay_multiplier
+        states, outputs = self._recurrence(excitation.unsqueeze(0))
+        returned = (self.prev_inner, self.prev_outer)
+        self.prev_inner, self.prev_outer = states[0], outputs[0]
+        return returned
+
+    def multi_step_forward(self, x: torch.Tensor):
+        """A sequence ``[T, batch, n_inputs]`` -> ``(states, outputs)`` ``[T, batch, n_hidden]``."""
+        self._check(x, f"[T, batch, {self.n_inputs}] (a sequence; step_mode='s' takes one step)", 3)
+        if x.shape[0] == 0:
+            empty = x.new_zeros(0, x.shape[1], self.n_hidden)
+            return empty, empty.clone()
+        self._batched_state(x.shape[1])
+        excitation = self.fc(x)
+        first = excitation[:1] + self.prev_inner * self.decay_multiplier
+        states, outputs = self._recurrence(torch.cat([first, excitation[1:]]))
+        returned_states = torch.cat([self.prev_inner.unsqueeze(0), states[:-1]])
+        returned_outputs = torch.cat([self.prev_outer.unsqueeze(0), outputs[:-1]])
+        self.prev_inner, self.prev_outer = states[-1], outputs[-1]
+        return returned_states, returned_outputs
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_inputs={self.n_inputs}, n_hidden={self.n_hidden}, decay_multiplier="
+            f"{self.decay_multiplier}, threshold={self.threshold}, penalty_threshold="
+            f"{self.penalty_threshold}, reset={self.reset!r}, step_mode={self.step_mode!r}"
+        )

@@ -1,68 +1,129 @@
-"""Drop-in replacements for snnTorch's ``Leaky`` and SpikingJelly's ``LIFNode`` that run a whole
-``[T, batch, ...]`` sequence in one fused kernel call (:func:`snn_cuda.lif`).
+"""Drop-in replacements for snnTorch's ``Leaky`` and SpikingJelly's ``LIFNode``, fused.
 
-Both take the arguments of the module they replace, compute the same numbers (tests compare them
-with the installed libraries), and raise a ``ValueError`` for any option they do not reproduce,
-never silently computing something else.
+Each takes the arguments of the module it replaces and is called the way that module is called:
+one time step per call by default (``step_mode="s"``), with the original's state handling and
+return conventions, so the original's own per-step code runs unchanged and computes the same
+numbers (each step is one fused kernel call). The whole sequence in one kernel call is an explicit
+mode, ``step_mode="m"`` (or :meth:`multi_step_forward`): a ``[T, batch, ...]`` input is never
+guessed from its shape.
+
+Options the fused kernel does not reproduce raise a ``ValueError`` naming the option; nothing is
+silently computed differently. When snnTorch / SpikingJelly are installed, instances also derive
+from ``snntorch.Leaky`` resp. SpikingJelly's ``base.MemoryModule`` (see :mod:`snn_cuda._peers`),
+so that the peers' own utilities (``snntorch.utils.reset``, ``functional.reset_net``,
+``detach_net``, ``set_step_mode``, ``base.named_memories``) find them.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import weakref
 from typing import Optional, Union
 
 import torch
 from torch import nn
 
+from . import _peers
 from . import surrogate as _surrogate
-from .ops import lif
+from .ops import lif, lif_step
 
 Number = Union[float, int]
+STEP_MODES = ("s", "m")
 
 
 def _tensor_param(module: nn.Module, name: str, value, learn: bool) -> None:
     """Registers ``value`` as a Parameter (``learn``) or a buffer, as snnTorch does."""
-    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    if not isinstance(value, torch.Tensor):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"snn_cuda.{type(module).__name__}: {name} must be a float or a tensor, got "
+                f"{type(value).__name__} {value!r}"
+            )
+        value = torch.as_tensor(value)
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(
+            f"snn_cuda.{type(module).__name__}: {name} must be a real tensor, got dtype {value.dtype}"
+        )
     if learn:
-        setattr(module, name, nn.Parameter(tensor))
+        setattr(module, name, nn.Parameter(value))
     else:
-        module.register_buffer(name, tensor)
+        module.register_buffer(name, value)
 
 
 def _reject(cls: str, option: str, value, why: str) -> None:
     raise ValueError(f"snn_cuda.{cls}: {option}={value!r} is not supported ({why})")
 
 
-class Leaky(nn.Module):
-    """snnTorch's ``Leaky`` neuron over a whole sequence in one fused call.
+def check_step_mode(cls: str, step_mode) -> str:
+    if step_mode not in STEP_MODES:
+        raise ValueError(
+            f"snn_cuda.{cls}: step_mode must be 's' (one time step per call) or 'm' (a whole "
+            f"[T, batch, ...] sequence per call), got {step_mode!r}"
+        )
+    return step_mode
 
-    Arguments as ``snntorch.Leaky`` (snnTorch 1.0). Per step, with ``r_t`` the previous step's spike
-    (snnTorch's delayed, detached reset)::
+
+def _describe(value) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+class _PeerCompatible(nn.Module):
+    """Instances derive from the peer's class when it is installed (see :mod:`snn_cuda._peers`)."""
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(_peers.with_peer_base(cls))
+
+
+# ------------------------------------------------------------------------------------------------
+# snnTorch
+
+
+_RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
+
+
+@_peers.peer_compatible("snntorch", "Leaky")
+class Leaky(_PeerCompatible):
+    """snnTorch's ``Leaky`` neuron, fused.
+
+    Arguments, calls, return values and state handling as ``snntorch.Leaky`` (snnTorch 1.0): per
+    step, with ``r_t`` the previous step's detached spike (snnTorch's delayed reset)::
 
         reset_mechanism="subtract":  mem_t = beta * mem_{t-1} + x_t - r_t * threshold
         reset_mechanism="zero":      mem_t = beta * (1 - r_t) * mem_{t-1} + x_t
-        spk_t = H(mem_t - threshold)   (backward: the ``spike_grad`` surrogate; default atan(2))
+        spk_t = H(mem_t - threshold) * graded_spikes_factor   (backward: the spike_grad surrogate)
 
-    ``beta`` is clamped to [0, 1] as snnTorch does; ``beta`` and ``threshold`` may be floats or
-    tensors (one value per neuron, broadcastable to one step of the input) and are learnable with
-    ``learn_beta`` / ``learn_threshold``. ``spike_grad`` accepts snnTorch's own
-    ``surrogate.atan(...)``, ``surrogate.fast_sigmoid(...)`` and ``surrogate.sigmoid(...)`` as well as
-    :mod:`snn_cuda.surrogate` objects. The parameter and buffer names are snnTorch's, so a
-    ``Leaky``'s ``state_dict`` loads into this module and back.
+    Called per step (the default, ``step_mode="s"``)::
 
-    Differences from calling ``snntorch.Leaky`` once per step:
+        lif = snn_cuda.Leaky(beta=0.9)
+        mem = lif.init_leaky()
+        for step in range(T):
+            spk, mem = lif(cur[step], mem)          # one fused kernel call per step
 
-    - ``forward(input_, mem=None)`` takes the whole sequence ``[T, batch, ...]`` and returns
-      ``(spk, mem)`` stacked over time (what a loop that appends each step's results builds), or
-      with ``init_hidden=True`` only ``spk`` (``(spk, mem)`` with ``output=True``).
-    - As in snnTorch, the membrane is kept in ``self.mem`` between calls: the next call starts from
-      it when it has the right shape and no ``mem`` is passed. ``reset_mem()`` zeroes it.
-    - Spikes have the input's dtype (snnTorch returns float32 spikes for any input).
+    or, with ``init_hidden=True``, inside an ``nn.Sequential`` that is called once per step (returns
+    ``spk``, or ``(spk, mem)`` with ``output=True``); ``snntorch.utils.reset(net)``,
+    ``reset_mem()``, ``Leaky.reset_hidden()`` and ``Leaky.detach_hidden()`` work as in snnTorch.
 
-    Not supported (a ``ValueError`` says so): ``reset_mechanism="none"``, ``reset_delay=False``,
-    ``inhibition``, ``state_quant``, ``surrogate_disable``, ``graded_spikes_factor != 1`` or learnable,
-    and surrogates other than atan / fast_sigmoid / sigmoid.
+    The whole sequence in one kernel call: ``step_mode="m"`` (or :meth:`multi_step_forward`), which
+    takes ``[T, batch, ...]`` and returns ``(spk, mem)`` stacked over time (``spk`` alone with
+    ``init_hidden=True`` and not ``output``), continuing from ``self.mem``. A sequence is never
+    inferred from the input's shape.
+
+    ``beta`` (clamped to [0, 1] as in snnTorch), ``threshold`` and ``graded_spikes_factor`` may be
+    floats or tensors broadcastable to one step, learnable with ``learn_beta`` /
+    ``learn_threshold`` / ``learn_graded_spikes_factor``. ``spike_grad`` accepts snnTorch's
+    ``surrogate.atan(...)``, ``fast_sigmoid(...)`` and ``sigmoid(...)`` and :mod:`snn_cuda.surrogate`
+    objects; ``surrogate_disable=True`` passes no gradient through the spikes, as there. Parameter and
+    buffer names are snnTorch's, so ``state_dict`` s load both ways.
+
+    Differences: spikes have the input's dtype (snnTorch's are float32 for any input); setting
+    ``reset_mechanism`` after construction takes effect (snnTorch keeps computing the mechanism it
+    was built with unless ``reset_delay=False``). Not supported (``ValueError`` naming the option):
+    ``reset_mechanism="none"``, ``reset_delay=False``, ``inhibition``, ``state_quant``, surrogates
+    other than atan / fast_sigmoid / sigmoid.
     """
+
+    _live = weakref.WeakSet()  # every Leaky, for the class-wide reset_hidden / detach_hidden
 
     def __init__(
         self,
@@ -80,44 +141,74 @@ class Leaky(nn.Module):
         graded_spikes_factor=1.0,
         learn_graded_spikes_factor: bool = False,
         reset_delay: bool = True,
+        *,
+        step_mode: str = "s",
     ):
-        super().__init__()
-        if reset_mechanism not in ("subtract", "zero", "none"):
-            raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
-        if reset_mechanism == "none":
-            _reject("Leaky", "reset_mechanism", reset_mechanism, "the fused kernel always resets")
+        nn.Module.__init__(self)  # not super(): with snnTorch installed the next base is its Leaky
+        self._check_reset_mechanism(reset_mechanism)
         if not reset_delay:
             _reject("Leaky", "reset_delay", reset_delay,
                     "only snnTorch's default delayed reset is fused")
         if inhibition:
-            _reject("Leaky", "inhibition", inhibition, "it couples the neurons of a layer")
+            _reject("Leaky", "inhibition", inhibition,
+                    "it lets only the most excited neuron of a layer fire, which couples the neurons")
         if state_quant:
-            _reject("Leaky", "state_quant", state_quant, "quantised states are not fused")
-        if surrogate_disable:
-            _reject("Leaky", "surrogate_disable", surrogate_disable, "use a surrogate")
-        if learn_graded_spikes_factor or not bool(torch.all(torch.as_tensor(graded_spikes_factor) == 1)):
-            _reject("Leaky", "graded_spikes_factor", graded_spikes_factor,
-                    "spikes are 0/1; scale the next layer instead")
+            _reject("Leaky", "state_quant", state_quant,
+                    "an arbitrary quantisation function cannot run inside the fused kernel")
+        self.surrogate_disable = bool(surrogate_disable)
         self.surrogate = _surrogate.resolve(
-            spike_grad, _surrogate.SNNTORCH_DEFAULT, "snn_cuda.Leaky spike_grad"
+            None if surrogate_disable else spike_grad, _surrogate.SNNTORCH_DEFAULT,
+            "snn_cuda.Leaky spike_grad",
         )
+        self.spike_grad = spike_grad
         self.init_hidden = init_hidden
+        self.inhibition = False
+        self.state_quant = False
         self.output = output
         self.reset_delay = reset_delay
-        self._reset_mechanism = reset_mechanism
+        self.step_mode = check_step_mode("Leaky", step_mode)
         # snnTorch's names and registration order, so that state_dicts load both ways.
         _tensor_param(self, "threshold", threshold, learn_threshold)
-        self.register_buffer("graded_spikes_factor", torch.as_tensor(graded_spikes_factor))
-        self.register_buffer(
-            "reset_mechanism_val", torch.as_tensor({"subtract": 0, "zero": 1}[reset_mechanism])
-        )
+        _tensor_param(self, "graded_spikes_factor", graded_spikes_factor, learn_graded_spikes_factor)
+        self.register_buffer("reset_mechanism_val", torch.as_tensor(_RESET_CODES[reset_mechanism]))
+        self._reset_mechanism = reset_mechanism
         _tensor_param(self, "beta", beta, learn_beta)
         self.register_buffer("mem", torch.zeros(0), persistent=False)
+        Leaky._live.add(self)
+        snntorch = _peers.loaded("snntorch")
+        if snntorch is not None and isinstance(self, snntorch.SpikingNeuron):
+            snntorch.SpikingNeuron.instances.append(self)  # what snnTorch's reset_hidden walks
+
+    @staticmethod
+    def _check_reset_mechanism(reset_mechanism) -> None:
+        if reset_mechanism not in _RESET_CODES:
+            raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
+        if reset_mechanism == "none":
+            _reject("Leaky", "reset_mechanism", reset_mechanism,
+                    "the fused kernel always resets; use 'subtract' or 'zero'")
 
     @property
     def reset_mechanism(self) -> str:
         return self._reset_mechanism
 
+    @reset_mechanism.setter
+    def reset_mechanism(self, value: str) -> None:
+        self._check_reset_mechanism(value)
+        self.reset_mechanism_val = torch.as_tensor(_RESET_CODES[value], device=self.reset_mechanism_val.device)
+        self._reset_mechanism = value
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # A loaded reset_mechanism_val decides the mechanism, as snnTorch intends.
+        code = int(self.reset_mechanism_val)
+        names = {v: k for k, v in _RESET_CODES.items()}
+        if code not in names:
+            raise ValueError(f"snn_cuda.Leaky: the loaded reset_mechanism_val {code} is not 0, 1 or 2")
+        self._check_reset_mechanism(names[code])
+        self._reset_mechanism = names[code]
+
+    # State, as snnTorch: self.mem holds the membrane; a shape that does not fit the input means
+    # "start from zeros" (init_leaky() and reset_mem() return an empty tensor for that).
     def reset_mem(self) -> torch.Tensor:
         self.mem = torch.zeros_like(self.mem, device=self.mem.device)
         return self.mem
@@ -126,42 +217,204 @@ class Leaky(nn.Module):
         """Deprecated in snnTorch; same as :meth:`reset_mem`."""
         return self.reset_mem()
 
-    def forward(self, input_: torch.Tensor, mem: Optional[torch.Tensor] = None):
-        if self.init_hidden and mem is not None:
-            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
-        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
-            raise ValueError(
-                "snn_cuda.Leaky: input_ must be the whole sequence, shape [T, batch, ...]; got "
-                f"{tuple(input_.shape) if isinstance(input_, torch.Tensor) else type(input_).__name__}"
-            )
-        if mem is None and tuple(self.mem.shape) == tuple(input_.shape[1:]):
-            mem = self.mem
-        spk, mem_rec = lif(
-            input_,
-            self.beta.clamp(0, 1),
-            self.threshold,
+    @classmethod
+    def reset_hidden(cls) -> None:
+        """Zeroes the membrane of every ``Leaky`` (class-wide, as snnTorch's)."""
+        for neuron in list(Leaky._live):
+            if isinstance(neuron, cls):
+                neuron.mem = torch.zeros_like(neuron.mem, device=neuron.mem.device)
+
+    @classmethod
+    def detach_hidden(cls) -> None:
+        """Detaches the membrane of every ``Leaky`` from its graph (truncated BPTT)."""
+        for neuron in list(Leaky._live):
+            if isinstance(neuron, cls):
+                neuron.mem.detach_()
+
+    def _kernel_args(self):
+        return dict(
             convention="snntorch",
             reset="subtract" if self._reset_mechanism == "subtract" else "hard",
             reset_value=0.0,
             detach_reset=True,
             surrogate=self.surrogate,
-            initial=mem,
         )
-        if input_.shape[0] > 0:
-            self.mem = mem_rec[-1]
+
+    def _graded(self, spk: torch.Tensor) -> torch.Tensor:
+        if self.surrogate_disable:
+            spk = spk.detach()
+        factor = self.graded_spikes_factor
+        # x * 1 == x exactly; skip the multiply only where reading the value costs no device sync
+        # (and not while tracing, where the value is not known).
+        if (factor.requires_grad or factor.device.type != "cpu" or factor.numel() != 1
+                or torch.compiler.is_compiling() or float(factor) != 1.0):
+            spk = spk * factor
+        return spk
+
+    def _returns(self, spk, mem):
+        if self.output:
+            return spk, mem
         if self.init_hidden:
-            return (spk, mem_rec) if self.output else spk
-        return spk, mem_rec
+            return spk
+        return spk, mem
+
+    def forward(self, input_: torch.Tensor, mem: Optional[torch.Tensor] = None):
+        if self.step_mode == "m":
+            return self.multi_step_forward(input_, mem)
+        return self.single_step_forward(input_, mem)
+
+    def _take_mem(self, mem, step_shape):
+        if self.init_hidden and mem is not None:
+            raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
+        if mem is not None:
+            if not isinstance(mem, torch.Tensor):
+                raise TypeError(f"snn_cuda.Leaky: mem must be a tensor or None, got {type(mem).__name__}")
+            self.mem = mem
+        if tuple(self.mem.shape) != tuple(step_shape):
+            return None  # snnTorch starts from zeros (the kernel's default)
+        return self.mem
+
+    def single_step_forward(self, input_: torch.Tensor, mem: Optional[torch.Tensor] = None):
+        """One time step, exactly as ``snntorch.Leaky.forward(input_, mem)``."""
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"snn_cuda.Leaky: input_ must be a tensor, got {type(input_).__name__}")
+        initial = self._take_mem(mem, input_.shape)
+        spk, self.mem = lif_step(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
+                                 **self._kernel_args())
+        return self._returns(self._graded(spk), self.mem)
+
+    def multi_step_forward(self, input_: torch.Tensor, mem: Optional[torch.Tensor] = None):
+        """The whole sequence ``[T, batch, ...]`` in one kernel call: what calling the module once
+        per step and stacking the results gives, and the same state afterwards."""
+        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
+            raise ValueError(
+                "snn_cuda.Leaky: a multi-step input must be a whole sequence [T, batch, ...] "
+                f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
+            )
+        initial = self._take_mem(mem, input_.shape[1:])
+        spk, mem_rec = lif(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
+                           **self._kernel_args())
+        if input_.shape[0] > 0:
+            self.mem = mem_rec[-1].clone()  # not a view, so that detach_hidden() can detach it in place
+        return self._returns(self._graded(spk), mem_rec)
 
     def extra_repr(self) -> str:
         return (
             f"reset_mechanism={self._reset_mechanism!r}, surrogate={self.surrogate.name}"
-            f"(alpha={self.surrogate.alpha:g}), init_hidden={self.init_hidden}"
+            f"(alpha={self.surrogate.alpha:g}), init_hidden={self.init_hidden}, "
+            f"output={self.output}, step_mode={self.step_mode!r}"
         )
 
 
-class LIFNode(nn.Module):
-    """SpikingJelly's ``LIFNode`` with the whole multi-step recurrence in one fused call.
+# ------------------------------------------------------------------------------------------------
+# SpikingJelly
+
+
+@_peers.peer_compatible("spikingjelly.activation_based.base", "MemoryModule")
+class MemoryModule(_PeerCompatible):
+    """SpikingJelly's memory-module protocol: state declared with :meth:`register_memory` lives in
+    ``_memories``, reads and writes as an attribute, and is reset / detached by :meth:`reset` /
+    :meth:`detach` (which ``functional.reset_net`` / ``detach_net`` call); ``step_mode`` chooses
+    between :meth:`single_step_forward` and :meth:`multi_step_forward`. With SpikingJelly
+    installed, instances are also ``spikingjelly.activation_based.base.MemoryModule`` s."""
+
+    def __init__(self):
+        nn.Module.__init__(self)  # not super(): with SpikingJelly installed the next base is its own
+        self._memories = {}
+        self._memories_rv = {}
+        self._step_mode = "s"
+
+    def supported_step_mode(self):
+        return STEP_MODES
+
+    @property
+    def step_mode(self) -> str:
+        return self._step_mode
+
+    @step_mode.setter
+    def step_mode(self, value: str) -> None:
+        if value not in self.supported_step_mode():
+            raise ValueError(
+                f"snn_cuda.{type(self).__name__}: step_mode must be one of "
+                f"{self.supported_step_mode()} ('s': one step [N, ...] per call, 'm': a sequence "
+                f"[T, N, ...] per call), got {value!r}"
+            )
+        self._step_mode = value
+
+    def forward(self, *args, **kwargs):
+        if self._step_mode == "s":
+            return self.single_step_forward(*args, **kwargs)
+        return self.multi_step_forward(*args, **kwargs)
+
+    def register_memory(self, name: str, value) -> None:
+        if hasattr(self, name):
+            raise AttributeError(f"{name} is already an attribute of {type(self).__name__}")
+        self._memories[name] = value
+        self.set_reset_value(name, value)
+
+    def set_reset_value(self, name: str, value) -> None:
+        self._memories_rv[name] = copy.deepcopy(value)
+
+    def get_reset_value(self, name: str):
+        if name not in self._memories:
+            raise KeyError(f"{name} is not a registered memory")
+        return self._memories_rv[name]
+
+    def reset(self) -> None:
+        """Every memory back to its reset value (a float reset value replaces a tensor state)."""
+        for name, rv in self._memories_rv.items():
+            self._memories[name] = rv if isinstance(rv, (int, float)) else copy.deepcopy(rv)
+
+    def detach(self) -> None:
+        """Cuts every tensor memory from the graph of earlier steps (truncated BPTT)."""
+        for name, value in self._memories.items():
+            if isinstance(value, torch.Tensor):
+                self._memories[name] = value.detach()
+
+    def memories(self):
+        yield from self._memories.values()
+
+    def named_memories(self):
+        yield from self._memories.items()
+
+    def __getattr__(self, name: str):
+        memories = self.__dict__.get("_memories")
+        if memories is not None and name in memories:
+            return memories[name]
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        memories = self.__dict__.get("_memories")
+        if memories is not None and name in memories:
+            memories[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name in self.__dict__.get("_memories", {}):
+            del self._memories[name]
+            del self._memories_rv[name]
+        else:
+            super().__delattr__(name)
+
+    def __dir__(self):
+        return sorted(set(super().__dir__()) | set(self._memories))
+
+    def _apply(self, fn, *args, **kwargs):
+        for store in (self._memories, self._memories_rv):
+            for name, value in store.items():
+                if isinstance(value, torch.Tensor):
+                    store[name] = fn(value)
+        return super()._apply(fn, *args, **kwargs)
+
+    def _replicate_for_data_parallel(self):
+        replica = super()._replicate_for_data_parallel()
+        replica._memories = self._memories.copy()
+        return replica
+
+
+class LIFNode(MemoryModule):
+    """SpikingJelly's ``LIFNode``, fused.
 
     Arguments as ``spikingjelly.activation_based.neuron.LIFNode`` (SpikingJelly 2.0)::
 
@@ -171,12 +424,14 @@ class LIFNode(nn.Module):
         v_reset=None (soft):  V[t] = H[t] - S[t] * v_threshold      (V_reset = 0 in the charge)
         v_reset=float (hard): V[t] = S[t] * v_reset + (1 - S[t]) * H[t]
 
-    ``detach_reset`` stops the gradient through the reset's spike. ``step_mode="m"`` takes
-    ``[T, N, ...]``; ``"s"`` (SpikingJelly's default) one step ``[N, ...]``. As in SpikingJelly the
-    membrane ``self.v`` persists between calls until :meth:`reset` (which
-    ``spikingjelly.activation_based.functional.reset_net`` calls); ``store_v_seq`` keeps
-    ``self.v_seq``. ``surrogate_function`` accepts SpikingJelly's ``Sigmoid``, ``ATan`` and
-    ``SuperSpike`` (and :mod:`snn_cuda.surrogate` objects).
+    A SpikingJelly memory module: ``step_mode="s"`` (the default) takes one step ``[N, ...]`` per
+    call, ``"m"`` a sequence ``[T, N, ...]`` in one kernel call; the membrane ``v`` is a registered
+    memory that persists between calls until :meth:`reset` (``functional.reset_net``), is cut from
+    the graph by :meth:`detach` (``functional.detach_net``, for truncated BPTT), and a state that
+    does not fit the next input restarts from rest, as there. ``store_v_seq`` keeps ``v_seq`` (the
+    V of every step of the last multi-step call, or of every single-step call since the last reset).
+    ``surrogate_function`` accepts SpikingJelly's ``Sigmoid``, ``ATan`` and ``SuperSpike`` (and
+    :mod:`snn_cuda.surrogate` objects).
 
     Beyond SpikingJelly's LIFNode: ``tau`` and ``v_threshold`` may be tensors (per neuron,
     broadcastable to one step) and are learnable with ``learn_tau`` / ``learn_threshold``.
@@ -207,19 +462,17 @@ class LIFNode(nn.Module):
             tau = float(tau)
         if v_reset is not None and (isinstance(v_reset, bool) or not isinstance(v_reset, (int, float))):
             raise ValueError(f"snn_cuda.LIFNode: v_reset must be a float or None, got {v_reset!r}")
-        if step_mode not in ("s", "m"):
-            raise ValueError(f"snn_cuda.LIFNode: step_mode must be 's' or 'm', got {step_mode!r}")
+        self.step_mode = step_mode
         self.surrogate_function = _surrogate.resolve(
             surrogate_function, _surrogate.SPIKINGJELLY_DEFAULT, "snn_cuda.LIFNode surrogate_function"
         )
-        self.decay_input = decay_input
+        self.decay_input = bool(decay_input)
         self.v_reset = None if v_reset is None else float(v_reset)
-        self.detach_reset = detach_reset
-        self.step_mode = step_mode
-        self.store_v_seq = store_v_seq
+        self.detach_reset = bool(detach_reset)
         self._register_constant("tau", tau, learn_tau)
         self._register_constant("v_threshold", v_threshold, learn_threshold)
-        self.reset()
+        self.register_memory("v", 0.0 if self.v_reset is None else self.v_reset)
+        self.store_v_seq = store_v_seq
 
     def _register_constant(self, name: str, value, learn: bool) -> None:
         """A float stays a float (as in SpikingJelly); a tensor becomes a buffer, or a Parameter
@@ -230,26 +483,40 @@ class LIFNode(nn.Module):
         elif isinstance(value, torch.Tensor):
             self.register_buffer(name, value)
         else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"snn_cuda.LIFNode: {name} must be a float or a tensor, got {value!r}")
             setattr(self, name, float(value))
 
-    def reset(self) -> None:
-        """Back to the resting state: ``v = v_reset`` (0 for a soft reset), ``v_seq`` cleared."""
-        self.v = 0.0 if self.v_reset is None else self.v_reset
+    @property
+    def store_v_seq(self) -> bool:
+        return self._store_v_seq
+
+    @store_v_seq.setter
+    def store_v_seq(self, value: bool) -> None:
+        self._store_v_seq = bool(value)
         self.v_seq = None
 
+    def reset(self) -> None:
+        """Back to rest: ``v = v_reset`` (0 for a soft reset), ``v_seq`` cleared."""
+        super().reset()
+        self.v_seq = None
+
+    def detach(self) -> None:
+        super().detach()
+        if isinstance(self.v_seq, torch.Tensor):
+            self.v_seq = self.v_seq.detach()
+
     def _initial(self, step: torch.Tensor) -> Optional[torch.Tensor]:
-        """The membrane before this call: ``self.v`` (a float at rest, else the last call's V)."""
-        if isinstance(self.v, torch.Tensor):
-            if tuple(self.v.shape) != tuple(step.shape):
-                raise ValueError(
-                    f"snn_cuda.LIFNode: the membrane kept from the previous call has shape "
-                    f"{tuple(self.v.shape)} but one step of this input has shape {tuple(step.shape)}; "
-                    "call reset() (or spikingjelly's functional.reset_net) between batches"
-                )
-            return self.v
-        if float(self.v) == 0.0:
+        """The membrane before this call: ``self.v`` (a float at rest, else the last call's V); a
+        tensor that does not fit this input's step restarts from rest, as in SpikingJelly."""
+        v = self.v
+        if isinstance(v, torch.Tensor) and tuple(v.shape) == tuple(step.shape):
+            return v
+        if isinstance(v, torch.Tensor):
+            v = 0.0 if self.v_reset is None else self.v_reset
+        if float(v) == 0.0:
             return None  # the kernel's default
-        return torch.full_like(step, float(self.v))
+        return torch.full_like(step, float(v))
 
     def _after_reset(self, h: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
         """V[t] from H[t] and S[t] (exactly the kernel's arithmetic)."""
@@ -261,56 +528,55 @@ class LIFNode(nn.Module):
             return h - s * threshold
         return s * self.v_reset + (1.0 - s) * h
 
-    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 2:
-            raise ValueError(
-                "snn_cuda.LIFNode: multi-step input must have shape [T, N, ...]; got "
-                f"{tuple(x_seq.shape) if isinstance(x_seq, torch.Tensor) else type(x_seq).__name__}"
-            )
-        if x_seq.shape[0] == 0:
-            raise ValueError("snn_cuda.LIFNode: the sequence is empty (T = 0)")
-        spikes, h = lif(
-            x_seq,
-            self.tau,
-            self.v_threshold,
+    def _kernel_args(self, step: torch.Tensor):
+        return dict(
             convention="spikingjelly",
             reset="subtract" if self.v_reset is None else "hard",
             reset_value=0.0 if self.v_reset is None else self.v_reset,
             decay_input=self.decay_input,
             detach_reset=self.detach_reset,
             surrogate=self.surrogate_function,
-            initial=self._initial(x_seq[0]),
+            initial=self._initial(step),
         )
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 2:
+            raise ValueError(
+                "snn_cuda.LIFNode: a multi-step input must be a sequence [T, N, ...] (at least 2 "
+                f"dims); got {_describe(x_seq)}. For one step, use step_mode='s'."
+            )
+        if x_seq.shape[0] == 0:
+            raise ValueError("snn_cuda.LIFNode: the sequence is empty (T = 0)")
+        spikes, h = lif(x_seq, self.tau, self.v_threshold, **self._kernel_args(x_seq[0]))
         if self.store_v_seq:
             self.v_seq = self._after_reset(h, spikes)
             self.v = self.v_seq[-1]
         else:
             self.v = self._after_reset(h[-1], spikes[-1])
+            self.v_seq = None
         return spikes
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() < 1:
-            raise ValueError("snn_cuda.LIFNode: single-step input must be a tensor [N, ...]")
-        store, self.store_v_seq = self.store_v_seq, False
-        try:
-            spikes = self.multi_step_forward(x.unsqueeze(0))[0]
-        finally:
-            self.store_v_seq = store
-        if store:
-            v = self.v.unsqueeze(0)
-            self.v_seq = v if self.v_seq is None else torch.cat([self.v_seq, v])
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"snn_cuda.LIFNode: the input must be a tensor [N, ...], got {type(x).__name__}")
+        spikes, h = lif_step(x, self.tau, self.v_threshold, **self._kernel_args(x))
+        self.v = self._after_reset(h, spikes)
+        if self.store_v_seq:
+            step = self.v.unsqueeze(0)
+            seq = self.v_seq
+            if seq is None or seq.shape[1:] != step.shape[1:] or seq.dtype != step.dtype or seq.device != step.device:
+                self.v_seq = step.clone()
+            else:
+                self.v_seq = torch.cat((seq, step))
         return spikes
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.step_mode == "m":
-            return self.multi_step_forward(x)
-        return self.single_step_forward(x)
-
     def extra_repr(self) -> str:
-        tau = self.tau if not isinstance(self.tau, torch.Tensor) else f"tensor{tuple(self.tau.shape)}"
+        def show(value):
+            return value if not isinstance(value, torch.Tensor) else f"tensor{tuple(value.shape)}"
+
         return (
-            f"tau={tau}, decay_input={self.decay_input}, v_threshold="
-            f"{self.v_threshold if not isinstance(self.v_threshold, torch.Tensor) else 'tensor'}, "
-            f"v_reset={self.v_reset}, detach_reset={self.detach_reset}, step_mode={self.step_mode}, "
-            f"surrogate={self.surrogate_function.name}(alpha={self.surrogate_function.alpha:g})"
+            f"tau={show(self.tau)}, decay_input={self.decay_input}, v_threshold="
+            f"{show(self.v_threshold)}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
+            f"step_mode={self.step_mode}, surrogate={self.surrogate_function.name}"
+            f"(alpha={self.surrogate_function.alpha:g})"
         )

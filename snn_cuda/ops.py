@@ -17,6 +17,7 @@ import math
 from typing import Optional, Tuple, Union
 
 import torch
+from torch.utils import _python_dispatch
 
 try:
     from . import _C  # noqa: F401  (loading the library registers the operators)
@@ -102,7 +103,27 @@ def neuron_param(
         raise TypeError(
             f"{op}: {name} must be a float or a tensor, got {type(value).__name__}"
         )
-    return torch.full((H,), float(value), dtype=dtype, device=device)
+    return constant_row(float(value), H, dtype, device)
+
+
+_CONSTANT_ROWS = {}
+
+
+def constant_row(value: float, H: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.full((H,), value)``, cached: a module with float constants called once per time step
+    would otherwise build three such tensors per call. Nothing writes to these tensors (the kernels
+    only read their parameters). Not cached while tracing (torch.compile, fake tensors), under
+    inference mode (an inference tensor cannot be saved for a later backward), or for NaN."""
+    if (torch.compiler.is_compiling() or torch.is_inference_mode_enabled()
+            or _python_dispatch._get_current_dispatch_mode() is not None or value != value):
+        return torch.full((H,), value, dtype=dtype, device=device)
+    key = (value.hex(), H, dtype, device)  # hex: -0.0 and 0.0 are different rows
+    row = _CONSTANT_ROWS.get(key)
+    if row is None:
+        if len(_CONSTANT_ROWS) >= 512:
+            _CONSTANT_ROWS.clear()
+        row = _CONSTANT_ROWS[key] = torch.full((H,), value, dtype=dtype, device=device)
+    return row
 
 
 @torch.library.register_fake("snn_cuda::spiking_recurrence_fwd")
@@ -324,6 +345,13 @@ class LIFFunction(torch.autograd.Function):
         )
 
 
+def check_lif_values(convention: str, decay, reset_value, op: str) -> None:
+    if isinstance(reset_value, torch.Tensor) and reset_value.requires_grad:
+        raise ValueError(f"{op}: reset_value gets no gradient; pass a float or a tensor that does not require grad")
+    if convention == "spikingjelly" and not isinstance(decay, torch.Tensor) and not decay > 0:
+        raise ValueError(f"{op}: with convention \"spikingjelly\" decay is tau and must be > 0, got {decay}")
+
+
 def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool], surrogate):
     """Checks the options and fills in the convention's defaults: (detach_reset, Surrogate)."""
     if convention not in CONVENTIONS:
@@ -344,7 +372,7 @@ def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtyp
     if not flat:
         return neuron_param(value, name, step_shape[-1], dtype, device, op="lif")
     if not isinstance(value, torch.Tensor):
-        value = torch.tensor(float(value), dtype=dtype, device=device)
+        value = constant_row(float(value), 1, dtype, device)
     if value.device != device:
         raise ValueError(f"lif: {name} must be on the input's device {device}, got {value.device}")
     try:
@@ -443,10 +471,7 @@ def lif(
         >>> spikes.sum().backward()
     """
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
-    if isinstance(reset_value, torch.Tensor) and reset_value.requires_grad:
-        raise ValueError("lif: reset_value gets no gradient; pass a float or a tensor that does not require grad")
-    if convention == "spikingjelly" and not isinstance(decay, torch.Tensor) and not decay > 0:
-        raise ValueError(f"lif: with convention \"spikingjelly\" decay is tau and must be > 0, got {decay}")
+    check_lif_values(convention, decay, reset_value, "lif")
     input, initial, (dec, thr, rv), restore = prepare_lif(
         input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
     )
@@ -455,3 +480,71 @@ def lif(
         detach_reset, spec.name, spec.alpha,
     )
     return restore(spikes), restore(membrane)
+
+
+# ------------------------------------------------------------------------------------------------
+# One time step: the T = 1 case of the same ops, for the per-step drop-in modules.
+
+
+class LIFStepFunction(LIFFunction):
+    """:class:`LIFFunction` for one time step: takes ``input`` as ``[1, ...]`` (the kernel's layout)
+    and returns ``(spikes, membrane)`` shaped ``step_shape``, as fresh tensors rather than views (so
+    that a module's state can be detached in place, as snnTorch's ``detach_hidden`` does)."""
+
+    @staticmethod
+    def forward(input, initial, decay, threshold, reset_value, convention: str, reset: str,
+                decay_input: bool, detach_reset: bool, surrogate: str, alpha: float, step_shape):
+        spikes, membrane = torch.ops.snn_cuda.lif_fwd(
+            input, initial, decay, threshold, reset_value, convention, reset, decay_input
+        )
+        return (torch.ops.aten._unsafe_view(spikes, step_shape),
+                torch.ops.aten._unsafe_view(membrane, step_shape))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        LIFFunction.setup_context(ctx, inputs[:-1], output)
+        ctx.input_shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_membrane):
+        shape = ctx.input_shape
+        grads = LIFFunction.backward(
+            ctx,
+            None if grad_spikes is None else grad_spikes.reshape(shape),
+            None if grad_membrane is None else grad_membrane.reshape(shape),
+        )
+        return grads + (None,)
+
+
+def lif_step(
+    input: torch.Tensor,
+    decay: Param,
+    threshold: Param = 1.0,
+    *,
+    convention: str = "snntorch",
+    reset: str = "subtract",
+    reset_value: Param = 0.0,
+    decay_input: bool = True,
+    detach_reset: Optional[bool] = None,
+    surrogate=None,
+    initial: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One time step of :func:`lif`: ``input`` is one step ``[*batch, *features]`` (no time dim),
+    ``initial`` the state before it; returns ``(spikes, membrane)`` of the input's shape. The same
+    fused kernel (one forward and one backward launch per step) and the same numbers as
+    ``lif(input[None], ..., initial=initial)``."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"lif_step: input must be a torch.Tensor, got {type(input).__name__}")
+    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
+    check_lif_values(convention, decay, reset_value, "lif_step")
+    step_shape = tuple(input.shape)
+    sequence = input.reshape(1, *step_shape) if input.dim() > 0 else input.reshape(1, 1)
+    if initial is not None and isinstance(initial, torch.Tensor) and input.dim() == 0:
+        initial = initial.reshape(1)
+    x, initial, (dec, thr, rv), _ = prepare_lif(
+        sequence, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
+    )
+    return LIFStepFunction.apply(
+        x, initial, dec, thr, rv.detach(), convention, reset, bool(decay_input),
+        detach_reset, spec.name, spec.alpha, step_shape,
+    )

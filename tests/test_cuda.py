@@ -146,7 +146,7 @@ def test_cuda_lif_matches_cpu_and_reference(rng, convention, dtype):
 
 def test_cuda_neurons_match_cpu(rng):
     x = torch.randn(100, 8, 32, generator=rng) * 0.8 + 0.6
-    for make in (lambda: snn_cuda.Leaky(beta=torch.full((32,), 0.9), learn_beta=True),
+    for make in (lambda: snn_cuda.Leaky(beta=torch.full((32,), 0.9), learn_beta=True, step_mode="m"),
                  lambda: snn_cuda.LIFNode(step_mode="m", v_reset=None)):
         outs = []
         for device in ("cpu", "cuda"):

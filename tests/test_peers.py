@@ -95,8 +95,9 @@ def test_leaky_matches_snntorch(rng, dtype, reset_mechanism, surrogate_name):
     spike_grad = snntorch_surrogate(rng, surrogate_name, dtype)
     results = []
     for cls in (snn.Leaky, snn_cuda.Leaky):
+        extra = {} if cls is snn.Leaky else {"step_mode": "m"}
         module = cls(beta=beta.clone(), threshold=threshold.clone(), spike_grad=spike_grad,
-                     learn_beta=True, learn_threshold=True, reset_mechanism=reset_mechanism)
+                     learn_beta=True, learn_threshold=True, reset_mechanism=reset_mechanism, **extra)
         if dtype == torch.float64:
             module = module.double()
         xx = x.clone().requires_grad_()
@@ -135,7 +136,7 @@ def test_snntorch_sigmoid_overflow_in_float32_is_not_reproduced():
     x = torch.tensor([[[-5.0, 0.5, 2.0]]])
     grads = []
     for module in (snn.Leaky(beta=0.9, spike_grad=ssur.sigmoid(25)),
-                   snn_cuda.Leaky(beta=0.9, spike_grad=ssur.sigmoid(25))):
+                   snn_cuda.Leaky(beta=0.9, spike_grad=ssur.sigmoid(25), step_mode="m")):
         xx = x.clone().requires_grad_()
         spk, _ = run_snntorch_loop(module, xx) if isinstance(module, snn.Leaky) else module(xx)
         grads.append(torch.autograd.grad(spk.sum(), xx)[0])
@@ -148,13 +149,13 @@ def test_leaky_float32_parameters_with_float64_input(rng):
     promotes them to the float64 input. Ours does the same."""
     x = (torch.randn(150, 3, 7, generator=rng, dtype=torch.float64) * 0.6 + 0.35)
     peer = run_snntorch_loop(snn.Leaky(beta=0.9, threshold=1.1), x)
-    ours = snn_cuda.Leaky(beta=0.9, threshold=1.1)(x)
+    ours = snn_cuda.Leaky(beta=0.9, threshold=1.1, step_mode="m")(x)
     assert torch.equal(ours[0], peer[0].double()) and torch.equal(ours[1], peer[1])
 
 
 def test_leaky_keeps_its_membrane_between_calls_like_snntorch(rng):
     x = torch.randn(60, 2, 5, generator=rng) * 0.6 + 0.35
-    peer, ours = snn.Leaky(beta=0.85), snn_cuda.Leaky(beta=0.85)
+    peer, ours = snn.Leaky(beta=0.85), snn_cuda.Leaky(beta=0.85, step_mode="m")
     run_snntorch_loop(peer, x[:20])
     ours(x[:20])
     assert torch.equal(ours.mem, peer.mem)
@@ -172,11 +173,12 @@ def test_leaky_keeps_its_membrane_between_calls_like_snntorch(rng):
 
 def test_leaky_init_hidden_and_output():
     x = torch.randn(10, 2, 3)
-    assert isinstance(snn_cuda.Leaky(beta=0.9, init_hidden=True)(x), torch.Tensor)
-    spk, mem = snn_cuda.Leaky(beta=0.9, init_hidden=True, output=True)(x)
-    assert spk.shape == mem.shape == x.shape
-    with pytest.raises(TypeError, match="`mem` should not be passed"):
-        snn_cuda.Leaky(beta=0.9, init_hidden=True)(x, torch.zeros(2, 3))
+    for mode in ("s", "m"):
+        assert isinstance(snn_cuda.Leaky(beta=0.9, init_hidden=True, step_mode=mode)(x), torch.Tensor)
+        spk, mem = snn_cuda.Leaky(beta=0.9, init_hidden=True, output=True, step_mode=mode)(x)
+        assert spk.shape == mem.shape == x.shape
+        with pytest.raises(TypeError, match="`mem` should not be passed"):
+            snn_cuda.Leaky(beta=0.9, init_hidden=True, step_mode=mode)(x, torch.zeros(2, 3))
 
 
 def test_leaky_state_dict_round_trip(rng):
@@ -197,9 +199,6 @@ def test_leaky_state_dict_round_trip(rng):
     ("reset_delay", False, "reset_delay=False is not supported"),
     ("inhibition", True, "inhibition=True is not supported"),
     ("state_quant", True, "state_quant=True is not supported"),
-    ("surrogate_disable", True, "surrogate_disable=True is not supported"),
-    ("graded_spikes_factor", 2.0, "graded_spikes_factor=2.0 is not supported"),
-    ("learn_graded_spikes_factor", True, "graded_spikes_factor=1.0 is not supported"),
 ])
 def test_leaky_rejects_what_it_does_not_reproduce(option, value, match):
     with pytest.raises(ValueError, match=match):
@@ -305,17 +304,24 @@ def test_lifnode_learnable_tau_and_threshold(rng):
     assert rel_err(node.v_threshold.grad, th.grad) <= 1e-12
 
 
-def test_lifnode_state_shape_change_is_an_error():
-    node = snn_cuda.LIFNode(step_mode="m")
-    node(torch.randn(5, 2, 3))
-    with pytest.raises(ValueError, match=r"kept from the previous call has shape \(2, 3\).*call reset\(\)"):
-        node(torch.randn(5, 4, 3))
+def test_lifnode_state_that_does_not_fit_restarts_from_rest_as_in_spikingjelly(rng):
+    """SpikingJelly 2.0 restarts a membrane whose shape does not fit the next input from v_reset
+    (a new batch size without reset_net); ours does the same, in both step modes."""
+    for mode in ("m", "s"):
+        peer = sj_neuron.LIFNode(step_mode=mode, v_reset=-0.1)
+        ours = snn_cuda.LIFNode(step_mode=mode, v_reset=-0.1)
+        for shape in ((5, 2, 3), (5, 4, 3)):
+            x = torch.randn(*shape, generator=rng) + 1.0
+            if mode == "s":
+                x = x[0]
+            assert torch.equal(ours(x), peer(x))
+            assert torch.equal(ours.v, peer.v)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
     (dict(tau=1.0), ValueError, "tau must be a finite float > 1"),
     (dict(tau="2"), ValueError, "tau must be a finite float > 1"),
-    (dict(step_mode="x"), ValueError, "step_mode must be 's' or 'm'"),
+    (dict(step_mode="x"), ValueError, r"step_mode must be one of \('s', 'm'\)"),
     (dict(surrogate_function="piecewise"), ValueError, "unknown surrogate 'piecewise'"),
 ])
 def test_lifnode_errors(kwargs, error, match):
@@ -333,7 +339,7 @@ def test_lifnode_rejects_unsupported_surrogates():
 def test_modules_compile_fullgraph(rng):
     torch._dynamo.reset()
     x = torch.randn(30, 2, 8, generator=rng)
-    for module in (snn_cuda.Leaky(beta=torch.full((8,), 0.9), learn_beta=True),
+    for module in (snn_cuda.Leaky(beta=torch.full((8,), 0.9), learn_beta=True, step_mode="m"),
                    snn_cuda.LIFNode(step_mode="m", learn_tau=True)):
         def f(inp):
             out = module(inp)
