@@ -328,7 +328,12 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
+        return LIFFunction.backward_with(ctx, grad_spikes, grad_membrane, lambda t: t)
+
+    @staticmethod
+    def backward_with(ctx, grad_spikes, grad_membrane, as_input_shape):
         membrane, initial, input, decay, threshold, reset_value = ctx.saved_tensors
+        membrane = as_input_shape(membrane)
         need_input, need_initial, need_decay, need_threshold = ctx.needs_input_grad[:4]
         convention, reset, decay_input, detach_reset, surrogate, alpha = ctx.config
         grad_input, grad_initial, grad_decay, grad_threshold = torch.ops.snn_cuda.lif_bwd(
@@ -507,11 +512,11 @@ class LIFStepFunction(LIFFunction):
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):
-        shape = ctx.input_shape
-        grads = LIFFunction.backward(
-            ctx,
-            None if grad_spikes is None else grad_spikes.reshape(shape),
-            None if grad_membrane is None else grad_membrane.reshape(shape),
+        def as_input_shape(t):
+            return None if t is None else t.reshape(ctx.input_shape)
+
+        grads = LIFFunction.backward_with(
+            ctx, as_input_shape(grad_spikes), as_input_shape(grad_membrane), as_input_shape
         )
         return grads + (None,)
 

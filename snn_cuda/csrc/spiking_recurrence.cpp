@@ -179,8 +179,10 @@ namespace {
 constexpr int kCpuBlock = 1024;
 
 int64_t cpu_grain(int64_t T) {
-  // Enough blocks per task that a task moves at least ~256K elements.
-  return std::max<int64_t>(1, (int64_t{1} << 18) / (std::max<int64_t>(T, 1) * kCpuBlock));
+  // Enough blocks per task that a task moves at least ~32K elements (at::internal::GRAIN_SIZE, what
+  // torch's own elementwise kernels use): a T = 1 call on 10^5 lanes is then split over the threads
+  // (with 256K it ran on one).
+  return std::max<int64_t>(1, (int64_t{1} << 15) / (std::max<int64_t>(T, 1) * kCpuBlock));
 }
 
 // Calls lanes_fn(lane0, n) for every block of kCpuBlock lanes (the last one partial), blocks

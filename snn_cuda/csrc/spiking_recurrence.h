@@ -136,13 +136,20 @@ struct LaneParams {
 
   C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, int64_t H,
                                    int64_t lane0, int n) {
-    for (int j = 0; j < n; ++j) {
-      const int64_t h = (lane0 + j) % H;
-      const NeuronParams<acc_t> np = make_neuron_params(d[h], t[h], p[h]);
-      decay[j] = np.decay;
-      threshold[j] = np.threshold;
-      penalty[j] = np.penalty;
-      ratio[j] = np.ratio;
+    // Runs of consecutive neurons (lane l holds neuron l % H): one division per block, and inner
+    // loops that vectorise. At T = 1 a division per lane and parameter was most of the call.
+    int64_t h = lane0 % H;
+    for (int j = 0; j < n;) {
+      const int run = static_cast<int>(H - h < n - j ? H - h : n - j);
+      for (int k = 0; k < run; ++k) {
+        const NeuronParams<acc_t> np = make_neuron_params(d[h + k], t[h + k], p[h + k]);
+        decay[j + k] = np.decay;
+        threshold[j + k] = np.threshold;
+        penalty[j + k] = np.penalty;
+        ratio[j + k] = np.ratio;
+      }
+      j += run;
+      h = 0;
     }
   }
 
@@ -531,7 +538,13 @@ struct SpikeBackwardArgs {
 template <int kBlock, typename acc_t>
 C10_HOST_DEVICE inline void load_lane_param(acc_t (&dst)[kBlock], const acc_t* src, int64_t H,
                                             int64_t lane0, int n) {
-  for (int j = 0; j < n; ++j) dst[j] = src[(lane0 + j) % H];
+  int64_t h = lane0 % H;  // runs of consecutive neurons, as in LaneParams::load
+  for (int j = 0; j < n;) {
+    const int run = static_cast<int>(H - h < n - j ? H - h : n - j);
+    for (int k = 0; k < run; ++k) dst[j + k] = src[h + k];
+    j += run;
+    h = 0;
+  }
 }
 
 // Rounds a value to the storage dtype and back (a no-op for float and double).
