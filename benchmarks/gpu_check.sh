@@ -45,5 +45,7 @@ step bench_training "$PY" benchmarks/bench_training.py --device cuda --repeats 1
   --shapes 128x1000x100 128x1000x1000 128x10000x100 --json "$OUT/bench_training.json"
 step bench_peers "$PY" benchmarks/bench_peers.py --device cuda --repeats 10 --warmup 3 \
   --json "$OUT/bench_peers.json"
+step bench_dropin "$PY" benchmarks/bench_dropin.py --device cuda --repeats 10 --warmup 3 \
+  --json "$OUT/bench_dropin.json"
 echo "results in $OUT; overall exit $status" | tee -a "$OUT/summary.log"
 exit $status

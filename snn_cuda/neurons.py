@@ -91,6 +91,7 @@ class Leaky(_PeerCompatible):
 
         reset_mechanism="subtract":  mem_t = beta * mem_{t-1} + x_t - r_t * threshold
         reset_mechanism="zero":      mem_t = beta * (1 - r_t) * mem_{t-1} + x_t
+        reset_mechanism="none":      mem_t = beta * mem_{t-1} + x_t
         spk_t = H(mem_t - threshold) * graded_spikes_factor   (backward: the spike_grad surrogate)
 
     Called per step (the default, ``step_mode="s"``)::
@@ -119,8 +120,8 @@ class Leaky(_PeerCompatible):
     Differences: spikes have the input's dtype (snnTorch's are float32 for any input); setting
     ``reset_mechanism`` after construction takes effect (snnTorch keeps computing the mechanism it
     was built with unless ``reset_delay=False``). Not supported (``ValueError`` naming the option):
-    ``reset_mechanism="none"``, ``reset_delay=False``, ``inhibition``, ``state_quant``, surrogates
-    other than atan / fast_sigmoid / sigmoid.
+    ``reset_delay=False``, ``inhibition``, ``state_quant``, surrogates other than atan /
+    fast_sigmoid / sigmoid.
     """
 
     _live = weakref.WeakSet()  # every Leaky, for the class-wide reset_hidden / detach_hidden
@@ -183,9 +184,6 @@ class Leaky(_PeerCompatible):
     def _check_reset_mechanism(reset_mechanism) -> None:
         if reset_mechanism not in _RESET_CODES:
             raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
-        if reset_mechanism == "none":
-            _reject("Leaky", "reset_mechanism", reset_mechanism,
-                    "the fused kernel always resets; use 'subtract' or 'zero'")
 
     @property
     def reset_mechanism(self) -> str:
@@ -204,7 +202,6 @@ class Leaky(_PeerCompatible):
         names = {v: k for k, v in _RESET_CODES.items()}
         if code not in names:
             raise ValueError(f"snn_cuda.Leaky: the loaded reset_mechanism_val {code} is not 0, 1 or 2")
-        self._check_reset_mechanism(names[code])
         self._reset_mechanism = names[code]
 
     # State, as snnTorch: self.mem holds the membrane; a shape that does not fit the input means
@@ -234,7 +231,7 @@ class Leaky(_PeerCompatible):
     def _kernel_args(self):
         return dict(
             convention="snntorch",
-            reset="subtract" if self._reset_mechanism == "subtract" else "hard",
+            reset={"subtract": "subtract", "zero": "hard", "none": "none"}[self._reset_mechanism],
             reset_value=0.0,
             detach_reset=True,
             surrogate=self.surrogate,

@@ -272,7 +272,7 @@ def spiking_recurrence(
 # Binary spikes with surrogate gradients: torch.ops.snn_cuda.lif_fwd / lif_bwd.
 
 CONVENTIONS = ("snntorch", "spikingjelly")
-LIF_RESETS = ("subtract", "hard")
+LIF_RESETS = ("subtract", "hard", "none")  # "none": the snntorch convention only
 
 
 @torch.library.register_fake("snn_cuda::lif_fwd")
@@ -362,7 +362,10 @@ def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool
     if convention not in CONVENTIONS:
         raise ValueError(f'lif: convention must be "snntorch" or "spikingjelly", got {convention!r}')
     if reset not in LIF_RESETS:
-        raise ValueError(f'lif: reset must be "subtract" or "hard", got {reset!r}')
+        raise ValueError(f'lif: reset must be "subtract", "hard" or "none", got {reset!r}')
+    if reset == "none" and convention != "snntorch":
+        raise ValueError('lif: reset="none" (no reset, as snnTorch\'s reset_mechanism="none") exists '
+                         'for convention="snntorch" only')
     if detach_reset is None:
         detach_reset = convention == "snntorch"
     default = _surrogate.SNNTORCH_DEFAULT if convention == "snntorch" else _surrogate.SPIKINGJELLY_DEFAULT
@@ -447,7 +450,8 @@ def lif(
     (``decay`` is tau; charge, fire and reset in one step), each operation for operation; the
     equations are in ``csrc/spiking_recurrence.h`` and the README. ``reset="subtract"`` subtracts the
     threshold after a spike (soft reset); ``reset="hard"`` sets the membrane to ``reset_value``
-    (snnTorch's ``"zero"`` is ``reset_value=0``).
+    (snnTorch's ``"zero"`` is ``reset_value=0``); ``reset="none"`` (snntorch convention only) never
+    resets: the membrane only leaks, as snnTorch's ``reset_mechanism="none"``.
 
     The backward is exact for the forward's arithmetic with ``dH(z)/dz`` replaced by the
     ``surrogate`` derivative (see :mod:`snn_cuda.surrogate`; default: snnTorch's ``atan(2)``

@@ -156,7 +156,9 @@ def lif(
             do_reset = spike(mem - threshold, False)
             if detach_reset:
                 do_reset = do_reset.detach()
-            if reset == "subtract":
+            if reset == "none":
+                mem = decay * mem + x[t]
+            elif reset == "subtract":
                 mem = (decay * mem + x[t]) - do_reset * threshold
             else:
                 mem = (1 - do_reset) * mem + do_reset * reset_value

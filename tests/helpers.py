@@ -131,6 +131,8 @@ def grads(outputs, inputs: Sequence[Optional[torch.Tensor]], upstream):
 
 CONVENTIONS = ["snntorch", "spikingjelly"]
 LIF_RESETS = ["subtract", "hard"]
+# (convention, reset) pairs the op has: "none" (no reset) is snnTorch's, for its convention only.
+LIF_MODES = [(c, r) for c in CONVENTIONS for r in LIF_RESETS] + [("snntorch", "none")]
 SURROGATES = ["fast_sigmoid", "super_spike", "atan", "sigmoid"]
 # Scales drawn so that each surrogate's peak stays <= 1: a non-detached soft reset multiplies the
 # gradient by (1 - threshold * sigma'(z)) per spike, which then stays in [-0.4, 1] (no blow-up).
@@ -150,13 +152,14 @@ def randint(rng, low, high):
     return int(torch.randint(low, high + 1, (1,), generator=rng))
 
 
-def lif_case(rng, convention, dtype=torch.float64, shape=None, device="cpu"):
-    """Inputs and per-neuron parameters under which neurons fire, reset and fire again."""
+def lif_case(rng, convention, dtype=torch.float64, shape=None, device="cpu", reset=None):
+    """Inputs and per-neuron parameters under which neurons fire, reset and fire again (with
+    reset="none", a small input mean: the membrane sums the input up to x / (1 - beta))."""
     if shape is None:
         shape = (randint(rng, 60, 150), randint(rng, 1, 5), randint(rng, 4, 40))
     T, B, H = shape
     if convention == "snntorch":
-        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 0.8 + 0.4
+        x = torch.randn(shape, generator=rng, dtype=torch.float64) * 0.8 + (0.03 if reset == "none" else 0.4)
         decay = rand_uniform((H,), 0.5, 0.98, rng)  # beta
     else:
         x = torch.randn(shape, generator=rng, dtype=torch.float64) * 1.2 + 1.0

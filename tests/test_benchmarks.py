@@ -65,3 +65,15 @@ def test_bench_surrogates_tiny():
     for convention in ("snntorch", "spikingjelly"):
         for name in ("fast_sigmoid", "super_spike", "atan", "sigmoid"):
             assert f"| {convention} | {name} |" in out
+
+
+def test_bench_dropin_tiny(tmp_path):
+    out = run("bench_dropin.py", "--T", "2", "--batch", "2", "--neurons", "8", "--T-conv", "2",
+              "--batch-conv", "2", "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "d.json"))
+    assert "| case | implementation | median s |" in out
+    rows = json.load(open(tmp_path / "d.json"))["rows"]
+    names = {(r["case"].split(" (")[0], r["implementation"]) for r in rows}
+    assert {("Leaky per step", "snn_cuda"), ("LIFNode per step", "snn_cuda"),
+            ("seed layer per step", "snn_cuda"), ("seed layer per step", "seed"),
+            ("snnTorch tutorial net 784-1000-10", "snn_cuda run_sequence")} <= names
+    assert all(r["median_s"] > 0 for r in rows)

@@ -16,6 +16,7 @@ from snn_cuda.ops import LIFFunction
 from helpers import (
     CONVENTIONS,
     LIF_GRAD_TOL,
+    LIF_MODES,
     LIF_RESETS as RESETS,
     SURROGATES,
     assert_rel_close,
@@ -45,10 +46,11 @@ def compare(case, options, dtype, rng, grad_names=("input", "decay", "threshold"
         assert fused[2][name].abs().max() > 0, f"grad {name} is zero: the comparison is vacuous"
 
 
-@pytest.mark.parametrize("convention,reset,surrogate_name", list(itertools.product(CONVENTIONS, RESETS, SURROGATES)))
+@pytest.mark.parametrize("convention,reset,surrogate_name",
+                         [(c, r, s) for (c, r), s in itertools.product(LIF_MODES, SURROGATES)])
 @pytest.mark.parametrize("detach_reset", [True, False])
 def test_fused_matches_reference_float64(rng, convention, reset, surrogate_name, detach_reset):
-    case = lif_case(rng, convention)
+    case = lif_case(rng, convention, reset=reset)
     for decay_input in ([True, False] if convention == "spikingjelly" else [True]):
         options = dict(
             convention=convention, reset=reset, detach_reset=detach_reset,
@@ -60,8 +62,9 @@ def test_fused_matches_reference_float64(rng, convention, reset, surrogate_name,
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_fused_matches_reference_lower_precision(rng, dtype, convention):
-    for reset, surrogate_name in itertools.product(RESETS, SURROGATES):
-        case = lif_case(rng, convention, dtype)
+    resets = [r for c, r in LIF_MODES if c == convention]
+    for reset, surrogate_name in itertools.product(resets, SURROGATES):
+        case = lif_case(rng, convention, dtype, reset=reset)
         options = dict(
             convention=convention, reset=reset, detach_reset=bool(randint(rng, 0, 1)),
             decay_input=bool(randint(rng, 0, 1)), surrogate=random_surrogate(rng, surrogate_name),
@@ -273,8 +276,13 @@ def test_errors():
     x = torch.randn(5, 2, 3)
     with pytest.raises(ValueError, match='convention must be "snntorch" or "spikingjelly", got \'norse\''):
         snn_cuda.lif(x, 0.9, convention="norse")
-    with pytest.raises(ValueError, match='reset must be "subtract" or "hard", got \'zero\''):
+    with pytest.raises(ValueError, match='reset must be "subtract", "hard" or "none", got \'zero\''):
         snn_cuda.lif(x, 0.9, reset="zero")
+    with pytest.raises(ValueError, match='reset="none".*convention="snntorch" only'):
+        snn_cuda.lif(x, 2.0, convention="spikingjelly", reset="none")
+    p = torch.ones(3)
+    with pytest.raises(RuntimeError, match='reset "none" exists for the "snntorch" convention only'):
+        torch.ops.snn_cuda.lif_fwd(x, None, p, p, p, "spikingjelly", "none", True)
     with pytest.raises(ValueError, match="unknown surrogate 'triangle'"):
         snn_cuda.lif(x, 0.9, surrogate="triangle")
     with pytest.raises(TypeError, match="expected an snn_cuda.surrogate.Surrogate"):

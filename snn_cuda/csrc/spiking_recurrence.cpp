@@ -112,11 +112,16 @@ int parse_convention(c10::string_view convention) {
               std::string(convention), "\"");
 }
 
-int parse_spike_reset(c10::string_view reset) {
+int parse_spike_reset(c10::string_view reset, int convention) {
   if (reset == "subtract") return kSpikeResetSubtract;
   if (reset == "hard") return kSpikeResetHard;
-  TORCH_CHECK(false, "lif: reset must be \"subtract\" or \"hard\", got \"", std::string(reset),
-              "\"");
+  if (reset == "none") {
+    TORCH_CHECK(convention == kConvSnntorch,
+                "lif: reset \"none\" exists for the \"snntorch\" convention only");
+    return kSpikeResetNone;
+  }
+  TORCH_CHECK(false, "lif: reset must be \"subtract\", \"hard\" or \"none\", got \"",
+              std::string(reset), "\"");
 }
 
 int parse_surrogate(c10::string_view surrogate) {

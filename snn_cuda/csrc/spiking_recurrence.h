@@ -289,6 +289,7 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
 //       r_t = [m_{t-1} - theta > 0]
 //       subtract: m_t = (beta * m_{t-1} + x_t) - r_t * theta
 //       hard:     m_t = beta * ((1 - r_t) * m_{t-1} + r_t * v_r) + x_t    (snnTorch's "zero": v_r = 0)
+//       none:     m_t = beta * m_{t-1} + x_t                                (snnTorch's "none")
 //       s_t = [m_t - theta > 0]                       returned: (s_t, m_t); `decay` holds beta.
 //
 //   kConvSpikingjelly, SpikingJelly's LIFNode. State v, the potential after reset; v_{-1} = the
@@ -307,7 +308,8 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
 // (which reads the stored membrane) see the same values.
 
 enum SpikeConvention : int { kConvSnntorch = 0, kConvSpikingjelly = 1 };
-enum SpikeReset : int { kSpikeResetSubtract = 0, kSpikeResetHard = 1 };
+// kSpikeResetNone (no reset: the membrane only leaks) exists for the snnTorch convention only.
+enum SpikeReset : int { kSpikeResetSubtract = 0, kSpikeResetHard = 1, kSpikeResetNone = 2 };
 enum SurrogateKind : int {
   kSurrogateFastSigmoid = 0,  // 1 / (alpha |z| + 1)^2           (snnTorch fast_sigmoid, slope alpha)
   kSurrogateSuperSpike = 1,   // alpha / (|z| + 1)^2             (SpikingJelly SuperSpike)
@@ -406,6 +408,7 @@ template <int kConv, int kReset, typename acc_t>
 C10_HOST_DEVICE inline acc_t spike_charge(acc_t state, acc_t input, const SpikeParams<acc_t>& p,
                                           bool decay_input) {
   if (kConv == kConvSnntorch) {
+    if (kReset == kSpikeResetNone) return p.decay * state + input;
     const acc_t r = state - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     if (kReset == kSpikeResetSubtract) return (p.decay * state + input) - r * p.threshold;
     return p.decay * ((acc_t(1) - r) * state + r * p.reset_value) + input;
@@ -449,7 +452,11 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
   grad_threshold -= gs_total * sg;
   const acc_t r = m_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
   acc_t grad_r;
-  if (kReset == kSpikeResetSubtract) {
+  if (kReset == kSpikeResetNone) {
+    grad_decay += g * m_prev;
+    grad_r = acc_t(0);
+    carry_m = g * p.decay;
+  } else if (kReset == kSpikeResetSubtract) {
     grad_decay += g * m_prev;
     grad_threshold -= g * r;
     grad_r = -(g * p.threshold);

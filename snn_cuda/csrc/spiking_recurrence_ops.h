@@ -218,7 +218,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
 // "snntorch" -> kConvSnntorch, "spikingjelly" -> kConvSpikingjelly; "subtract"/"hard"; the
 // surrogate names of SurrogateKind. Anything else is an error that lists the accepted names.
 int parse_convention(c10::string_view convention);
-int parse_spike_reset(c10::string_view reset);
+int parse_spike_reset(c10::string_view reset, int convention);
 int parse_surrogate(c10::string_view surrogate);
 
 void check_lif_forward_inputs(const at::Tensor& input, const c10::optional<at::Tensor>& initial,
@@ -242,8 +242,10 @@ void dispatch_lif_mode(int convention, int reset, const F& f) {
   if (convention == kConvSnntorch) {
     if (reset == kSpikeResetSubtract) {
       f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetSubtract>{});
-    } else {
+    } else if (reset == kSpikeResetHard) {
       f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetHard>{});
+    } else {
+      f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetNone>{});
     }
   } else {
     if (reset == kSpikeResetSubtract) {
@@ -273,7 +275,7 @@ std::tuple<at::Tensor, at::Tensor> run_lif_forward(
     const at::Tensor& threshold, const at::Tensor& reset_value, c10::string_view convention,
     c10::string_view reset, bool decay_input, const Launch& launch) {
   const int conv = parse_convention(convention);
-  const int reset_mode = parse_spike_reset(reset);
+  const int reset_mode = parse_spike_reset(reset, conv);
   check_lif_forward_inputs(input, initial, decay, threshold, reset_value);
   const at::Tensor x = input.contiguous();
   const at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
@@ -313,7 +315,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
     bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
     bool need_decay, bool need_threshold, const Launch& launch) {
   const int conv = parse_convention(convention);
-  const int reset_mode = parse_spike_reset(reset);
+  const int reset_mode = parse_spike_reset(reset, conv);
   const int surrogate_kind = parse_surrogate(surrogate);
   const bool input_needed = conv == kConvSpikingjelly && decay_input && need_decay;
   check_lif_backward_inputs(grad_spikes, grad_membrane, membrane, initial, input, decay,
