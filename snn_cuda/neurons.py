@@ -119,9 +119,11 @@ class Leaky(_PeerCompatible):
 
     Differences: spikes have the input's dtype (snnTorch's are float32 for any input); setting
     ``reset_mechanism`` after construction takes effect (snnTorch keeps computing the mechanism it
-    was built with unless ``reset_delay=False``). Not supported (``ValueError`` naming the option):
-    ``reset_delay=False``, ``inhibition``, ``state_quant``, surrogates other than atan /
-    fast_sigmoid / sigmoid.
+    was built with unless ``reset_delay=False``). ``reset_delay=False`` (a spike resets the membrane
+    in its own step) runs one fused kernel call per step plus the immediate reset, also in
+    ``step_mode="m"``. Not supported (``ValueError`` naming the option): ``inhibition`` (only the
+    most excited neuron of a layer may fire, which couples the neurons), ``state_quant`` (an
+    arbitrary quantisation function), surrogates other than atan / fast_sigmoid / sigmoid.
     """
 
     _live = weakref.WeakSet()  # every Leaky, for the class-wide reset_hidden / detach_hidden
@@ -147,9 +149,6 @@ class Leaky(_PeerCompatible):
     ):
         nn.Module.__init__(self)  # not super(): with snnTorch installed the next base is its Leaky
         self._check_reset_mechanism(reset_mechanism)
-        if not reset_delay:
-            _reject("Leaky", "reset_delay", reset_delay,
-                    "only snnTorch's default delayed reset is fused")
         if inhibition:
             _reject("Leaky", "inhibition", inhibition,
                     "it lets only the most excited neuron of a layer fire, which couples the neurons")
@@ -276,9 +275,28 @@ class Leaky(_PeerCompatible):
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"snn_cuda.Leaky: input_ must be a tensor, got {type(input_).__name__}")
         initial = self._take_mem(mem, input_.shape)
-        spk, self.mem = lif_step(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
-                                 **self._kernel_args())
-        return self._returns(self._graded(spk), self.mem)
+        spk, mem_t = lif_step(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
+                              **self._kernel_args())
+        if not self.reset_delay:
+            mem_t = self._reset_now(spk, mem_t, initial, input_)
+        self.mem = mem_t
+        return self._returns(self._graded(spk), mem_t)
+
+    def _reset_now(self, spk, mem_t, initial, input_):
+        """snnTorch's ``reset_delay=False``: after the kernel's step (whose charge applied the
+        delayed reset r of the previous membrane), the spike of this step resets at once, less what
+        r already did: ``mem - (spk - r) * threshold`` ("subtract") or ``mem - (spk - r) * mem``
+        ("zero"); no change for "none". The spike's surrogate gradient flows through it, as there."""
+        if self._reset_mechanism == "none":
+            return mem_t
+        if self.surrogate_disable:
+            spk = spk.detach()
+        previous = initial if initial is not None else torch.zeros_like(input_)
+        r = (previous - self.threshold > 0).to(mem_t.dtype)
+        do_reset = spk - r
+        if self._reset_mechanism == "subtract":
+            return mem_t - do_reset * self.threshold
+        return mem_t - do_reset * mem_t
 
     def multi_step_forward(self, input_: torch.Tensor, mem: Optional[torch.Tensor] = None):
         """The whole sequence ``[T, batch, ...]`` in one kernel call: what calling the module once
@@ -289,11 +307,28 @@ class Leaky(_PeerCompatible):
                 f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
             )
         initial = self._take_mem(mem, input_.shape[1:])
+        if not self.reset_delay:
+            # The immediate reset feeds the next step's charge: one fused kernel call per step.
+            return self._steps_immediate_reset(input_, initial)
         spk, mem_rec = lif(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
                            **self._kernel_args())
         if input_.shape[0] > 0:
             self.mem = mem_rec[-1].clone()  # not a view, so that detach_hidden() can detach it in place
         return self._returns(self._graded(spk), mem_rec)
+
+    def _steps_immediate_reset(self, input_, initial):
+        spikes, membranes = [], []
+        beta = self.beta.clamp(0, 1)
+        for step in input_.unbind(0):
+            spk, mem_t = lif_step(step, beta, self.threshold, initial=initial, **self._kernel_args())
+            mem_t = self._reset_now(spk, mem_t, initial, step)
+            spikes.append(spk)
+            membranes.append(mem_t)
+            initial = mem_t
+        if not spikes:
+            return self._returns(input_.new_empty(input_.shape), input_.new_empty(input_.shape))
+        self.mem = initial
+        return self._returns(self._graded(torch.stack(spikes)), torch.stack(membranes))
 
     def extra_repr(self) -> str:
         return (

@@ -198,7 +198,6 @@ def test_leaky_state_dict_round_trip(rng):
 
 
 @pytest.mark.parametrize("option,value,match", [
-    ("reset_delay", False, "reset_delay=False is not supported"),
     ("inhibition", True, "inhibition=True is not supported"),
     ("state_quant", True, "state_quant=True is not supported"),
 ])
