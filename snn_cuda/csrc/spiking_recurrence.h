@@ -125,6 +125,25 @@ struct BackwardArgs {
   bool delay;
 };
 
+// dst[j] = src[(lane0 + j) % H] for j < n: lanes hold neurons in order, so a block is a few runs of
+// consecutive neurons; one division per block and a memcpy per run on the CPU (at T = 1 a division
+// per lane and parameter, and then gcc's scalar copy loop, were most of the call).
+template <typename acc_t>
+C10_HOST_DEVICE inline void copy_lane_runs(acc_t* dst, const acc_t* src, int64_t H, int64_t lane0,
+                                           int n) {
+  int64_t h = lane0 % H;
+  for (int j = 0; j < n;) {
+    const int run = static_cast<int>(H - h < n - j ? H - h : n - j);
+#if defined(__CUDA_ARCH__)
+    for (int k = 0; k < run; ++k) dst[j + k] = src[h + k];
+#else
+    memcpy(dst + j, src + h, static_cast<size_t>(run) * sizeof(acc_t));
+#endif
+    j += run;
+    h = 0;
+  }
+}
+
 // The constants of a block of lanes, one array per constant (structure of arrays, so that the
 // CPU's vector loads of lanes j..j+3 are contiguous). params[j] gives lane j's NeuronParams.
 template <int kBlock, typename acc_t>
@@ -136,21 +155,10 @@ struct LaneParams {
 
   C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, int64_t H,
                                    int64_t lane0, int n) {
-    // Runs of consecutive neurons (lane l holds neuron l % H): one division per block, and inner
-    // loops that vectorise. At T = 1 a division per lane and parameter was most of the call.
-    int64_t h = lane0 % H;
-    for (int j = 0; j < n;) {
-      const int run = static_cast<int>(H - h < n - j ? H - h : n - j);
-      for (int k = 0; k < run; ++k) {
-        const NeuronParams<acc_t> np = make_neuron_params(d[h + k], t[h + k], p[h + k]);
-        decay[j + k] = np.decay;
-        threshold[j + k] = np.threshold;
-        penalty[j + k] = np.penalty;
-        ratio[j + k] = np.ratio;
-      }
-      j += run;
-      h = 0;
-    }
+    copy_lane_runs(decay, d, H, lane0, n);
+    copy_lane_runs(threshold, t, H, lane0, n);
+    copy_lane_runs(penalty, p, H, lane0, n);
+    for (int j = 0; j < n; ++j) ratio[j] = make_neuron_params(decay[j], threshold[j], penalty[j]).ratio;
   }
 
   C10_HOST_DEVICE inline NeuronParams<acc_t> operator[](int j) const {
@@ -545,13 +553,7 @@ struct SpikeBackwardArgs {
 template <int kBlock, typename acc_t>
 C10_HOST_DEVICE inline void load_lane_param(acc_t (&dst)[kBlock], const acc_t* src, int64_t H,
                                             int64_t lane0, int n) {
-  int64_t h = lane0 % H;  // runs of consecutive neurons, as in LaneParams::load
-  for (int j = 0; j < n;) {
-    const int run = static_cast<int>(H - h < n - j ? H - h : n - j);
-    for (int k = 0; k < run; ++k) dst[j + k] = src[h + k];
-    j += run;
-    h = 0;
-  }
+  copy_lane_runs(dst, src, H, lane0, n);
 }
 
 // Rounds a value to the storage dtype and back (a no-op for float and double).
