@@ -310,10 +310,10 @@ class Leaky(_PeerCompatible):
         if not self.reset_delay:
             # The immediate reset feeds the next step's charge: one fused kernel call per step.
             return self._steps_immediate_reset(input_, initial)
-        spk, mem_rec = lif(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
-                           **self._kernel_args())
+        spk, mem_rec, last = lif(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
+                                 return_state=True, **self._kernel_args())
         if input_.shape[0] > 0:
-            self.mem = mem_rec[-1].clone()  # not a view, so that detach_hidden() can detach it in place
+            self.mem = last  # a tensor of its own (not a view): detach_hidden() detaches it in place
         return self._returns(self._graded(spk), mem_rec)
 
     def _steps_immediate_reset(self, input_, initial):
@@ -579,20 +579,17 @@ class LIFNode(MemoryModule):
             )
         if x_seq.shape[0] == 0:
             raise ValueError("snn_cuda.LIFNode: the sequence is empty (T = 0)")
-        spikes, h = lif(x_seq, self.tau, self.v_threshold, **self._kernel_args(x_seq[0]))
-        if self.store_v_seq:
-            self.v_seq = self._after_reset(h, spikes)
-            self.v = self.v_seq[-1]
-        else:
-            self.v = self._after_reset(h[-1], spikes[-1])
-            self.v_seq = None
+        spikes, h, v = lif(x_seq, self.tau, self.v_threshold, return_state=True,
+                           **self._kernel_args(x_seq[0]))
+        self.v = v  # V after the last step's reset, from the kernel
+        self.v_seq = self._after_reset(h, spikes) if self.store_v_seq else None
         return spikes
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"snn_cuda.LIFNode: the input must be a tensor [N, ...], got {type(x).__name__}")
-        spikes, h = lif_step(x, self.tau, self.v_threshold, **self._kernel_args(x))
-        self.v = self._after_reset(h, spikes)
+        spikes, _, self.v = lif_step(x, self.tau, self.v_threshold, return_state=True,
+                                     **self._kernel_args(x))
         if self.store_v_seq:
             step = self.v.unsqueeze(0)
             seq = self.v_seq

@@ -281,12 +281,12 @@ def _lif_fwd_fake(input, initial, decay, threshold, reset_value, convention, res
     H = input.shape[-1]
     for param in (decay, threshold, reset_value):
         torch._check(param.dim() == 1 and param.shape[0] == H, lambda: "params must be [H]")
-    return input.new_empty(input.shape), input.new_empty(input.shape)
+    return input.new_empty(input.shape), input.new_empty(input.shape), input.new_empty(input.shape[1:])
 
 
 @torch.library.register_fake("snn_cuda::lif_bwd")
 def _lif_bwd_fake(
-    grad_spikes, grad_membrane, membrane, initial, input, decay, threshold, reset_value,
+    grad_spikes, grad_membrane, grad_state, membrane, initial, input, decay, threshold, reset_value,
     convention, reset, decay_input, detach_reset, surrogate, alpha, need_decay, need_threshold,
 ):
     return (
@@ -303,7 +303,8 @@ class LIFFunction(torch.autograd.Function):
 
     Saved for backward: the membrane the forward returned (one tensor of the input's size), the
     initial state if one was given, and the input only for tau's gradient under the
-    SpikingJelly convention with ``decay_input``.
+    SpikingJelly convention with ``decay_input``. Outputs: spikes, membrane, and the state carried
+    past the last step (snnTorch's m, SpikingJelly's v after its reset), each differentiable.
     """
 
     @staticmethod
@@ -317,7 +318,7 @@ class LIFFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         (input, initial, decay, threshold, reset_value, convention, reset, decay_input,
          detach_reset, surrogate, alpha) = inputs
-        _, membrane = output
+        membrane = output[1]
         need_decay = ctx.needs_input_grad[2]
         keep_input = convention == "spikingjelly" and decay_input and need_decay
         ctx.save_for_backward(
@@ -327,17 +328,18 @@ class LIFFunction(torch.autograd.Function):
         ctx.config = (convention, reset, decay_input, detach_reset, surrogate, alpha)
 
     @staticmethod
-    def backward(ctx, grad_spikes, grad_membrane):
-        return LIFFunction.backward_with(ctx, grad_spikes, grad_membrane, lambda t: t)
+    def backward(ctx, grad_spikes, grad_membrane, grad_state):
+        return LIFFunction.backward_with(ctx, grad_spikes, grad_membrane, grad_state, lambda t: t)
 
     @staticmethod
-    def backward_with(ctx, grad_spikes, grad_membrane, as_input_shape):
+    def backward_with(ctx, grad_spikes, grad_membrane, grad_state, as_input_shape):
         membrane, initial, input, decay, threshold, reset_value = ctx.saved_tensors
         membrane = as_input_shape(membrane)
         need_input, need_initial, need_decay, need_threshold = ctx.needs_input_grad[:4]
         convention, reset, decay_input, detach_reset, surrogate, alpha = ctx.config
         grad_input, grad_initial, grad_decay, grad_threshold = torch.ops.snn_cuda.lif_bwd(
-            grad_spikes, grad_membrane, membrane, initial, input, decay, threshold, reset_value,
+            grad_spikes, grad_membrane, grad_state, membrane, initial, input, decay, threshold,
+            reset_value,
             convention, reset, decay_input, detach_reset, surrogate, alpha,
             need_decay, need_threshold,
         )
@@ -442,7 +444,8 @@ def lif(
     detach_reset: Optional[bool] = None,
     surrogate=None,
     initial: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    return_state: bool = False,
+):
     """Leaky integrate-and-fire neurons with binary spikes, all time steps in one fused kernel call.
 
     ``convention="snntorch"`` computes snnTorch's ``Leaky`` (``decay`` is beta; the reset at step t
@@ -467,11 +470,15 @@ def lif(
         decay_input: spikingjelly only: whether the input is divided by tau too.
         initial: the membrane before step 0 (snnTorch's ``mem``, SpikingJelly's ``v``), shaped like
             one step; default zeros. Gets a gradient if it requires one.
+        return_state: also return the state carried past the last step, shaped like one step.
 
     Returns:
         ``(spikes, membrane)``, each shaped and typed like ``input``: spikes are 0/1; the membrane
         is snnTorch's ``mem`` (before the delayed reset), resp. SpikingJelly's charged potential
         ``H[t]`` before the reset (``V[t] = H[t] - s[t] * threshold`` or ``where(s, v_reset, H)``).
+        With ``return_state``, ``(spikes, membrane, state)``: the state the next call would start
+        from (``initial``), snnTorch's last ``mem`` resp. SpikingJelly's last ``V`` after its reset
+        (the initial state, or zeros, when T = 0); differentiable like the others.
 
     Example::
 
@@ -481,13 +488,16 @@ def lif(
     """
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
     check_lif_values(convention, decay, reset_value, "lif")
-    input, initial, (dec, thr, rv), restore = prepare_lif(
+    flat_input, initial, (dec, thr, rv), restore = prepare_lif(
         input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
     )
-    spikes, membrane = LIFFunction.apply(
-        input, initial, dec, thr, rv.detach(), convention, reset, bool(decay_input),
+    step_shape = input.shape[1:]
+    spikes, membrane, state = LIFFunction.apply(
+        flat_input, initial, dec, thr, rv.detach(), convention, reset, bool(decay_input),
         detach_reset, spec.name, spec.alpha,
     )
+    if return_state:
+        return restore(spikes), restore(membrane), state.reshape(step_shape)
     return restore(spikes), restore(membrane)
 
 
@@ -503,11 +513,12 @@ class LIFStepFunction(LIFFunction):
     @staticmethod
     def forward(input, initial, decay, threshold, reset_value, convention: str, reset: str,
                 decay_input: bool, detach_reset: bool, surrogate: str, alpha: float, step_shape):
-        spikes, membrane = torch.ops.snn_cuda.lif_fwd(
+        spikes, membrane, state = torch.ops.snn_cuda.lif_fwd(
             input, initial, decay, threshold, reset_value, convention, reset, decay_input
         )
         return (torch.ops.aten._unsafe_view(spikes, step_shape),
-                torch.ops.aten._unsafe_view(membrane, step_shape))
+                torch.ops.aten._unsafe_view(membrane, step_shape),
+                torch.ops.aten._unsafe_view(state, step_shape))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -515,12 +526,13 @@ class LIFStepFunction(LIFFunction):
         ctx.input_shape = inputs[0].shape
 
     @staticmethod
-    def backward(ctx, grad_spikes, grad_membrane):
+    def backward(ctx, grad_spikes, grad_membrane, grad_state):
         def as_input_shape(t):
             return None if t is None else t.reshape(ctx.input_shape)
 
         grads = LIFFunction.backward_with(
-            ctx, as_input_shape(grad_spikes), as_input_shape(grad_membrane), as_input_shape
+            ctx, as_input_shape(grad_spikes), as_input_shape(grad_membrane),
+            None if grad_state is None else grad_state.reshape(ctx.input_shape[1:]), as_input_shape,
         )
         return grads + (None,)
 
@@ -537,11 +549,13 @@ def lif_step(
     detach_reset: Optional[bool] = None,
     surrogate=None,
     initial: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    return_state: bool = False,
+):
     """One time step of :func:`lif`: ``input`` is one step ``[*batch, *features]`` (no time dim),
-    ``initial`` the state before it; returns ``(spikes, membrane)`` of the input's shape. The same
+    ``initial`` the state before it; returns ``(spikes, membrane)`` of the input's shape, and with
+    ``return_state`` the state after this step (what the next step's ``initial`` is). The same
     fused kernel (one forward and one backward launch per step) and the same numbers as
-    ``lif(input[None], ..., initial=initial)``."""
+    ``lif(input[None], ..., initial=initial)``; the results are fresh tensors, not views."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"lif_step: input must be a torch.Tensor, got {type(input).__name__}")
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
@@ -553,7 +567,8 @@ def lif_step(
     x, initial, (dec, thr, rv), _ = prepare_lif(
         sequence, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
     )
-    return LIFStepFunction.apply(
+    spikes, membrane, state = LIFStepFunction.apply(
         x, initial, dec, thr, rv.detach(), convention, reset, bool(decay_input),
         detach_reset, spec.name, spec.alpha, step_shape,
     )
+    return (spikes, membrane, state) if return_state else (spikes, membrane)

@@ -125,7 +125,8 @@ def lif(
     detach_reset=None,
     surrogate=None,
     initial=None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    return_state: bool = False,
+):
     """Same signature, semantics and results as :func:`snn_cuda.lif`, as a plain loop."""
     from .ops import prepare_lif, resolve_lif_options
 
@@ -189,9 +190,12 @@ def lif(
             all_membranes.append(h)
             state = v
 
+    final_state = state.to(dtype).reshape(input.shape[1:])
     if not all_spikes:  # T = 0
         empty = input.new_empty(input.shape)
-        return empty, empty.clone()
+        return (empty, empty.clone(), final_state) if return_state else (empty, empty.clone())
     spikes = torch.stack(all_spikes).to(dtype)
     membranes = torch.stack(all_membranes).to(dtype)
+    if return_state:
+        return restore(spikes), restore(membranes), final_state
     return restore(spikes), restore(membranes)

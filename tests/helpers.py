@@ -182,7 +182,8 @@ def random_surrogate(rng, name):
 
 
 def run_lif(fn, case, options, grad_names, upstream):
-    """fn's (spikes, membrane) and the gradients of sum(spikes * u_s + membrane * u_m)."""
+    """fn's (spikes, membrane) and the gradients of sum(spikes * u_s + membrane * u_m) + the final
+    state's sum weighted by u_s's first row (so the state output's gradient path is checked too)."""
     leaves = {}
     kwargs = {}
     for name in ("input", "decay", "threshold", "initial"):
@@ -191,11 +192,13 @@ def run_lif(fn, case, options, grad_names, upstream):
             value.requires_grad_()
             leaves[name] = value
         kwargs[name] = value
-    spikes, membrane = fn(
+    spikes, membrane, state = fn(
         kwargs["input"], kwargs["decay"], kwargs["threshold"], initial=kwargs["initial"],
-        reset_value=case["reset_value"], **options,
+        reset_value=case["reset_value"], return_state=True, **options,
     )
     loss = (spikes * upstream[0]).sum() + (membrane * upstream[1]).sum()
+    if spikes.shape[0] > 0:
+        loss = loss + (state * upstream[0][0]).sum()
     grads = torch.autograd.grad(loss, list(leaves.values())) if leaves else ()
     return spikes, membrane, dict(zip(leaves, grads))
 

@@ -243,8 +243,9 @@ def test_snntorch_reset_delay_false(rng, reset_mechanism, mode):
         assert_spikes_and_resets(spk, min_rate=0.01, min_resets=5)
         # snnTorch's spikes are float32, so the gradient reaching them is rounded to float32; the
         # immediate reset sends -threshold * grad(mem) there, which is not float32-exact: its
-        # float64 gradients are float32-accurate in this mode (seen: up to ~8e-8).
-        assert_grads_close(grads, p_grads, 1e-6, f"reset_delay=False, surrogate_disable={disable}")
+        # float64 gradients are float32-accurate in this mode (seen: up to ~8e-8 for the input, and
+        # ~2.3e-6 for the threshold, a sum of T x batch such terms).
+        assert_grads_close(grads, p_grads, 1e-5, f"reset_delay=False, surrogate_disable={disable}")
 
 
 def test_snntorch_reset_mechanism_is_settable_and_loaded(rng):

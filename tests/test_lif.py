@@ -174,6 +174,38 @@ def test_forward_under_no_grad_and_inference_mode(rng):
         assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
 
+@pytest.mark.parametrize("convention,reset", LIF_MODES)
+def test_final_state_is_the_next_calls_initial(rng, convention, reset):
+    """The state output is what the recurrence carries past the last step: running the two halves
+    of a sequence, the second from the first's state, gives the whole sequence's results, and the
+    reference computes the same state."""
+    case = lif_case(rng, convention, reset=reset)
+    x, T = case["input"], case["input"].shape[0]
+    opts = dict(convention=convention, reset=reset, reset_value=case["reset_value"],
+                surrogate="atan")
+    params = (case["decay"], case["threshold"])
+    spikes, membrane, state = snn_cuda.lif(x, *params, initial=case["initial"], return_state=True, **opts)
+    k = T // 2
+    s1, m1, mid = snn_cuda.lif(x[:k], *params, initial=case["initial"], return_state=True, **opts)
+    s2, m2, end = snn_cuda.lif(x[k:], *params, initial=mid, return_state=True, **opts)
+    assert torch.equal(torch.cat([s1, s2]), spikes) and torch.equal(torch.cat([m1, m2]), membrane)
+    assert torch.equal(end, state)
+    ref = reference.lif(x, *params, initial=case["initial"], return_state=True, **opts)
+    assert torch.equal(ref[2], state)
+    if convention == "snntorch":
+        assert torch.equal(state, membrane[-1])
+    # T = 0: the state is the initial one, and its gradient goes back to it.
+    init = case["initial"].clone().requires_grad_()
+    _, _, same = snn_cuda.lif(x[:0], *params, initial=init, return_state=True, **opts)
+    assert torch.equal(same, init)
+    (g,) = torch.autograd.grad(same.sum(), init)
+    assert torch.equal(g, torch.ones_like(g))
+    # lif_step's state is the same.
+    _, _, step_state = snn_cuda.lif_step(x[0], *params, initial=case["initial"], return_state=True, **opts)
+    assert torch.equal(step_state, snn_cuda.lif(x[:1], *params, initial=case["initial"],
+                                                 return_state=True, **opts)[2])
+
+
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_opcheck(rng, convention):
     case = lif_case(rng, convention, shape=(12, 2, 5))
@@ -181,14 +213,15 @@ def test_opcheck(rng, convention):
             convention, "hard", True)
     torch.library.opcheck(torch.ops.snn_cuda.lif_fwd.default, args)
     torch.library.opcheck(torch.ops.snn_cuda.lif_fwd.default, (case["input"], None, *args[2:]))
-    spikes, membrane = torch.ops.snn_cuda.lif_fwd(*args)
+    spikes, membrane, state = torch.ops.snn_cuda.lif_fwd(*args)
     g = torch.randn_like(spikes)
-    bwd_args = (g, g.clone(), membrane, case["initial"], case["input"], case["decay"],
-                case["threshold"], case["reset_value"], convention, "hard", True, False, "atan",
-                2.0, True, True)
+    bwd_args = (g, g.clone(), torch.randn_like(state), membrane, case["initial"], case["input"],
+                case["decay"], case["threshold"], case["reset_value"], convention, "hard", True, False,
+                "atan", 2.0, True, True)
     torch.library.opcheck(torch.ops.snn_cuda.lif_bwd.default, bwd_args)
     torch.library.opcheck(
-        torch.ops.snn_cuda.lif_bwd.default, (None, g, membrane, None, None, *bwd_args[5:14], False, False)
+        torch.ops.snn_cuda.lif_bwd.default,
+        (None, g, None, membrane, None, None, *bwd_args[6:15], False, False),
     )
 
 
@@ -308,10 +341,10 @@ def test_errors():
     with pytest.raises(RuntimeError, match=r"lif: threshold must have dtype Float .* got Double"):
         torch.ops.snn_cuda.lif_fwd(x, None, p, p.double(), p, "snntorch", "hard", True)
     with pytest.raises(RuntimeError, match='lif: surrogate must be "fast_sigmoid", "super_spike", "atan" or "sigmoid", got "erf"'):
-        torch.ops.snn_cuda.lif_bwd(None, None, x, None, None, p, p, p, "snntorch", "hard", True,
+        torch.ops.snn_cuda.lif_bwd(None, None, None, x, None, None, p, p, p, "snntorch", "hard", True,
                                    True, "erf", 1.0, False, False)
     with pytest.raises(RuntimeError, match="tau's gradient with decay_input .* needs the forward's input"):
-        torch.ops.snn_cuda.lif_bwd(None, None, x, None, None, p, p, p, "spikingjelly", "hard",
+        torch.ops.snn_cuda.lif_bwd(None, None, None, x, None, None, p, p, p, "spikingjelly", "hard",
                                    True, True, "atan", 1.0, True, False)
 
 

@@ -155,6 +155,7 @@ void check_lif_forward_inputs(const at::Tensor& input, const c10::optional<at::T
 
 void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
                                const c10::optional<at::Tensor>& grad_membrane,
+                               const c10::optional<at::Tensor>& grad_state,
                                const at::Tensor& membrane,
                                const c10::optional<at::Tensor>& initial,
                                const c10::optional<at::Tensor>& input, const at::Tensor& decay,
@@ -167,6 +168,8 @@ void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
   check_like(grad_spikes, "lif_bwd", "grad_spikes", membrane.sizes(), dtype, device, "membrane's");
   check_like(grad_membrane, "lif_bwd", "grad_membrane", membrane.sizes(), dtype, device,
              "membrane's");
+  check_like(grad_state, "lif_bwd", "grad_state (one step of membrane)", membrane.sizes().slice(1),
+             dtype, device, "membrane's");
   check_like(input, "lif_bwd", "input", membrane.sizes(), dtype, device, "membrane's");
   check_like(initial, "lif_bwd", "initial (one step of membrane)", membrane.sizes().slice(1),
              dtype, device, "membrane's");
@@ -243,7 +246,7 @@ struct LifBackwardCpu {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> lif_fwd_cpu(const at::Tensor& input,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_fwd_cpu(const at::Tensor& input,
                                                const c10::optional<at::Tensor>& initial,
                                                const at::Tensor& decay, const at::Tensor& threshold,
                                                const at::Tensor& reset_value,
@@ -255,14 +258,14 @@ std::tuple<at::Tensor, at::Tensor> lif_fwd_cpu(const at::Tensor& input,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cpu(
     const c10::optional<at::Tensor>& grad_spikes, const c10::optional<at::Tensor>& grad_membrane,
-    const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
+    const c10::optional<at::Tensor>& grad_state, const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
     const c10::optional<at::Tensor>& input, const at::Tensor& decay, const at::Tensor& threshold,
     const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
     bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
     bool need_decay, bool need_threshold) {
-  return run_lif_backward(grad_spikes, grad_membrane, membrane, initial, input, decay, threshold,
-                          reset_value, convention, reset, decay_input, detach_reset, surrogate,
-                          alpha, need_decay, need_threshold, LifBackwardCpu{});
+  return run_lif_backward(grad_spikes, grad_membrane, grad_state, membrane, initial, input, decay,
+                          threshold, reset_value, convention, reset, decay_input, detach_reset,
+                          surrogate, alpha, need_decay, need_threshold, LifBackwardCpu{});
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cpu(
@@ -304,17 +307,21 @@ TORCH_LIBRARY(snn_cuda, m) {
       "Tensor grad_penalty)");
   // Binary spikes (see the math header). input: [T, *batch, H]; initial: [*batch, H] or None
   // (zeros); decay (beta or tau), threshold, reset_value: [H] in the accumulation dtype.
-  // convention: "snntorch" | "spikingjelly"; reset: "subtract" | "hard". Returns spikes (0/1 in
-  // input's dtype) and the membrane (snnTorch: m_t; SpikingJelly: h_t before reset).
+  // convention: "snntorch" | "spikingjelly"; reset: "subtract" | "hard" | "none" (snntorch only).
+  // Returns spikes (0/1 in input's dtype), the membrane (snnTorch: m_t; SpikingJelly: h_t before
+  // reset) and the state carried past the last step, [*batch, H] (snnTorch: m_{T-1}; SpikingJelly:
+  // v_{T-1} after its reset; the initial state, or zeros, when T = 0).
   m.def(
       "lif_fwd(Tensor input, Tensor? initial, Tensor decay, Tensor threshold, Tensor reset_value, "
-      "str convention, str reset, bool decay_input) -> (Tensor spikes, Tensor membrane)");
+      "str convention, str reset, bool decay_input) -> (Tensor spikes, Tensor membrane, "
+      "Tensor state)");
   // Grads are optional (None = zero). input is read only for tau's gradient with decay_input.
   // surrogate: "fast_sigmoid" | "super_spike" | "atan" | "sigmoid", alpha its scale. Returns
   // (grad_input, grad_initial [*batch, H], grad_decay [H], grad_threshold [H]), zeros where not
   // asked for.
   m.def(
-      "lif_bwd(Tensor? grad_spikes, Tensor? grad_membrane, Tensor membrane, Tensor? initial, "
+      "lif_bwd(Tensor? grad_spikes, Tensor? grad_membrane, Tensor? grad_state, Tensor membrane, "
+      "Tensor? initial, "
       "Tensor? input, Tensor decay, Tensor threshold, Tensor reset_value, str convention, "
       "str reset, bool decay_input, bool detach_reset, str surrogate, float alpha, bool need_decay, "
       "bool need_threshold) -> (Tensor grad_input, Tensor grad_initial, Tensor grad_decay, "

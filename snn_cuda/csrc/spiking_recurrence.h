@@ -519,6 +519,7 @@ struct SpikeForwardArgs {
   const scalar_t* initial;  // [lanes], nullable (zeros)
   scalar_t* spikes;         // [T, lanes]
   scalar_t* membrane;       // [T, lanes]
+  scalar_t* state;          // [lanes]: the state carried past the last step (m resp. v after reset)
   const acc_t* decay;       // [H]
   const acc_t* threshold;   // [H]
   const acc_t* reset_value; // [H]
@@ -532,6 +533,7 @@ template <typename scalar_t, typename acc_t>
 struct SpikeBackwardArgs {
   const scalar_t* grad_spikes;    // nullable
   const scalar_t* grad_membrane;  // nullable
+  const scalar_t* grad_state;     // [lanes], nullable: dL/d(the state after the last step)
   const scalar_t* membrane;       // [T, lanes], as returned by the forward
   const scalar_t* initial;        // [lanes], nullable (zeros)
   const scalar_t* input;          // nullable; read only for tau's gradient with decay_input
@@ -588,6 +590,7 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
       state[j] = spike_next_state<kConv, kReset>(h, s, p);
     }
   }
+  for (int j = 0; j < n; ++j) a.state[lane0 + j] = static_cast<scalar_t>(state[j]);
 }
 
 // From t = T - 1 down to 0, one pass per step; absent streams read a row of zeros.
@@ -603,10 +606,13 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
   load_lane_param<kBlock>(reset_value, a.reset_value, a.H, lane0, n);
   const scalar_t* last = a.membrane + (a.T - 1) * a.lanes + lane0;
   for (int j = 0; j < n; ++j) {
-    carry[j] = carry_s[j] = g_decay[j] = g_threshold[j] = acc_t(0);
+    carry_s[j] = g_decay[j] = g_threshold[j] = acc_t(0);
     zeros[j] = scalar_t(0);
     cur[j] = static_cast<acc_t>(last[j]);
   }
+  // The state after the last step (m_{T-1} resp. v_{T-1}) is what the carry stands for.
+  const scalar_t* grad_state = a.grad_state != nullptr ? a.grad_state + lane0 : zeros;
+  for (int j = 0; j < n; ++j) carry[j] = static_cast<acc_t>(grad_state[j]);
   const bool need_x = kConv == kConvSpikingjelly && a.decay_input && a.grad_decay != nullptr;
   // Read once: a.alpha is a float the compiler would otherwise have to reload after every store to
   // grad_input (they may alias), which keeps the CPU loop from vectorising; flags as 0/1 floats.

@@ -227,6 +227,7 @@ void check_lif_forward_inputs(const at::Tensor& input, const c10::optional<at::T
 
 void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
                                const c10::optional<at::Tensor>& grad_membrane,
+                               const c10::optional<at::Tensor>& grad_state,
                                const at::Tensor& membrane,
                                const c10::optional<at::Tensor>& initial,
                                const c10::optional<at::Tensor>& input, const at::Tensor& decay,
@@ -270,7 +271,7 @@ void dispatch_surrogate(int surrogate, const F& f) {
 // The whole lif_fwd operator but the loop launch:
 // launch(args, IntConstant<kConv>, IntConstant<kReset>) runs the lanes of `args`.
 template <typename Launch>
-std::tuple<at::Tensor, at::Tensor> run_lif_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_lif_forward(
     const at::Tensor& input, const c10::optional<at::Tensor>& initial, const at::Tensor& decay,
     const at::Tensor& threshold, const at::Tensor& reset_value, c10::string_view convention,
     c10::string_view reset, bool decay_input, const Launch& launch) {
@@ -281,6 +282,14 @@ std::tuple<at::Tensor, at::Tensor> run_lif_forward(
   const at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
   at::Tensor spikes = at::empty_like(x);
   at::Tensor membrane = at::empty_like(x);
+  at::Tensor state = at::empty(x.sizes().slice(1), x.options());
+  if (x.size(0) == 0) {  // no step: the state is the initial one
+    if (init.defined()) {
+      state.copy_(init);
+    } else {
+      state.zero_();
+    }
+  }
   const auto dec = decay.contiguous(), thr = threshold.contiguous(), rv = reset_value.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "lif_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -289,6 +298,7 @@ std::tuple<at::Tensor, at::Tensor> run_lif_forward(
     a.initial = const_data_or_null<scalar_t>(init);
     a.spikes = spikes.data_ptr<scalar_t>();
     a.membrane = membrane.data_ptr<scalar_t>();
+    a.state = state.data_ptr<scalar_t>();
     a.decay = dec.const_data_ptr<acc_t>();
     a.threshold = thr.const_data_ptr<acc_t>();
     a.reset_value = rv.const_data_ptr<acc_t>();
@@ -299,7 +309,7 @@ std::tuple<at::Tensor, at::Tensor> run_lif_forward(
     if (a.lanes == 0 || a.T == 0) return;
     dispatch_lif_mode(conv, reset_mode, [&](auto c, auto r) { launch(a, c, r); });
   });
-  return {spikes, membrane};
+  return {spikes, membrane, state};
 }
 
 // The whole lif_bwd operator but the loop launch:
@@ -309,7 +319,7 @@ std::tuple<at::Tensor, at::Tensor> run_lif_forward(
 template <typename Launch>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
     const c10::optional<at::Tensor>& grad_spikes, const c10::optional<at::Tensor>& grad_membrane,
-    const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
+    const c10::optional<at::Tensor>& grad_state, const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
     const c10::optional<at::Tensor>& input, const at::Tensor& decay, const at::Tensor& threshold,
     const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
     bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
@@ -318,11 +328,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   const int reset_mode = parse_spike_reset(reset, conv);
   const int surrogate_kind = parse_surrogate(surrogate);
   const bool input_needed = conv == kConvSpikingjelly && decay_input && need_decay;
-  check_lif_backward_inputs(grad_spikes, grad_membrane, membrane, initial, input, decay,
-                            threshold, reset_value, input_needed);
+  check_lif_backward_inputs(grad_spikes, grad_membrane, grad_state, membrane, initial, input,
+                            decay, threshold, reset_value, input_needed);
   const at::Tensor mem = membrane.contiguous();
   const at::Tensor gs = grad_spikes.has_value() ? grad_spikes->contiguous() : at::Tensor();
   const at::Tensor gm = grad_membrane.has_value() ? grad_membrane->contiguous() : at::Tensor();
+  const at::Tensor gst = grad_state.has_value() ? grad_state->contiguous() : at::Tensor();
   const at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
   const at::Tensor x = input_needed ? input->contiguous() : at::Tensor();
   const int64_t lanes = lanes_of(mem);
@@ -331,6 +342,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   at::Tensor grad_input = at::empty_like(mem);
   // Zero-filled so that T = 0 gives zero gradients without a launch.
   at::Tensor grad_initial = at::zeros(mem.sizes().slice(1), mem.options());
+  if (mem.size(0) == 0 && gst.defined()) grad_initial.copy_(gst);  // no step: state = initial
   at::Tensor grad_decay = need_decay ? at::zeros({lanes}, acc_options) : at::Tensor();
   at::Tensor grad_threshold = need_threshold ? at::zeros({lanes}, acc_options) : at::Tensor();
   const auto dec = decay.contiguous(), thr = threshold.contiguous(), rv = reset_value.contiguous();
@@ -339,6 +351,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
     SpikeBackwardArgs<scalar_t, acc_t> a;
     a.grad_spikes = const_data_or_null<scalar_t>(gs);
     a.grad_membrane = const_data_or_null<scalar_t>(gm);
+    a.grad_state = const_data_or_null<scalar_t>(gst);
     a.membrane = mem.const_data_ptr<scalar_t>();
     a.initial = const_data_or_null<scalar_t>(init);
     a.input = const_data_or_null<scalar_t>(x);

@@ -86,7 +86,7 @@ struct LifBackwardCuda {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> lif_fwd_cuda(const at::Tensor& input,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_fwd_cuda(const at::Tensor& input,
                                                 const c10::optional<at::Tensor>& initial,
                                                 const at::Tensor& decay,
                                                 const at::Tensor& threshold,
@@ -100,15 +100,15 @@ std::tuple<at::Tensor, at::Tensor> lif_fwd_cuda(const at::Tensor& input,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cuda(
     const c10::optional<at::Tensor>& grad_spikes, const c10::optional<at::Tensor>& grad_membrane,
-    const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
+    const c10::optional<at::Tensor>& grad_state, const at::Tensor& membrane, const c10::optional<at::Tensor>& initial,
     const c10::optional<at::Tensor>& input, const at::Tensor& decay, const at::Tensor& threshold,
     const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
     bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
     bool need_decay, bool need_threshold) {
   const c10::cuda::CUDAGuard guard(membrane.device());
-  return run_lif_backward(grad_spikes, grad_membrane, membrane, initial, input, decay, threshold,
-                          reset_value, convention, reset, decay_input, detach_reset, surrogate,
-                          alpha, need_decay, need_threshold, LifBackwardCuda{});
+  return run_lif_backward(grad_spikes, grad_membrane, grad_state, membrane, initial, input, decay,
+                          threshold, reset_value, convention, reset, decay_input, detach_reset,
+                          surrogate, alpha, need_decay, need_threshold, LifBackwardCuda{});
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cuda(
