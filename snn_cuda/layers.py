@@ -136,9 +136,8 @@ class SpikingNeuronLayerRNN(nn.Module):
     penalty_threshold)``: ``reset_state()`` forgets the state; ``forward(x)`` with one step
     ``x: [batch, n_inputs]`` returns the *previous* step's ``(state, output)``, each
     ``[batch, n_hidden]`` (zeros after a reset), exactly as the seed's layer, whose notebook code runs
-    unchanged with this class in its place. Each step is the layer's matmul, the seed's
-    ``fc(x) + prev_state * decay_multiplier`` and one fused kernel call (the rest of the seed's
-    step: threshold, relu, gate, reset).
+    unchanged with this class in its place. Each step is the layer's matmul and one fused kernel
+    call (decay, threshold, relu, gate, reset) starting from the kept state.
 
     ``step_mode="m"`` (or :meth:`multi_step_forward`) takes a whole sequence ``[T, batch, n_inputs]``
     and returns ``(states, outputs)`` ``[T, batch, n_hidden]``, what calling the layer once per step
@@ -211,17 +210,16 @@ class SpikingNeuronLayerRNN(nn.Module):
             self.prev_inner = torch.stack(batch * [self.prev_inner])
             self.prev_outer = torch.stack(batch * [self.prev_outer])
 
-    def _recurrence(self, excitation):
+    def _recurrence(self, excitation, initial):
         return spiking_recurrence(excitation, self.decay_multiplier, self.threshold,
-                                  self.penalty_threshold, reset=self.reset, delay=False)
+                                  self.penalty_threshold, reset=self.reset, delay=False,
+                                  initial=initial)
 
     def single_step_forward(self, x: torch.Tensor):
         """One step ``x: [batch, n_inputs]`` -> the previous step's ``(state, output)``."""
         self._check(x, f"[batch, {self.n_inputs}] (one time step; step_mode='m' takes sequences)", 2)
         self._batched_state(x.shape[0])
-        # The seed's first two operations; the kernel then adds decay * 0 (its own zero state).
-        excitation = self.fc(x) + self.prev_inner * self.decay_multiplier
-        states, outputs = self._recurrence(excitation.unsqueeze(0))
+        states, outputs = self._recurrence(self.fc(x).unsqueeze(0), self.prev_inner)
         returned = (self.prev_inner, self.prev_outer)
         self.prev_inner, self.prev_outer = states[0], outputs[0]
         return returned
@@ -233,9 +231,7 @@ class SpikingNeuronLayerRNN(nn.Module):
             empty = x.new_zeros(0, x.shape[1], self.n_hidden)
             return empty, empty.clone()
         self._batched_state(x.shape[1])
-        excitation = self.fc(x)
-        first = excitation[:1] + self.prev_inner * self.decay_multiplier
-        states, outputs = self._recurrence(torch.cat([first, excitation[1:]]))
+        states, outputs = self._recurrence(self.fc(x), self.prev_inner)
         returned_states = torch.cat([self.prev_inner.unsqueeze(0), states[:-1]])
         returned_outputs = torch.cat([self.prev_outer.unsqueeze(0), outputs[:-1]])
         self.prev_inner, self.prev_outer = states[-1], outputs[-1]

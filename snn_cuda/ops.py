@@ -2,11 +2,12 @@
 
 The operators live in the compiled library ``snn_cuda._C`` (schemas in csrc/spiking_recurrence.cpp):
 
-- ``torch.ops.snn_cuda.spiking_recurrence_fwd(excitation, decay, threshold, penalty, reset, delay)``
-  -> ``(states, outputs, gates)``
+- ``torch.ops.snn_cuda.spiking_recurrence_fwd(excitation, decay, threshold, penalty, reset, delay,
+  initial=None)`` -> ``(states, outputs, gates)``
 - ``torch.ops.snn_cuda.spiking_recurrence_bwd(grad_states, grad_outputs, gates, states, outputs,
-  decay, threshold, penalty, shape, dtype, reset, delay, need_decay, need_threshold, need_penalty)``
-  -> ``(grad_excitation, grad_decay, grad_threshold, grad_penalty)``
+  decay, threshold, penalty, shape, dtype, reset, delay, need_decay, need_threshold, need_penalty,
+  initial=None, need_initial=False)``
+  -> ``(grad_excitation, grad_decay, grad_threshold, grad_penalty, grad_initial)``
 
 Most users want :func:`spiking_recurrence` (or the layer in :mod:`snn_cuda.layers`).
 """
@@ -127,7 +128,7 @@ def constant_row(value: float, H: int, dtype: torch.dtype, device: torch.device)
 
 
 @torch.library.register_fake("snn_cuda::spiking_recurrence_fwd")
-def _spiking_recurrence_fwd_fake(excitation, decay, threshold, penalty, reset, delay):
+def _spiking_recurrence_fwd_fake(excitation, decay, threshold, penalty, reset, delay, initial=None):
     torch._check(excitation.dim() >= 2, lambda: "excitation must have at least 2 dims")
     H = excitation.shape[-1]
     for param in (decay, threshold, penalty):
@@ -143,12 +144,14 @@ def _spiking_recurrence_fwd_fake(excitation, decay, threshold, penalty, reset, d
 @torch.library.register_fake("snn_cuda::spiking_recurrence_bwd")
 def _spiking_recurrence_bwd_fake(
     grad_states, grad_outputs, gates, states, outputs, decay, threshold, penalty,
-    shape, dtype, reset, delay, need_decay, need_threshold, need_penalty,
+    shape, dtype, reset, delay, need_decay, need_threshold, need_penalty, initial=None,
+    need_initial=False,
 ):
     grad_excitation = gates.new_empty(shape, dtype=dtype)
+    grad_initial = gates.new_empty(list(shape[1:]) if need_initial else [0], dtype=dtype)
     return grad_excitation, decay.new_empty(decay.shape), threshold.new_empty(
         threshold.shape
-    ), penalty.new_empty(penalty.shape)
+    ), penalty.new_empty(penalty.shape), grad_initial
 
 
 class SpikingRecurrenceFunction(torch.autograd.Function):
@@ -160,16 +163,17 @@ class SpikingRecurrenceFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(excitation, decay, threshold, penalty, reset: str, delay: bool):
+    def forward(excitation, decay, threshold, penalty, reset: str, delay: bool, initial=None):
         return torch.ops.snn_cuda.spiking_recurrence_fwd(
-            excitation, decay, threshold, penalty, reset, delay
+            excitation, decay, threshold, penalty, reset, delay, initial
         )
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        excitation, decay, threshold, penalty, reset, delay = inputs
+        excitation, decay, threshold, penalty, reset, delay = inputs[:6]
+        initial = inputs[6] if len(inputs) > 6 else None
         states, outputs, gates = output
-        _, need_decay, need_threshold, need_penalty, _, _ = ctx.needs_input_grad
+        _, need_decay, need_threshold, need_penalty = ctx.needs_input_grad[:4]
         keep_outputs = reset == "proportional" and (need_threshold or need_penalty)
         ctx.save_for_backward(
             gates,
@@ -178,7 +182,9 @@ class SpikingRecurrenceFunction(torch.autograd.Function):
             decay,
             threshold,
             penalty,
+            initial if need_decay else None,
         )
+        ctx.need_initial = initial is not None and len(ctx.needs_input_grad) > 6 and ctx.needs_input_grad[6]
         ctx.mark_non_differentiable(gates)
         ctx.set_materialize_grads(False)
         ctx.shape = excitation.shape
@@ -188,16 +194,16 @@ class SpikingRecurrenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_states, grad_outputs, _grad_gates):
-        gates, states, outputs, decay, threshold, penalty = ctx.saved_tensors
-        need_excitation, need_decay, need_threshold, need_penalty, _, _ = ctx.needs_input_grad
-        grad_excitation, grad_decay, grad_threshold, grad_penalty = (
+        gates, states, outputs, decay, threshold, penalty, initial = ctx.saved_tensors
+        need_excitation, need_decay, need_threshold, need_penalty = ctx.needs_input_grad[:4]
+        grad_excitation, grad_decay, grad_threshold, grad_penalty, grad_initial = (
             torch.ops.snn_cuda.spiking_recurrence_bwd(
                 grad_states, grad_outputs, gates, states, outputs, decay, threshold, penalty,
                 list(ctx.shape), ctx.dtype, ctx.reset, ctx.delay,
-                need_decay, need_threshold, need_penalty,
+                need_decay, need_threshold, need_penalty, initial, ctx.need_initial,
             )
         )
-        return (
+        grads = (
             grad_excitation if need_excitation else None,
             grad_decay if need_decay else None,
             grad_threshold if need_threshold else None,
@@ -205,6 +211,9 @@ class SpikingRecurrenceFunction(torch.autograd.Function):
             None,
             None,
         )
+        if len(ctx.needs_input_grad) > 6:
+            grads += (grad_initial if ctx.need_initial else None,)
+        return grads
 
 
 def spiking_recurrence(
@@ -215,10 +224,11 @@ def spiking_recurrence(
     *,
     reset: str = "proportional",
     delay: bool = True,
+    initial: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Runs a layer of spiking neurons over all time steps in one fused kernel call.
 
-    Per neuron lane, with ``v_{-1} = 0`` and ``I_t = excitation[t]``::
+    Per neuron lane, with ``v_{-1} = initial`` (zeros by default) and ``I_t = excitation[t]``::
 
         u_t = I_t + decay_multiplier * v_{t-1}
         o_t = relu(u_t - threshold)                    g_t = [u_t > threshold]
@@ -239,6 +249,10 @@ def spiking_recurrence(
         delay: if True, row ``t`` of the results holds ``(v_{t-1}, o_{t-1})`` and row 0 zeros,
             exactly what the seed's ``SpikingNeuronLayerRNN`` returns at each step; if False,
             row ``t`` holds ``(v_t, o_t)``.
+        initial: the state ``v_{-1}`` before step 0, shaped like one step ``[*batch, H]`` (what a
+            previous call's last ``states`` row was), or None for zeros; gets a gradient if it
+            requires one. Only with ``delay=False`` (row 0 of a delayed call would be the unknown
+            previous output).
 
     Returns:
         ``(states, outputs)``: the inner states ``v`` and the outputs ``o``, each with
@@ -262,10 +276,39 @@ def spiking_recurrence(
     decay = neuron_param(decay_multiplier, "decay_multiplier", H, acc, device)
     thresh = neuron_param(threshold, "threshold", H, acc, device)
     penalty = neuron_param(penalty_threshold, "penalty_threshold", H, acc, device)
+    if initial is None:
+        states, outputs, _ = SpikingRecurrenceFunction.apply(
+            excitation, decay, thresh, penalty, reset, bool(delay)
+        )
+        return states, outputs
+    initial = check_initial_state(initial, excitation, delay)
     states, outputs, _ = SpikingRecurrenceFunction.apply(
-        excitation, decay, thresh, penalty, reset, bool(delay)
+        excitation, decay, thresh, penalty, reset, bool(delay), initial
     )
     return states, outputs
+
+
+def check_initial_state(initial, excitation: torch.Tensor, delay: bool) -> torch.Tensor:
+    """``initial`` as the op takes it: one step of ``excitation``, same device, its dtype."""
+    if not isinstance(initial, torch.Tensor):
+        raise TypeError(f"spiking_recurrence: initial must be a tensor or None, got {type(initial).__name__}")
+    if delay:
+        raise ValueError(
+            "spiking_recurrence: an initial state needs delay=False (a delayed call's row 0 would be "
+            "the previous step's output, which the state does not give)"
+        )
+    if tuple(initial.shape) != tuple(excitation.shape[1:]):
+        raise ValueError(
+            f"spiking_recurrence: initial must have the shape of one excitation step "
+            f"{tuple(excitation.shape[1:])}, got {tuple(initial.shape)}"
+        )
+    if initial.device != excitation.device:
+        raise ValueError(
+            f"spiking_recurrence: initial must be on excitation's device {excitation.device}, got {initial.device}"
+        )
+    if initial.is_complex() or not initial.is_floating_point():
+        raise TypeError(f"spiking_recurrence: initial must be a real floating tensor, got {initial.dtype}")
+    return initial.to(excitation.dtype)
 
 
 # ================================================================================================

@@ -16,6 +16,7 @@ from .ops import (
     accumulation_dtype,
     check_excitation,
     check_float_threshold,
+    check_initial_state,
     check_reset,
     neuron_param,
 )
@@ -29,6 +30,7 @@ def spiking_recurrence(
     *,
     reset: str = "proportional",
     delay: bool = True,
+    initial=None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Same signature, semantics and results as :func:`snn_cuda.spiking_recurrence`.
 
@@ -52,7 +54,10 @@ def spiking_recurrence(
     threshold = neuron_param(threshold, "threshold", H, compute_dtype, x.device)
     penalty = neuron_param(penalty_threshold, "penalty_threshold", H, compute_dtype, x.device)
 
-    prev_inner = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    if initial is None:
+        prev_inner = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    else:
+        prev_inner = check_initial_state(initial, excitation, delay).to(compute_dtype)
     prev_outer = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
     all_states = []
     all_outputs = []

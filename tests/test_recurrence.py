@@ -401,3 +401,65 @@ def test_more_than_2_to_the_31_elements_on_cpu():
         assert_close(states[:, sl], s_r, torch.float16, "states")
         assert_close(outputs[:, sl], o_r, torch.float16, "outputs")
         assert (o_r > 0).any()
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("params", ["floats", "tensors"])
+def test_initial_state_matches_reference(rng, reset, params):
+    """spiking_recurrence(..., delay=False, initial=v): forward and every gradient (the initial
+    state's included) against the reference loop started from v, float64 to 1e-12; and running
+    two halves, the second from the first's last state, gives the whole sequence."""
+    case = case_for(rng, "batch")
+    ps = make_params(case, params)
+    v0 = torch.randn(case.excitation.shape[1:], generator=rng, dtype=torch.float64)
+    results = []
+    for fn in (snn_cuda.spiking_recurrence, reference.spiking_recurrence):
+        x = case.excitation.detach().clone().requires_grad_()
+        init = v0.clone().requires_grad_()
+        qs = [p.detach().clone().requires_grad_() if isinstance(p, torch.Tensor) else p for p in ps]
+        states, outputs = fn(x, *qs, reset=reset, delay=False, initial=init)
+        leaves = [x, init, *[q for q in qs if isinstance(q, torch.Tensor)]]
+        up = torch.linspace(-1, 1, states.numel(), dtype=torch.float64).reshape(states.shape)
+        g = torch.autograd.grad((states * up).sum() + (outputs * up.flip(0)).sum(), leaves)
+        results.append((states, outputs, g))
+    (s, o, g), (rs, ro, rg) = results
+    assert_close(s, rs, torch.float64, "states")
+    assert_close(o, ro, torch.float64, "outputs")
+    assert_fires_and_resets(o, delay=False)
+    for name, a, b in zip(["excitation", "initial", "decay", "threshold", "penalty"], g, rg):
+        assert_param_grad_close(a, b, torch.float64, f"grad {name}")
+        assert b.abs().max() > 0, name
+    k = case.excitation.shape[0] // 2
+    first = snn_cuda.spiking_recurrence(case.excitation[:k], *ps, reset=reset, delay=False, initial=v0)
+    second = snn_cuda.spiking_recurrence(case.excitation[k:], *ps, reset=reset, delay=False,
+                                         initial=first[0][-1])
+    assert torch.equal(torch.cat([first[0], second[0]]), s.detach())
+    assert torch.equal(torch.cat([first[1], second[1]]), o.detach())
+
+
+def test_initial_state_gradcheck_and_opcheck(rng):
+    case = random_case(rng, 9, (2,), 4)
+    x = case.excitation.clone().requires_grad_()
+    init = torch.randn(2, 4, generator=rng, dtype=torch.float64, requires_grad=True)
+    decay = case.decay.clone().requires_grad_()
+    for reset in RESETS:
+        assert torch.autograd.gradcheck(
+            lambda x, init, decay: snn_cuda.spiking_recurrence(
+                x, decay, case.threshold, case.penalty, reset=reset, delay=False, initial=init),
+            (x, init, decay))
+        fwd = (case.excitation, case.decay, case.threshold, case.penalty, reset, False, init.detach())
+        torch.library.opcheck(torch.ops.snn_cuda.spiking_recurrence_fwd.default, fwd)
+        states, outputs, gates = torch.ops.snn_cuda.spiking_recurrence_fwd(*fwd)
+        g = torch.randn_like(states)
+        bwd = (g, g, gates, states, outputs, case.decay, case.threshold, case.penalty,
+               list(states.shape), states.dtype, reset, False, True, True, True, init.detach(), True)
+        torch.library.opcheck(torch.ops.snn_cuda.spiking_recurrence_bwd.default, bwd)
+    with pytest.raises(ValueError, match="an initial state needs delay=False"):
+        snn_cuda.spiking_recurrence(x, 0.9, 1.0, 1.5, initial=init)
+    with pytest.raises(ValueError, match=r"initial must have the shape of one excitation step \(2, 4\)"):
+        snn_cuda.spiking_recurrence(x, 0.9, 1.0, 1.5, delay=False, initial=init[0])
+    p = torch.ones(4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="an initial state needs delay=False"):
+        torch.ops.snn_cuda.spiking_recurrence_fwd(case.excitation, p, p, p, "subtract", True, init.detach())
+    with pytest.raises(RuntimeError, match=r"initial \(one step of excitation\) must have shape"):
+        torch.ops.snn_cuda.spiking_recurrence_fwd(case.excitation, p, p, p, "subtract", False, init[0].detach())

@@ -54,11 +54,30 @@ static void check_params(const at::Tensor& decay, const at::Tensor& threshold,
   check_param(penalty, "penalty_threshold", H, dtype, device);
 }
 
+static void check_like(const c10::optional<at::Tensor>& t, const char* op, const char* name,
+                       at::IntArrayRef shape, at::ScalarType dtype, const at::Device& device,
+                       const char* whose);
+
+// The initial state v_{-1}: one step of the excitation; only without delay (with delay, row 0
+// returns (v_{-1}, o_{-1}), and o_{-1} is not known from v_{-1}).
+static void check_initial(const c10::optional<at::Tensor>& initial, const char* op,
+                          at::IntArrayRef shape, at::ScalarType dtype, const at::Device& device,
+                          bool delay) {
+  TORCH_CHECK(!initial.has_value() || !delay, op,
+              ": an initial state needs delay=False (with delay=True row 0 would return the "
+              "unknown previous output)");
+  check_like(initial, op, "initial (one step of excitation)", shape.slice(1), dtype, device,
+             "excitation's");
+}
+
 void check_forward_inputs(const at::Tensor& excitation, const at::Tensor& decay,
-                          const at::Tensor& threshold, const at::Tensor& penalty) {
+                          const at::Tensor& threshold, const at::Tensor& penalty,
+                          const c10::optional<at::Tensor>& initial, bool delay) {
   check_excitation(excitation.sizes(), excitation.scalar_type(), "excitation");
   check_params(decay, threshold, penalty, excitation.size(-1), excitation.scalar_type(),
                excitation.device());
+  check_initial(initial, "spiking_recurrence_fwd", excitation.sizes(), excitation.scalar_type(),
+                excitation.device(), delay);
 }
 
 // A tensor that must match a reference's shape, dtype and device (absent = nothing to check).
@@ -80,9 +99,11 @@ void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
                            const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
                            const at::Tensor& threshold, const at::Tensor& penalty,
                            at::IntArrayRef shape, at::ScalarType dtype, bool need_decay,
-                           bool need_threshold, bool need_penalty, int reset) {
+                           bool need_threshold, bool need_penalty, int reset,
+                           const c10::optional<at::Tensor>& initial, bool delay) {
   check_excitation(shape, dtype, "shape/dtype");
   const auto device = gates.device();
+  check_initial(initial, "spiking_recurrence_bwd", shape, dtype, device, delay);
   check_params(decay, threshold, penalty, shape.back(), dtype, device);
   const int64_t T = shape[0];
   const int64_t lanes = lanes_of(shape);
@@ -270,20 +291,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cpu(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cpu(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
-    const at::Tensor& penalty, c10::string_view reset, bool delay) {
-  return run_forward(excitation, decay, threshold, penalty, reset, delay, ForwardCpu{});
+    const at::Tensor& penalty, c10::string_view reset, bool delay,
+    const c10::optional<at::Tensor>& initial) {
+  return run_forward(excitation, decay, threshold, penalty, reset, delay, initial, ForwardCpu{});
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_bwd_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_bwd_cpu(
     const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
     const at::Tensor& gates, const c10::optional<at::Tensor>& states,
     const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
     const at::Tensor& threshold, const at::Tensor& penalty, at::IntArrayRef shape,
     at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
-    bool need_threshold, bool need_penalty) {
+    bool need_threshold, bool need_penalty, const c10::optional<at::Tensor>& initial,
+    bool need_initial) {
   return run_backward(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
                       penalty, shape, dtype, reset, delay, need_decay, need_threshold,
-                      need_penalty, BackwardCpu{});
+                      need_penalty, initial, need_initial, BackwardCpu{});
 }
 
 }  // namespace
@@ -292,19 +315,22 @@ TORCH_LIBRARY(snn_cuda, m) {
   // excitation: [T, *batch, H]; decay/threshold/penalty: [H] in the accumulation dtype.
   // Returns states and outputs shaped like excitation, and the gates bit-packed over time,
   // uint8 [ceil(T / 8), lanes] with lanes = numel / T.
+  // initial: the state v_{-1} before step 0, [*batch, H], or None (zeros); only with delay=False.
   m.def(
       "spiking_recurrence_fwd(Tensor excitation, Tensor decay, Tensor threshold, Tensor penalty, "
-      "str reset, bool delay) -> (Tensor states, Tensor outputs, Tensor gates)");
+      "str reset, bool delay, Tensor? initial=None) -> (Tensor states, Tensor outputs, "
+      "Tensor gates)");
   // Grads are optional (None = zero). shape and dtype are the excitation's; the device is the
   // gates'. states are needed for the decay gradient, outputs for the threshold and penalty
   // gradients of the proportional reset. Parameter gradients come back as [H] tensors in the
-  // accumulation dtype, zeros for those not asked for.
+  // accumulation dtype, zeros for those not asked for. initial (the forward's, read only for the
+  // decay gradient) and need_initial: grad_initial [*batch, H] when asked for, else empty.
   m.def(
       "spiking_recurrence_bwd(Tensor? grad_states, Tensor? grad_outputs, Tensor gates, "
       "Tensor? states, Tensor? outputs, Tensor decay, Tensor threshold, Tensor penalty, "
       "SymInt[] shape, ScalarType dtype, str reset, bool delay, bool need_decay, bool need_threshold, "
-      "bool need_penalty) -> (Tensor grad_excitation, Tensor grad_decay, Tensor grad_threshold, "
-      "Tensor grad_penalty)");
+      "bool need_penalty, Tensor? initial=None, bool need_initial=False) -> (Tensor grad_excitation, "
+      "Tensor grad_decay, Tensor grad_threshold, Tensor grad_penalty, Tensor grad_initial)");
   // Binary spikes (see the math header). input: [T, *batch, H]; initial: [*batch, H] or None
   // (zeros); decay (beta or tau), threshold, reset_value: [H] in the accumulation dtype.
   // convention: "snntorch" | "spikingjelly"; reset: "subtract" | "hard" | "none" (snntorch only).

@@ -10,7 +10,7 @@
 // So every CPU test also exercises the arithmetic, the indexing and the gate packing that the GPU
 // runs; the CUDA file only adds the launch.
 //
-// Equations (per lane; v_{-1} = 0, I_t the input excitation):
+// Equations (per lane; v_{-1} = the initial state, 0 by default; I_t the input excitation):
 //   u_t = I_t + decay * v_{t-1}
 //   o_t = relu(u_t - threshold)            g_t = [u_t > threshold] (a constant for autograd)
 //   proportional: v_t = u_t - (penalty / threshold) * u_t * g_t
@@ -92,6 +92,7 @@ C10_HOST_DEVICE inline acc_t lif_bwd_step(acc_t grad_v, acc_t grad_o, uint32_t f
 template <typename scalar_t, typename acc_t>
 struct ForwardArgs {
   const scalar_t* excitation;
+  const scalar_t* initial;  // [lanes], nullable (zeros): v_{-1}; only with delay = false
   scalar_t* states;
   scalar_t* outputs;
   uint8_t* gates;  // [ceil(T / 8), lanes], one bit per step
@@ -111,6 +112,7 @@ struct BackwardArgs {
   const scalar_t* grad_outputs;  // nullable
   const uint8_t* gates;          // [ceil(T / 8), lanes]
   const scalar_t* states;        // nullable; read only for the decay gradient
+  const scalar_t* initial;       // [lanes], nullable (zeros); read only for the decay gradient
   const scalar_t* outputs;       // nullable; read only for the proportional reset's parameter grads
   const acc_t* decay;            // [H]
   const acc_t* threshold;        // [H]
@@ -119,6 +121,7 @@ struct BackwardArgs {
   acc_t* grad_decay;      // [lanes], nullable: per-lane sums over time
   acc_t* grad_threshold;  // [lanes], nullable
   acc_t* grad_penalty;    // [lanes], nullable
+  scalar_t* grad_initial;  // [lanes], nullable: dL/dv_{-1}
   int64_t T;
   int64_t lanes;
   int64_t H;
@@ -179,7 +182,7 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
   uint32_t bits[kBlock];
   params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
   for (int j = 0; j < n; ++j) {
-    v[j] = acc_t(0);
+    v[j] = a.initial != nullptr ? static_cast<acc_t>(a.initial[lane0 + j]) : acc_t(0);
     bits[j] = 0;
   }
   const int64_t shift = a.delay ? 1 : 0;
@@ -262,9 +265,10 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
     const scalar_t* go = returned && a.grad_outputs != nullptr ? a.grad_outputs + row_off : zeros;
     // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
     const scalar_t* out = returned && need_u ? a.outputs + row_off : zeros;
-    const scalar_t* v_prev = a.grad_decay != nullptr && prev_row >= 0
-                                 ? a.states + prev_row * a.lanes + lane0
-                                 : zeros;
+    const scalar_t* v_prev = a.grad_decay == nullptr ? zeros
+                             : prev_row >= 0          ? a.states + prev_row * a.lanes + lane0
+                             : a.initial != nullptr   ? a.initial + lane0
+                                                      : zeros;
     scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
     for (int j = 0; j < n; ++j) {
       const uint32_t fired = (bits[j] >> bit) & 1u;
@@ -281,6 +285,8 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
     if (a.grad_decay != nullptr) a.grad_decay[lane0 + j] = g_decay[j];
     if (a.grad_threshold != nullptr) a.grad_threshold[lane0 + j] = g_threshold[j];
     if (a.grad_penalty != nullptr) a.grad_penalty[lane0 + j] = g_penalty[j];
+    // carry = dL/du_0 * decay = dL/dv_{-1}.
+    if (a.grad_initial != nullptr) a.grad_initial[lane0 + j] = static_cast<scalar_t>(carry[j]);
   }
 }
 

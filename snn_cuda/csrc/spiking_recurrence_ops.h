@@ -18,7 +18,8 @@ namespace snn_cuda {
 int parse_reset(c10::string_view reset);
 
 void check_forward_inputs(const at::Tensor& excitation, const at::Tensor& decay,
-                          const at::Tensor& threshold, const at::Tensor& penalty);
+                          const at::Tensor& threshold, const at::Tensor& penalty,
+                          const c10::optional<at::Tensor>& initial, bool delay);
 
 void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
                            const c10::optional<at::Tensor>& grad_outputs, const at::Tensor& gates,
@@ -26,7 +27,8 @@ void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
                            const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
                            const at::Tensor& threshold, const at::Tensor& penalty,
                            at::IntArrayRef shape, at::ScalarType dtype, bool need_decay,
-                           bool need_threshold, bool need_penalty, int reset);
+                           bool need_threshold, bool need_penalty, int reset,
+                           const c10::optional<at::Tensor>& initial, bool delay);
 
 // Lanes of a [T, *batch, H] tensor: everything but the time dim.
 inline int64_t lanes_of(at::IntArrayRef shape) {
@@ -35,16 +37,29 @@ inline int64_t lanes_of(at::IntArrayRef shape) {
 
 inline int64_t lanes_of(const at::Tensor& t) { return lanes_of(t.sizes()); }
 
+template <typename T>
+T* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+const T* const_data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
 struct ForwardTensors {
   at::Tensor input;  // contiguous excitation
+  at::Tensor initial;  // contiguous, or undefined (zeros)
   at::Tensor states;
   at::Tensor outputs;
   at::Tensor gates;
 };
 
-inline ForwardTensors make_forward_tensors(const at::Tensor& excitation) {
+inline ForwardTensors make_forward_tensors(const at::Tensor& excitation,
+                                           const c10::optional<at::Tensor>& initial) {
   ForwardTensors f;
   f.input = excitation.contiguous();
+  if (initial.has_value()) f.initial = initial->contiguous();
   const int64_t T = f.input.size(0);
   const int64_t lanes = lanes_of(f.input);
   f.states = at::empty_like(f.input);
@@ -59,6 +74,7 @@ ForwardArgs<scalar_t, acc_t> make_forward_args(const ForwardTensors& f, const at
                                                const at::Tensor& penalty, bool delay) {
   ForwardArgs<scalar_t, acc_t> a;
   a.excitation = f.input.const_data_ptr<scalar_t>();
+  a.initial = const_data_or_null<scalar_t>(f.initial);
   a.states = f.states.data_ptr<scalar_t>();
   a.outputs = f.outputs.data_ptr<scalar_t>();
   a.gates = f.gates.data_ptr<uint8_t>();
@@ -82,6 +98,8 @@ struct BackwardTensors {
   at::Tensor grad_decay;  // per-lane partial sums [lanes], or undefined
   at::Tensor grad_threshold;
   at::Tensor grad_penalty;
+  at::Tensor initial;       // undefined unless the decay gradient needs v_{-1}
+  at::Tensor grad_initial;  // [*batch, H] when asked for, else an empty tensor
   int64_t H;
 };
 
@@ -89,7 +107,8 @@ inline BackwardTensors make_backward_tensors(
     const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
     const at::Tensor& gates, const c10::optional<at::Tensor>& states,
     const c10::optional<at::Tensor>& outputs, at::IntArrayRef shape, at::ScalarType dtype,
-    bool need_decay, bool need_threshold, bool need_penalty, int reset) {
+    bool need_decay, bool need_threshold, bool need_penalty, int reset,
+    const c10::optional<at::Tensor>& initial, bool need_initial) {
   BackwardTensors b;
   const auto options = gates.options().dtype(dtype);
   const auto acc_options = gates.options().dtype(at::toOpMathType(dtype));
@@ -106,18 +125,10 @@ inline BackwardTensors make_backward_tensors(
   if (need_decay) b.grad_decay = at::zeros({lanes}, acc_options);
   if (need_threshold) b.grad_threshold = at::zeros({lanes}, acc_options);
   if (need_penalty) b.grad_penalty = at::zeros({lanes}, acc_options);
+  if (need_decay && initial.has_value()) b.initial = initial->contiguous();
+  b.grad_initial = need_initial ? at::zeros(shape.slice(1), options) : at::empty({0}, options);
   b.H = shape.back();
   return b;
-}
-
-template <typename T>
-T* data_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
-template <typename T>
-const T* const_data_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
 template <typename scalar_t, typename acc_t>
@@ -138,6 +149,8 @@ BackwardArgs<scalar_t, acc_t> make_backward_args(const BackwardTensors& b,
   a.grad_decay = data_or_null<acc_t>(b.grad_decay);
   a.grad_threshold = data_or_null<acc_t>(b.grad_threshold);
   a.grad_penalty = data_or_null<acc_t>(b.grad_penalty);
+  a.initial = const_data_or_null<scalar_t>(b.initial);
+  a.grad_initial = b.grad_initial.numel() > 0 ? b.grad_initial.data_ptr<scalar_t>() : nullptr;
   a.T = b.grad_excitation.size(0);
   a.lanes = b.gates.size(1);
   a.H = b.H;
@@ -152,10 +165,11 @@ inline at::Tensor sum_over_batch(const at::Tensor& per_lane, int64_t H, const at
   return per_lane.view({-1, H}).sum(0);
 }
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> reduce_param_grads(
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reduce_param_grads(
     const BackwardTensors& b, const at::Tensor& decay) {
   return {b.grad_excitation, sum_over_batch(b.grad_decay, b.H, decay),
-          sum_over_batch(b.grad_threshold, b.H, decay), sum_over_batch(b.grad_penalty, b.H, decay)};
+          sum_over_batch(b.grad_threshold, b.H, decay), sum_over_batch(b.grad_penalty, b.H, decay),
+          b.grad_initial};
 }
 
 // The whole forward operator but the loop launch, which each backend supplies:
@@ -163,10 +177,11 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> reduce_param_g
 template <typename Launch>
 std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
-    const at::Tensor& penalty, c10::string_view reset, bool delay, const Launch& launch) {
+    const at::Tensor& penalty, c10::string_view reset, bool delay,
+    const c10::optional<at::Tensor>& initial, const Launch& launch) {
   const int reset_mode = parse_reset(reset);
-  check_forward_inputs(excitation, decay, threshold, penalty);
-  const ForwardTensors f = make_forward_tensors(excitation);
+  check_forward_inputs(excitation, decay, threshold, penalty, initial, delay);
+  const ForwardTensors f = make_forward_tensors(excitation, initial);
   const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.input.scalar_type(),
                                   "spiking_recurrence_fwd", [&] {
@@ -184,20 +199,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
 
 // The whole backward operator but the loop launch; see run_forward.
 template <typename Launch>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
     const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
     const at::Tensor& gates, const c10::optional<at::Tensor>& states,
     const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
     const at::Tensor& threshold, const at::Tensor& penalty, at::IntArrayRef shape,
     at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
-    bool need_threshold, bool need_penalty, const Launch& launch) {
+    bool need_threshold, bool need_penalty, const c10::optional<at::Tensor>& initial,
+    bool need_initial, const Launch& launch) {
   const int reset_mode = parse_reset(reset);
   check_backward_inputs(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
                         penalty, shape, dtype, need_decay, need_threshold, need_penalty,
-                        reset_mode);
+                        reset_mode, initial, delay);
   const BackwardTensors b =
       make_backward_tensors(grad_states, grad_outputs, gates, states, outputs, shape, dtype,
-                            need_decay, need_threshold, need_penalty, reset_mode);
+                            need_decay, need_threshold, need_penalty, reset_mode, initial,
+                            need_initial);
   const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "spiking_recurrence_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;

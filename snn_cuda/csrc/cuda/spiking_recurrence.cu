@@ -113,22 +113,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cuda(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cuda(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
-    const at::Tensor& penalty, c10::string_view reset, bool delay) {
+    const at::Tensor& penalty, c10::string_view reset, bool delay,
+    const c10::optional<at::Tensor>& initial) {
   const c10::cuda::CUDAGuard guard(excitation.device());
-  return run_forward(excitation, decay, threshold, penalty, reset, delay, ForwardCuda{});
+  return run_forward(excitation, decay, threshold, penalty, reset, delay, initial, ForwardCuda{});
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_bwd_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_bwd_cuda(
     const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
     const at::Tensor& gates, const c10::optional<at::Tensor>& states,
     const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
     const at::Tensor& threshold, const at::Tensor& penalty, at::IntArrayRef shape,
     at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
-    bool need_threshold, bool need_penalty) {
+    bool need_threshold, bool need_penalty, const c10::optional<at::Tensor>& initial,
+    bool need_initial) {
   const c10::cuda::CUDAGuard guard(gates.device());
   return run_backward(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
                       penalty, shape, dtype, reset, delay, need_decay, need_threshold,
-                      need_penalty, BackwardCuda{});
+                      need_penalty, initial, need_initial, BackwardCuda{});
 }
 
 }  // namespace
