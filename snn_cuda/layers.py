@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from . import reference
+from .neurons import check_step_mode
 from .ops import Param, check_float_threshold, check_reset, spiking_recurrence
 
 BACKENDS = ("fused", "reference")
@@ -167,11 +168,7 @@ class SpikingNeuronLayerRNN(nn.Module):
                 raise ValueError(f"SpikingNeuronLayerRNN: {name} must be an int >= 1, got {value!r}")
         check_reset(reset)
         check_float_threshold(threshold, reset)
-        if step_mode not in ("s", "m"):
-            raise ValueError(
-                "SpikingNeuronLayerRNN: step_mode must be 's' (one step [batch, n_inputs] per call) "
-                f"or 'm' (a sequence [T, batch, n_inputs] per call), got {step_mode!r}"
-            )
+        check_step_mode("SpikingNeuronLayerRNN", step_mode)
         self.device = device
         self.n_inputs = n_inputs
         self.n_hidden = n_hidden

@@ -225,3 +225,15 @@ def assert_spikes_and_resets(spikes, min_rate=0.02, min_resets=20):
     # Every spike but a lane's last is followed by a reset and then more input.
     resets = (per_lane - 1).clamp_min(0).sum().item()
     assert resets >= min_resets, f"only {resets} resets were followed by another spike"
+
+
+def import_peer(name):
+    """A peer library (test dependency) module: skips the test module without it, except where
+    SNN_CUDA_REQUIRE_PEERS=1 (CI), where a missing peer is an error."""
+    import os
+
+    import pytest
+
+    if os.environ.get("SNN_CUDA_REQUIRE_PEERS") == "1":
+        return __import__(name, fromlist=["_"])
+    return pytest.importorskip(name)

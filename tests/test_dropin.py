@@ -6,7 +6,6 @@ Written for this project: the usage patterns are the peers' documented ones (tut
 `init_hidden` Sequentials, reset_net/detach_net/set_step_mode); no peer test code is copied.
 """
 
-import os
 import pickle
 import subprocess
 import sys
@@ -18,25 +17,18 @@ from torch import nn
 
 import snn_cuda
 
-from helpers import assert_spikes_and_resets, rel_err
-
-REQUIRE = os.environ.get("SNN_CUDA_REQUIRE_PEERS") == "1"
+from helpers import assert_spikes_and_resets, import_peer, rel_err
 
 
-def _import(name):
-    if REQUIRE:
-        return __import__(name, fromlist=["_"])
-    return pytest.importorskip(name)
 
-
-snn = _import("snntorch")
-sutils = _import("snntorch.utils")
-ssur = _import("snntorch.surrogate")
-sj_neuron = _import("spikingjelly.activation_based.neuron")
-sj_layer = _import("spikingjelly.activation_based.layer")
-sj_functional = _import("spikingjelly.activation_based.functional")
-sj_base = _import("spikingjelly.activation_based.base")
-sj_sur = _import("spikingjelly.activation_based.surrogate")
+snn = import_peer("snntorch")
+sutils = import_peer("snntorch.utils")
+ssur = import_peer("snntorch.surrogate")
+sj_neuron = import_peer("spikingjelly.activation_based.neuron")
+sj_layer = import_peer("spikingjelly.activation_based.layer")
+sj_functional = import_peer("spikingjelly.activation_based.functional")
+sj_base = import_peer("spikingjelly.activation_based.base")
+sj_sur = import_peer("spikingjelly.activation_based.surrogate")
 
 F64 = torch.float64
 

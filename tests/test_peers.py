@@ -7,7 +7,6 @@ skip, except where SNN_CUDA_REQUIRE_PEERS=1 (CI sets it), where a missing peer i
 """
 
 import itertools
-import os
 
 import pytest
 import torch
@@ -15,22 +14,15 @@ import torch
 import snn_cuda
 from snn_cuda import reference
 
-from helpers import assert_spikes_and_resets, rand_uniform, randint, rel_err
-
-REQUIRE = os.environ.get("SNN_CUDA_REQUIRE_PEERS") == "1"
+from helpers import assert_spikes_and_resets, import_peer, rand_uniform, randint, rel_err
 
 
-def _import(name):
-    if REQUIRE:
-        return __import__(name, fromlist=["_"])
-    return pytest.importorskip(name)
 
-
-snn = _import("snntorch")
-ssur = _import("snntorch.surrogate")
-sj_neuron = _import("spikingjelly.activation_based.neuron")
-sj_sur = _import("spikingjelly.activation_based.surrogate")
-sj_functional = _import("spikingjelly.activation_based.functional")
+snn = import_peer("snntorch")
+ssur = import_peer("snntorch.surrogate")
+sj_neuron = import_peer("spikingjelly.activation_based.neuron")
+sj_sur = import_peer("spikingjelly.activation_based.surrogate")
+sj_functional = import_peer("spikingjelly.activation_based.functional")
 
 # Gradient bounds: max abs diff / max(max |peer|, 1). float64 is the issue's "~1e-10"; what we
 # measure is ~1e-15. float32: both sides accumulate float32 rounding over T steps.
