@@ -11,9 +11,11 @@ Both are scaled like the seed's MNIST (``ToTensor`` then ``Normalize((0.5,), (1.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -27,6 +29,14 @@ MNIST_FILES = {
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
+}
+# md5 of each file's content after gunzip: the published checksums of the standard MNIST files.
+# A mirror may recompress the .gz, so the content is what is checked.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -106,7 +116,22 @@ def _find_mnist_file(data_dir: str, name: str) -> Optional[str]:
     return None
 
 
+def _content_md5(path: str) -> Optional[str]:
+    """md5 of a .gz file's uncompressed content, or None if it is not a readable gzip file."""
+    digest = hashlib.md5()
+    try:
+        with gzip.open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return digest.hexdigest()
+
+
 def _download_mnist(data_dir: str, missing) -> None:
+    """Fetches each missing file from the first mirror that serves it and keeps it only if its
+    content has the published checksum (MNIST_MD5); a file that does not match is deleted, and the
+    next mirror is tried."""
     os.makedirs(data_dir, exist_ok=True)
     for name in missing:
         target = os.path.join(data_dir, name + ".gz")
@@ -116,6 +141,14 @@ def _download_mnist(data_dir: str, missing) -> None:
             try:
                 with urllib.request.urlopen(mirror + name + ".gz", timeout=20) as r, open(tmp, "wb") as f:
                     shutil.copyfileobj(r, f)
+                got = _content_md5(tmp)
+                if got != MNIST_MD5[name]:
+                    os.remove(tmp)
+                    errors.append(
+                        f"{mirror}: the downloaded {name}.gz does not have the published content "
+                        f"(md5 {got or 'unreadable'}, expected {MNIST_MD5[name]}); deleted it"
+                    )
+                    continue
                 os.replace(tmp, target)
                 break
             except OSError as error:

@@ -11,6 +11,7 @@ import gc
 import json
 import os
 import platform
+import pickle
 import random
 import sys
 import time
@@ -147,8 +148,16 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": np.random.get_state()}
+    """Every generator's state in types that torch.load(weights_only=True) accepts: tensors, lists,
+    numbers and strings (numpy's key array as an int64 tensor, Python's tuple as lists)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -156,8 +165,15 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32),
+                             numpy_state["pos"], numpy_state["has_gauss"],
+                             numpy_state["cached_gaussian"]))
+    else:  # checkpoints of snn_cuda 0.1: numpy's own tuple
+        np.random.set_state(numpy_state)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -195,9 +211,43 @@ def latest_checkpoint(out: str, kind: str) -> Optional[str]:
     return os.path.join(folder, names[-1]) if names else None
 
 
+def _numpy_state_globals():
+    """What a snn_cuda 0.1 checkpoint's numpy RNG state needs from the unpickler: numpy's array
+    reconstruction and the uint32 dtype, nothing that can run code (elements of an object array
+    would still have to pass the same restricted unpickler)."""
+    reconstruct = getattr(np, "_core", np.core).multiarray._reconstruct
+    found = [reconstruct, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        found.append(dtypes.UInt32DType)
+    return found
+
+
 def load_checkpoint(path: str) -> dict:
+    """A training checkpoint, read with torch's safe loader (weights_only=True): tensors, numbers,
+    strings, lists and dicts only, so a checkpoint from someone else can never run code here.
+    Checkpoints of snn_cuda 0.1 (numpy arrays in their RNG state) load too."""
+    def refused_global(error) -> Optional[str]:
+        lines = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        return lines[0] if lines else None
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            if refused_global(error) is None:
+                raise
+            with torch.serialization.safe_globals(_numpy_state_globals()):
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        what = refused_global(error)
+        if what is not None:
+            raise UserError(
+                f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
+                f"data, which a snn_cuda checkpoint never does, and loading them could run code "
+                f"({what})"
+            ) from None
+        raise UserError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or a damaged one") from None
     except Exception as error:  # a damaged or foreign file: report it in one line
         raise UserError(f"cannot read checkpoint {path}: {type(error).__name__}: {error}") from None
     if not isinstance(ckpt, dict) or not {"model", "epoch", "config", "kind"} <= set(ckpt):

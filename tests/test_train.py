@@ -151,8 +151,9 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     for ha, hb in zip(a, b):
         for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
             assert ha[key] == hb[key], (key, ha, hb)
-    wa = torch.load(os.path.join(full, "spiking", "checkpoint_epoch003.pt"), weights_only=False)["model"]
-    wb = torch.load(os.path.join(part, "spiking", "checkpoint_epoch003.pt"), weights_only=False)["model"]
+    # Checkpoints hold only what torch's safe loader accepts.
+    wa = torch.load(os.path.join(full, "spiking", "checkpoint_epoch003.pt"), weights_only=True)["model"]
+    wb = torch.load(os.path.join(part, "spiking", "checkpoint_epoch003.pt"), weights_only=True)["model"]
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
 
@@ -216,3 +217,78 @@ def test_module_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "snn_cuda", "train", "--epochs", "0"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --epochs must be >= 1, got 0"
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a malicious checkpoint would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    evil = {"kind": "spiking", "model": {}, "epoch": 1, "config": {}, "payload": _RunsCode(marker)}
+    path = tmp_path / "evil.pt"
+    torch.save(evil, path)
+    assert run_cli("plot", "--checkpoint", str(path), "--out", str(tmp_path / "pics")) == 2
+    err = capsys.readouterr().err
+    assert "refusing to load checkpoint" in err and "posix.system" in err
+    # --resume reads the latest checkpoint of the run folder the same way.
+    run = tmp_path / "run"
+    os.makedirs(run / "spiking")
+    torch.save(evil, run / "spiking" / "checkpoint_epoch001.pt")
+    assert run_cli("train", "--time-steps", "4", "--train-limit", "64", "--test-limit", "32",
+                   "--epochs", "2", "--model", "spiking", "--out", str(run), "--resume") == 2
+    assert "refusing to load checkpoint" in capsys.readouterr().err
+    assert not marker.exists(), "a checkpoint ran code"
+
+
+def test_checkpoints_of_version_0_1_still_load(tmp_path):
+    """0.1 stored numpy's RNG state as its own tuple (an ndarray inside): still read with the safe
+    loader (numpy's array reconstruction allowed, nothing else), and the state restored."""
+    import random
+
+    from snn_cuda.train import load_checkpoint, set_rng_state
+
+    np.random.seed(5)
+    old = {"kind": "spiking", "model": {}, "epoch": 1, "config": {},
+           "rng": [{"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "numpy": np.random.get_state()}]}
+    expected = np.random.rand(3)
+    torch.save(old, tmp_path / "old.pt")
+    set_rng_state(load_checkpoint(str(tmp_path / "old.pt"))["rng"][0])
+    assert np.array_equal(np.random.rand(3), expected)
+
+
+def test_downloaded_mnist_is_checked_against_the_published_checksums(tmp_path, monkeypatch, rng):
+    """A mirror serving a file whose content is not the standard one: the file is deleted and the
+    error says which files failed and why; a file with the expected content is kept."""
+    import io
+    import urllib.request
+
+    from snn_cuda import data as data_module
+
+    served = tmp_path / "served"
+    os.makedirs(served)
+    for name in data_module.MNIST_FILES.values():
+        shape = (5, 4, 4) if "images" in name else (5,)
+        write_idx(str(served / (name + ".gz")), torch.randint(0, 10, shape, generator=rng).numpy().astype(np.uint8))
+
+    def fake_urlopen(url, timeout=None):
+        return io.BytesIO((served / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    target = tmp_path / "mnist"
+    with pytest.raises(DataError, match="does not have the published content"):
+        load_mnist(str(target))
+    assert not any(p.name.endswith((".gz", ".part")) for p in target.iterdir()), list(target.iterdir())
+    # With the served files' own checksums published, they are accepted and read.
+    monkeypatch.setattr(data_module, "MNIST_MD5", {
+        name: data_module._content_md5(str(served / (name + ".gz")))
+        for name in data_module.MNIST_FILES.values()})
+    train, test = load_mnist(str(target))
+    assert train.images.shape[0] == 5 and test.labels.shape[0] == 5
