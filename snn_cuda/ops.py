@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import Optional, Tuple, Union
 
+import functools
+
 import torch
 from torch.utils import _python_dispatch
 
@@ -127,6 +129,45 @@ def constant_row(value: float, H: int, dtype: torch.dtype, device: torch.device)
     return row
 
 
+class _SecondDerivativeError(torch.autograd.Function):
+    """Passes first derivatives through, linked to an incoming gradient, so that differentiating
+    them again reaches this node and raises a clear error (instead of zeros, or autograd's "not
+    used in the graph")."""
+
+    @staticmethod
+    def forward(ctx, link, *tensors):
+        return tuple(t.clone() for t in tensors)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            "snn_cuda: the fused ops have a first derivative only (their backward is a hand-written "
+            "kernel, not differentiable again); for higher derivatives differentiate through "
+            "snn_cuda.reference instead"
+        )
+
+
+def first_derivative_only(backward):
+    """Wraps an autograd.Function backward: runs it without recording, and under create_graph=True
+    makes a second differentiation of its results raise (see _SecondDerivativeError)."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            results = backward(ctx, *grads)
+        links = [g for g in grads if isinstance(g, torch.Tensor) and g.requires_grad]
+        if not links or not torch.is_grad_enabled():
+            return results
+        where = [i for i, r in enumerate(results) if isinstance(r, torch.Tensor)]
+        linked = _SecondDerivativeError.apply(links[0], *[results[i] for i in where])
+        results = list(results)
+        for i, tensor in zip(where, linked):
+            results[i] = tensor
+        return tuple(results)
+
+    return wrapper
+
+
 @torch.library.register_fake("snn_cuda::spiking_recurrence_fwd")
 def _spiking_recurrence_fwd_fake(excitation, decay, threshold, penalty, reset, delay, initial=None):
     torch._check(excitation.dim() >= 2, lambda: "excitation must have at least 2 dims")
@@ -193,6 +234,7 @@ class SpikingRecurrenceFunction(torch.autograd.Function):
         ctx.delay = delay
 
     @staticmethod
+    @first_derivative_only
     def backward(ctx, grad_states, grad_outputs, _grad_gates):
         gates, states, outputs, decay, threshold, penalty, initial = ctx.saved_tensors
         need_excitation, need_decay, need_threshold, need_penalty = ctx.needs_input_grad[:4]
@@ -371,6 +413,7 @@ class LIFFunction(torch.autograd.Function):
         ctx.config = (convention, reset, decay_input, detach_reset, surrogate, alpha)
 
     @staticmethod
+    @first_derivative_only
     def backward(ctx, grad_spikes, grad_membrane, grad_state):
         return LIFFunction.backward_with(ctx, grad_spikes, grad_membrane, grad_state, lambda t: t)
 
@@ -569,6 +612,7 @@ class LIFStepFunction(LIFFunction):
         ctx.input_shape = inputs[0].shape
 
     @staticmethod
+    @first_derivative_only
     def backward(ctx, grad_spikes, grad_membrane, grad_state):
         def as_input_shape(t):
             return None if t is None else t.reshape(ctx.input_shape)

@@ -463,3 +463,22 @@ def test_initial_state_gradcheck_and_opcheck(rng):
         torch.ops.snn_cuda.spiking_recurrence_fwd(case.excitation, p, p, p, "subtract", True, init.detach())
     with pytest.raises(RuntimeError, match=r"initial \(one step of excitation\) must have shape"):
         torch.ops.snn_cuda.spiking_recurrence_fwd(case.excitation, p, p, p, "subtract", False, init[0].detach())
+
+
+def test_second_derivative_raises_instead_of_returning_zeros(rng):
+    """The backward kernels have no derivative of their own: differentiating the first derivative
+    again raises a clear error (it used to give zeros silently), for every fused entry point."""
+    x = torch.randn(6, 2, 3, generator=rng, dtype=torch.float64, requires_grad=True)
+    entry_points = {
+        "spiking_recurrence": lambda x: snn_cuda.spiking_recurrence(x, 0.9, 1.0, 1.5)[0],
+        "lif": lambda x: snn_cuda.lif(x, 0.9)[1],
+        "lif_step": lambda x: snn_cuda.lif_step(x[0], 0.9, initial=x[1])[1],
+    }
+    for name, f in entry_points.items():
+        (g,) = torch.autograd.grad(f(x).pow(2).sum(), x, create_graph=True)
+        (plain,) = torch.autograd.grad(f(x).pow(2).sum(), x)
+        assert torch.equal(g.detach(), plain), name  # create_graph changes no first derivative
+        with pytest.raises(RuntimeError, match="fused ops have a first derivative only"):
+            torch.autograd.grad(g.sum(), x)
+        with pytest.raises(RuntimeError, match="fused ops have a first derivative only"):
+            g.sum().backward()
