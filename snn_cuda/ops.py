@@ -350,7 +350,16 @@ def check_initial_state(initial, excitation: torch.Tensor, delay: bool) -> torch
         )
     if initial.is_complex() or not initial.is_floating_point():
         raise TypeError(f"spiking_recurrence: initial must be a real floating tensor, got {initial.dtype}")
-    return initial.to(excitation.dtype)
+    return outside_inference(initial.to(excitation.dtype))
+
+
+def outside_inference(state: torch.Tensor) -> torch.Tensor:
+    """A state kept from a call under torch.inference_mode() is an inference tensor, which autograd
+    may not save; outside inference mode it is used through a copy (what a module's next training
+    call needs), so one evaluation call does not break the training that follows."""
+    if state.is_inference() and not torch.is_inference_mode_enabled():
+        return state.clone()
+    return state
 
 
 # ================================================================================================
@@ -507,7 +516,7 @@ def prepare_lif(input: torch.Tensor, initial, params, names):
             )
         if initial.device != input.device:
             raise ValueError(f"lif: initial must be on the input's device {input.device}, got {initial.device}")
-        initial = initial.to(input.dtype)
+        initial = outside_inference(initial.to(input.dtype))
     if not flat:
         return input, initial, kernel_params, lambda t: t
     T = input.shape[0]

@@ -669,3 +669,32 @@ def test_per_step_modules_compile_fullgraph(rng):
         (g_compiled,) = torch.autograd.grad(compiled, xx)
         assert torch.allclose(compiled, eager) and torch.allclose(g_compiled, g_eager), fn.__name__
         assert g_eager.abs().max() > 0
+
+
+def test_state_from_inference_mode_does_not_break_training(rng):
+    """A module evaluated under torch.inference_mode() keeps an inference tensor as its state; the
+    next training call uses it through a copy instead of failing ("Inference tensors cannot be
+    saved for backward"), as snnTorch and SpikingJelly modules do."""
+    x = torch.rand(4, 3, 5, generator=rng) * 2
+    makers = [
+        lambda: snn_cuda.Leaky(beta=torch.full((5,), 0.9), learn_beta=True, init_hidden=True),
+        lambda: snn_cuda.Leaky(beta=0.9, step_mode="m", learn_threshold=True),
+        lambda: snn_cuda.LIFNode(learn_tau=True),
+        lambda: snn_cuda.LIFNode(step_mode="m", learn_tau=True),
+    ]
+    for make in makers:
+        m = make()
+        call = (lambda inp: m(inp[0])) if m.step_mode == "s" else m
+        with torch.inference_mode():
+            call(x)
+        out = call(x)
+        out = out[0] if isinstance(out, tuple) else out
+        (out.sum() * 0 + sum(p.sum() for p in m.parameters()) + (out * x.mean()).sum()).backward()
+        assert all(p.grad is not None for p in m.parameters())
+    layer = snn_cuda.SpikingNeuronLayerRNN(None, 5, 4, 0.9, 1.0, 1.5)
+    with torch.inference_mode():
+        layer(x[0])
+    layer(x[1])
+    _, outputs = layer(x[2])
+    (outputs.sum() + layer.prev_inner.sum()).backward()
+    assert layer.fc.weight.grad is not None
