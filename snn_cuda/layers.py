@@ -9,9 +9,17 @@ from torch import nn
 
 from . import reference
 from .neurons import check_step_mode
-from .ops import Param, check_float_threshold, check_reset, spiking_recurrence
+from .ops import Param, check_flag, check_float_threshold, check_reset, spiking_recurrence
 
 BACKENDS = ("fused", "reference")
+
+
+def check_sizes(layer: str, **sizes) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{layer}: {name} must be an int >= 1, got {type(value).__name__} {value!r}"
+            )
 
 
 def check_backend(backend: str) -> None:
@@ -68,10 +76,8 @@ class SpikingNeuronLayer(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
-        if n_inputs < 1 or n_hidden < 1:
-            raise ValueError(
-                f"n_inputs and n_hidden must be >= 1, got n_inputs={n_inputs}, n_hidden={n_hidden}"
-            )
+        check_sizes("SpikingNeuronLayer", n_inputs=n_inputs, n_hidden=n_hidden)
+        check_flag(delay, "delay", "SpikingNeuronLayer")
         check_reset(reset)
         check_backend(backend)
         check_float_threshold(threshold, reset)
@@ -163,9 +169,7 @@ class SpikingNeuronLayerRNN(nn.Module):
         dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
-        for name, value in (("n_inputs", n_inputs), ("n_hidden", n_hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"SpikingNeuronLayerRNN: {name} must be an int >= 1, got {value!r}")
+        check_sizes("SpikingNeuronLayerRNN", n_inputs=n_inputs, n_hidden=n_hidden)
         check_reset(reset)
         check_float_threshold(threshold, reset)
         check_step_mode("SpikingNeuronLayerRNN", step_mode)

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import _peers
 from . import surrogate as _surrogate
-from .ops import lif, lif_step
+from .ops import check_flag, lif, lif_step
 
 Number = Union[float, int]
 STEP_MODES = ("s", "m")
@@ -498,9 +498,12 @@ class LIFNode(MemoryModule):
         self.surrogate_function = _surrogate.resolve(
             surrogate_function, _surrogate.SPIKINGJELLY_DEFAULT, "snn_cuda.LIFNode surrogate_function"
         )
-        self.decay_input = bool(decay_input)
+        check_flag(decay_input, "decay_input", "snn_cuda.LIFNode")
+        check_flag(detach_reset, "detach_reset", "snn_cuda.LIFNode")
+        check_flag(store_v_seq, "store_v_seq", "snn_cuda.LIFNode")
+        self.decay_input = decay_input
         self.v_reset = None if v_reset is None else float(v_reset)
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = detach_reset
         self._register_constant("tau", tau, learn_tau)
         self._register_constant("v_threshold", v_threshold, learn_threshold)
         self.register_memory("v", 0.0 if self.v_reset is None else self.v_reset)

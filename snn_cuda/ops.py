@@ -51,6 +51,16 @@ def accumulation_dtype(dtype: torch.dtype, what: str = "spiking_recurrence: exci
     return _ACC_DTYPES[dtype]
 
 
+def check_flag(value, name: str, op: str, allow_none: bool = False) -> None:
+    """A flag must be a bool: bool("no") is True, so coercing would silently flip a misspelt one."""
+    if isinstance(value, bool) or (allow_none and value is None):
+        return
+    raise TypeError(
+        f"{op}: {name} must be True or False{' (or None)' if allow_none else ''}, got "
+        f"{type(value).__name__} {value!r}"
+    )
+
+
 def check_reset(reset: str) -> None:
     if reset not in RESETS:
         raise ValueError(
@@ -311,6 +321,7 @@ def spiking_recurrence(
     """
     check_excitation(excitation)
     check_reset(reset)
+    check_flag(delay, "delay", "spiking_recurrence")
     check_float_threshold(threshold, reset)
     H = excitation.shape[-1]
     acc = accumulation_dtype(excitation.dtype)
@@ -357,6 +368,8 @@ def outside_inference(state: torch.Tensor) -> torch.Tensor:
     """A state kept from a call under torch.inference_mode() is an inference tensor, which autograd
     may not save; outside inference mode it is used through a copy (what a module's next training
     call needs), so one evaluation call does not break the training that follows."""
+    if torch.compiler.is_compiling():  # (tracing cannot ask; compiled code has no inference tensors)
+        return state
     if state.is_inference() and not torch.is_inference_mode_enabled():
         return state.clone()
     return state
@@ -454,8 +467,11 @@ def check_lif_values(convention: str, decay, reset_value, op: str) -> None:
         raise ValueError(f"{op}: with convention \"spikingjelly\" decay is tau and must be > 0, got {decay}")
 
 
-def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool], surrogate):
+def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool], surrogate,
+                        decay_input: bool = True):
     """Checks the options and fills in the convention's defaults: (detach_reset, Surrogate)."""
+    check_flag(detach_reset, "detach_reset", "lif", allow_none=True)
+    check_flag(decay_input, "decay_input", "lif")
     if convention not in CONVENTIONS:
         raise ValueError(f'lif: convention must be "snntorch" or "spikingjelly", got {convention!r}')
     if reset not in LIF_RESETS:
@@ -581,7 +597,7 @@ def lif(
         >>> spikes, mem = snn_cuda.lif(x, 0.9, 1.0)                    # snnTorch Leaky semantics
         >>> spikes.sum().backward()
     """
-    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
+    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
     check_lif_values(convention, decay, reset_value, "lif")
     flat_input, initial, (dec, thr, rv), restore = prepare_lif(
         input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
@@ -654,7 +670,7 @@ def lif_step(
     ``lif(input[None], ..., initial=initial)``; the results are fresh tensors, not views."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"lif_step: input must be a torch.Tensor, got {type(input).__name__}")
-    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
+    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
     check_lif_values(convention, decay, reset_value, "lif_step")
     step_shape = tuple(input.shape)
     sequence = input.reshape(1, *step_shape) if input.dim() > 0 else input.reshape(1, 1)

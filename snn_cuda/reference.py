@@ -15,6 +15,7 @@ from .ops import (
     Param,
     accumulation_dtype,
     check_excitation,
+    check_flag,
     check_float_threshold,
     check_initial_state,
     check_reset,
@@ -46,6 +47,7 @@ def spiking_recurrence(
     """
     check_excitation(excitation)
     check_reset(reset)
+    check_flag(delay, "delay", "spiking_recurrence")
     check_float_threshold(threshold, reset)
     compute_dtype = accumulation_dtype(excitation.dtype)
     H = excitation.shape[-1]
@@ -135,7 +137,7 @@ def lif(
     """Same signature, semantics and results as :func:`snn_cuda.lif`, as a plain loop."""
     from .ops import prepare_lif, resolve_lif_options
 
-    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate)
+    detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
     dtype = input.dtype
     compute_dtype = accumulation_dtype(dtype)
     x, initial, (decay, threshold, reset_value), restore = prepare_lif(

@@ -110,8 +110,14 @@ def test_learnable_constants_match_reference_backend(rng, reset):
 def test_layer_errors():
     with pytest.raises(ValueError, match='backend must be "fused" or "reference", got \'cuda\''):
         SpikingNeuronLayer(3, 4, backend="cuda")
-    with pytest.raises(ValueError, match="n_inputs and n_hidden must be >= 1"):
+    with pytest.raises(ValueError, match="SpikingNeuronLayer: n_inputs must be an int >= 1, got int 0"):
         SpikingNeuronLayer(0, 4)
+    with pytest.raises(ValueError, match="n_inputs must be an int >= 1, got float 3.5"):
+        SpikingNeuronLayer(3.5, 5)
+    with pytest.raises(ValueError, match="n_inputs must be an int >= 1, got str '3'"):
+        SpikingNeuronLayer("3", 5)
+    with pytest.raises(TypeError, match="SpikingNeuronLayer: delay must be True or False, got str 'no'"):
+        SpikingNeuronLayer(3, 4, delay="no")
     with pytest.raises(ValueError, match=r"expects x of shape \[T, \*batch, 3\], got \(5, 2, 4\)"):
         SpikingNeuronLayer(3, 4)(torch.zeros(5, 2, 4))
 

@@ -316,6 +316,14 @@ def test_errors():
     p = torch.ones(3)
     with pytest.raises(RuntimeError, match='reset "none" exists for the "snntorch" convention only'):
         torch.ops.snn_cuda.lif_fwd(x, None, p, p, p, "spikingjelly", "none", True)
+    with pytest.raises(TypeError, match="lif: detach_reset must be True or False \\(or None\\), got str 'no'"):
+        snn_cuda.lif(x, 0.9, detach_reset="no")
+    with pytest.raises(TypeError, match="lif: decay_input must be True or False, got NoneType None"):
+        snn_cuda.lif(x, 2.0, convention="spikingjelly", decay_input=None)
+    with pytest.raises(TypeError, match="spiking_recurrence: delay must be True or False, got str 'no'"):
+        snn_cuda.spiking_recurrence(x, delay="no")
+    with pytest.raises(TypeError, match="spiking_recurrence: delay must be True or False, got NoneType"):
+        snn_cuda.reference.spiking_recurrence(x, delay=None)
     with pytest.raises(ValueError, match="unknown surrogate 'triangle'"):
         snn_cuda.lif(x, 0.9, surrogate="triangle")
     with pytest.raises(TypeError, match="expected an snn_cuda.surrogate.Surrogate"):
