@@ -85,7 +85,10 @@ sources = [os.path.join(csrc, "spiking_recurrence.cpp")]
 # arithmetic) so the binary-spike lane loops vectorise (without it they ran 2.5x slower). It changes
 # no result: no reassociation, no contraction, NaN/inf semantics kept; only FP exception flags,
 # which nothing here reads, may differ.
-cxx_flags = ["-O3", "-g0", "-fopenmp", "-fno-trapping-math"]
+# -ffp-contract=off: g++ would otherwise fuse a*b + c into one FMA wherever the target has it
+# (always on aarch64, e.g. a GH200's host; x86 with -march=native), and the CPU kernel would stop
+# matching the reference loop and the GPU (built with --fmad=false) bit for bit.
+cxx_flags = ["-O3", "-g0", "-fopenmp", "-fno-trapping-math", "-ffp-contract=off"]
 extra_link = ["-fopenmp"]
 use_cuda = _want_cuda()
 if use_cuda:

@@ -88,6 +88,34 @@ C10_HOST_DEVICE inline acc_t lif_bwd_step(acc_t grad_v, acc_t grad_o, uint32_t f
   }
 }
 
+// A stream a backward step reads that may be absent (no upstream gradient, a row never returned, a
+// tensor that was not saved): it reads as zeros. On the CPU an absent stream points at a block-sized
+// row of zeros, so the lane loop reads unconditionally and vectorises. On the GPU (one lane per
+// thread) an absent stream is a null pointer and the load is selected by value: pointing at a local
+// zero would take a local array's address and put it in local memory (a stack frame per kernel).
+template <typename scalar_t>
+C10_HOST_DEVICE inline scalar_t read_or_zero(const scalar_t* stream, int j) {
+#if defined(__CUDA_ARCH__)
+  return stream != nullptr ? stream[j] : scalar_t(0);
+#else
+  return stream[j];
+#endif
+}
+
+// The row absent streams point at: zeros on the CPU, null on the GPU (see read_or_zero).
+template <int kBlock, typename scalar_t>
+struct ZeroRow {
+#if defined(__CUDA_ARCH__)
+  C10_HOST_DEVICE inline const scalar_t* get() const { return nullptr; }
+#else
+  scalar_t values[kBlock];
+  C10_HOST_DEVICE inline ZeroRow() {
+    for (int j = 0; j < kBlock; ++j) values[j] = scalar_t(0);
+  }
+  C10_HOST_DEVICE inline const scalar_t* get() const { return values; }
+#endif
+};
+
 // Pointers of one forward call. All strides are in elements; tensors are [T, lanes] unless noted.
 template <typename scalar_t, typename acc_t>
 struct ForwardArgs {
@@ -238,14 +266,14 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
   acc_t g_threshold[kBlock];
   acc_t g_penalty[kBlock];
   uint32_t bits[kBlock];
-  scalar_t zeros[kBlock];
+  const ZeroRow<kBlock, scalar_t> zero_row;
+  const scalar_t* const zeros = zero_row.get();
   params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
   for (int j = 0; j < n; ++j) {
     carry[j] = acc_t(0);
     g_decay[j] = acc_t(0);
     g_threshold[j] = acc_t(0);
     g_penalty[j] = acc_t(0);
-    zeros[j] = scalar_t(0);
   }
   const int64_t shift = a.delay ? 1 : 0;
   const bool need_u = kReset == kResetProportional && a.outputs != nullptr;
@@ -272,13 +300,14 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
     scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
     for (int j = 0; j < n; ++j) {
       const uint32_t fired = (bits[j] >> bit) & 1u;
-      const acc_t u = static_cast<acc_t>(out[j]) + params.threshold[j];
-      const acc_t grad_u =
-          lif_bwd_step<kReset>(carry[j] + static_cast<acc_t>(gs[j]), static_cast<acc_t>(go[j]),
-                               fired, u, params[j], g_threshold[j], g_penalty[j]);
+      const acc_t u = static_cast<acc_t>(read_or_zero(out, j)) + params.threshold[j];
+      const acc_t grad_u = lif_bwd_step<kReset>(
+          carry[j] + static_cast<acc_t>(read_or_zero(gs, j)),
+          static_cast<acc_t>(read_or_zero(go, j)), fired, u, params[j], g_threshold[j],
+          g_penalty[j]);
       gx[j] = static_cast<scalar_t>(grad_u);
       carry[j] = grad_u * params.decay[j];
-      g_decay[j] += grad_u * static_cast<acc_t>(v_prev[j]);
+      g_decay[j] += grad_u * static_cast<acc_t>(read_or_zero(v_prev, j));
     }
   }
   for (int j = 0; j < n; ++j) {
@@ -606,19 +635,19 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
   acc_t decay[kBlock], threshold[kBlock], reset_value[kBlock];
   acc_t carry[kBlock], carry_s[kBlock], g_decay[kBlock], g_threshold[kBlock];
   acc_t cur[kBlock];  // the membrane of step t
-  scalar_t zeros[kBlock];
+  const ZeroRow<kBlock, scalar_t> zero_row;
+  const scalar_t* const zeros = zero_row.get();
   load_lane_param<kBlock>(decay, a.decay, a.H, lane0, n);
   load_lane_param<kBlock>(threshold, a.threshold, a.H, lane0, n);
   load_lane_param<kBlock>(reset_value, a.reset_value, a.H, lane0, n);
   const scalar_t* last = a.membrane + (a.T - 1) * a.lanes + lane0;
   for (int j = 0; j < n; ++j) {
     carry_s[j] = g_decay[j] = g_threshold[j] = acc_t(0);
-    zeros[j] = scalar_t(0);
     cur[j] = static_cast<acc_t>(last[j]);
   }
   // The state after the last step (m_{T-1} resp. v_{T-1}) is what the carry stands for.
   const scalar_t* grad_state = a.grad_state != nullptr ? a.grad_state + lane0 : zeros;
-  for (int j = 0; j < n; ++j) carry[j] = static_cast<acc_t>(grad_state[j]);
+  for (int j = 0; j < n; ++j) carry[j] = static_cast<acc_t>(read_or_zero(grad_state, j));
   const bool need_x = kConv == kConvSpikingjelly && a.decay_input && a.grad_decay != nullptr;
   // Read once: a.alpha is a float the compiler would otherwise have to reload after every store to
   // grad_input (they may alias), which keeps the CPU loop from vectorising; flags as 0/1 floats.
@@ -637,11 +666,12 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
     const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
     for (int j = 0; j < n; ++j) {
       const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
-      const acc_t prev_value = static_cast<acc_t>(prev[j]);
+      const acc_t prev_value = static_cast<acc_t>(read_or_zero(prev, j));
       acc_t grad_x;
       if (kConv == kConvSnntorch) {
         grad_x = snntorch_bwd_step<kReset, kSurrogate>(
-            static_cast<acc_t>(gs[j]), static_cast<acc_t>(gm[j]), cur[j], prev_value, p, alpha,
+            static_cast<acc_t>(read_or_zero(gs, j)), static_cast<acc_t>(read_or_zero(gm, j)),
+            cur[j], prev_value, p, alpha,
             detach_reset, carry[j], carry_s[j], g_decay[j], g_threshold[j]);
       } else {
         // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
@@ -650,8 +680,9 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
                         prev_value, spike_fire<kConv>(prev_value - p.threshold), p)
                   : prev_value;
         grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
-            static_cast<acc_t>(gs[j]), static_cast<acc_t>(gm[j]), cur[j], v_prev,
-            static_cast<acc_t>(x[j]), p, alpha, decay_input, detach_reset, carry[j],
+            static_cast<acc_t>(read_or_zero(gs, j)), static_cast<acc_t>(read_or_zero(gm, j)),
+            cur[j], v_prev, static_cast<acc_t>(read_or_zero(x, j)), p, alpha, decay_input,
+            detach_reset, carry[j],
             g_decay[j], g_threshold[j]);
       }
       gx[j] = static_cast<scalar_t>(grad_x);

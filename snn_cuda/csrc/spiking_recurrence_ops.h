@@ -47,6 +47,12 @@ const T* const_data_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
+// An output the kernel writes in full when it runs (T > 0); zero-filled only when it does not.
+inline at::Tensor zeros_unless_written(at::IntArrayRef shape, const at::TensorOptions& options,
+                                       int64_t T) {
+  return T > 0 ? at::empty(shape, options) : at::zeros(shape, options);
+}
+
 struct ForwardTensors {
   at::Tensor input;  // contiguous excitation
   at::Tensor initial;  // contiguous, or undefined (zeros)
@@ -122,11 +128,14 @@ inline BackwardTensors make_backward_tensors(
   }
   b.grad_excitation = at::empty(shape, options);
   // Zero-filled so that T = 0 gives zero gradients without a kernel launch.
-  if (need_decay) b.grad_decay = at::zeros({lanes}, acc_options);
-  if (need_threshold) b.grad_threshold = at::zeros({lanes}, acc_options);
-  if (need_penalty) b.grad_penalty = at::zeros({lanes}, acc_options);
+  // The kernel writes every lane of these; zeros only where it does not run (T = 0).
+  const int64_t T = shape[0];
+  if (need_decay) b.grad_decay = zeros_unless_written({lanes}, acc_options, T);
+  if (need_threshold) b.grad_threshold = zeros_unless_written({lanes}, acc_options, T);
+  if (need_penalty) b.grad_penalty = zeros_unless_written({lanes}, acc_options, T);
   if (need_decay && initial.has_value()) b.initial = initial->contiguous();
-  b.grad_initial = need_initial ? at::zeros(shape.slice(1), options) : at::empty({0}, options);
+  b.grad_initial = need_initial ? zeros_unless_written(shape.slice(1), options, T)
+                                : at::empty({0}, options);
   b.H = shape.back();
   return b;
 }
@@ -358,10 +367,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   const auto acc_options = mem.options().dtype(at::toOpMathType(mem.scalar_type()));
   at::Tensor grad_input = at::empty_like(mem);
   // Zero-filled so that T = 0 gives zero gradients without a launch.
-  at::Tensor grad_initial = at::zeros(mem.sizes().slice(1), mem.options());
+  const int64_t T = mem.size(0);
+  at::Tensor grad_initial = zeros_unless_written(mem.sizes().slice(1), mem.options(), T);
   if (mem.size(0) == 0 && gst.defined()) grad_initial.copy_(gst);  // no step: state = initial
-  at::Tensor grad_decay = need_decay ? at::zeros({lanes}, acc_options) : at::Tensor();
-  at::Tensor grad_threshold = need_threshold ? at::zeros({lanes}, acc_options) : at::Tensor();
+  at::Tensor grad_decay = need_decay ? zeros_unless_written({lanes}, acc_options, T) : at::Tensor();
+  at::Tensor grad_threshold =
+      need_threshold ? zeros_unless_written({lanes}, acc_options, T) : at::Tensor();
   const auto dec = decay.contiguous(), thr = threshold.contiguous(), rv = reset_value.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, mem.scalar_type(), "lif_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;

@@ -3,6 +3,8 @@
 // (a block of one), so each time step's loads and stores of a warp are one coalesced transaction.
 #include "../spiking_recurrence_ops.h"
 
+#include <limits>
+
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -42,7 +44,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 unsigned int num_blocks(int64_t lanes) {
-  return static_cast<unsigned int>((lanes + kThreads - 1) / kThreads);
+  const int64_t blocks = (lanes + kThreads - 1) / kThreads;
+  // gridDim.x is at most 2^31 - 1: 2.7e11 lanes at 128 threads a block.
+  TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "snn_cuda: ", lanes,
+              " lanes need more CUDA blocks (", blocks, ") than a grid can hold");
+  return static_cast<unsigned int>(blocks);
 }
 
 struct ForwardCuda {
@@ -93,6 +99,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_fwd_cuda(const at::Tensor& in
                                                 const at::Tensor& reset_value,
                                                 c10::string_view convention,
                                                 c10::string_view reset, bool decay_input) {
+  // The op's own checks first: a CPU input among CUDA tensors gets our message, not the guard's.
+  check_lif_forward_inputs(input, initial, decay, threshold, reset_value);
   const c10::cuda::CUDAGuard guard(input.device());
   return run_lif_forward(input, initial, decay, threshold, reset_value, convention, reset,
                          decay_input, LifForwardCuda{});
@@ -105,6 +113,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cuda(
     const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
     bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
     bool need_decay, bool need_threshold) {
+  check_lif_backward_inputs(grad_spikes, grad_membrane, grad_state, membrane, initial, input,
+                            decay, threshold, reset_value,
+                            parse_convention(convention) == kConvSpikingjelly && decay_input &&
+                                need_decay);
   const c10::cuda::CUDAGuard guard(membrane.device());
   return run_lif_backward(grad_spikes, grad_membrane, grad_state, membrane, initial, input, decay,
                           threshold, reset_value, convention, reset, decay_input, detach_reset,
@@ -115,6 +127,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cuda(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
     const at::Tensor& penalty, c10::string_view reset, bool delay,
     const c10::optional<at::Tensor>& initial) {
+  check_forward_inputs(excitation, decay, threshold, penalty, initial, delay);
   const c10::cuda::CUDAGuard guard(excitation.device());
   return run_forward(excitation, decay, threshold, penalty, reset, delay, initial, ForwardCuda{});
 }
@@ -127,6 +140,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_r
     at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
     bool need_threshold, bool need_penalty, const c10::optional<at::Tensor>& initial,
     bool need_initial) {
+  check_backward_inputs(grad_states, grad_outputs, gates, states, outputs, decay, threshold, penalty,
+                        shape, dtype, need_decay, need_threshold, need_penalty, parse_reset(reset),
+                        initial, delay);
   const c10::cuda::CUDAGuard guard(gates.device());
   return run_backward(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
                       penalty, shape, dtype, reset, delay, need_decay, need_threshold,
