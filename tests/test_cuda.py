@@ -160,3 +160,4 @@ def test_cuda_neurons_match_cpu(rng):
             outs.append((spikes.cpu(), g.cpu()))
         assert torch.equal(outs[0][0], outs[1][0])
         assert_rel_close(outs[1][1], outs[0][1], 1e-5, "grad input, cuda vs cpu")
+

@@ -162,17 +162,18 @@ struct BackwardArgs {
 template <typename acc_t>
 C10_HOST_DEVICE inline void copy_lane_runs(acc_t* dst, const acc_t* src, int64_t H, int64_t lane0,
                                            int n) {
+#if defined(__CUDA_ARCH__)
+  // One lane per thread: a plain load (runs would index the register array dynamically).
+  for (int j = 0; j < n; ++j) dst[j] = src[(lane0 + j) % H];
+#else
   int64_t h = lane0 % H;
   for (int j = 0; j < n;) {
     const int run = static_cast<int>(H - h < n - j ? H - h : n - j);
-#if defined(__CUDA_ARCH__)
-    for (int k = 0; k < run; ++k) dst[j + k] = src[h + k];
-#else
     memcpy(dst + j, src + h, static_cast<size_t>(run) * sizeof(acc_t));
-#endif
     j += run;
     h = 0;
   }
+#endif
 }
 
 // The constants of a block of lanes, one array per constant (structure of arrays, so that the
