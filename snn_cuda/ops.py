@@ -493,7 +493,11 @@ def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtyp
     if not flat:
         return neuron_param(value, name, step_shape[-1], dtype, device, op="lif")
     if not isinstance(value, torch.Tensor):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"lif: {name} must be a float or a tensor, got {type(value).__name__}")
         value = constant_row(float(value), 1, dtype, device)
+    if value.is_complex() or value.dtype == torch.bool:
+        raise ValueError(f"lif: {name} must be a real tensor, got dtype {value.dtype}")
     if value.device != device:
         raise ValueError(f"lif: {name} must be on the input's device {device}, got {value.device}")
     try:
@@ -532,12 +536,14 @@ def prepare_lif(input: torch.Tensor, initial, params, names):
             )
         if initial.device != input.device:
             raise ValueError(f"lif: initial must be on the input's device {input.device}, got {initial.device}")
+        if initial.is_complex() or not initial.is_floating_point():
+            raise TypeError(f"lif: initial must be a real floating tensor, got dtype {initial.dtype}")
         initial = outside_inference(initial.to(input.dtype))
     if not flat:
         return input, initial, kernel_params, lambda t: t
     T = input.shape[0]
     shape = input.shape
-    input = input.reshape(T, -1)
+    input = input.reshape(T, math.prod(input.shape[1:]))  # (-1 is ambiguous when T = 0)
     if initial is not None:
         initial = initial.reshape(-1)
     return input, initial, kernel_params, lambda t: t.reshape(shape)

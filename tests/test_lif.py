@@ -324,6 +324,15 @@ def test_errors():
         snn_cuda.spiking_recurrence(x, delay="no")
     with pytest.raises(TypeError, match="spiking_recurrence: delay must be True or False, got NoneType"):
         snn_cuda.reference.spiking_recurrence(x, delay=None)
+    # Per-feature parameters (which flatten the lanes) are checked like per-neuron ones.
+    per_feature = torch.full((2, 1), 0.9)
+    for bad, error, match in ((torch.ones(2, 1, dtype=torch.bool), ValueError, "threshold must be a real tensor"),
+                              (torch.ones(2, 1, dtype=torch.complex64), ValueError, "threshold must be a real tensor"),
+                              ("0.9", TypeError, "threshold must be a float or a tensor, got str")):
+        with pytest.raises(error, match=match):
+            snn_cuda.lif(torch.randn(4, 2, 3), per_feature, bad)
+    with pytest.raises(TypeError, match="initial must be a real floating tensor, got dtype torch.complex64"):
+        snn_cuda.lif(torch.randn(4, 2, 3), 0.9, initial=torch.zeros(2, 3, dtype=torch.complex64))
     with pytest.raises(ValueError, match="unknown surrogate 'triangle'"):
         snn_cuda.lif(x, 0.9, surrogate="triangle")
     with pytest.raises(TypeError, match="expected an snn_cuda.surrogate.Surrogate"):
@@ -358,3 +367,15 @@ def test_errors():
 
 def test_lif_function_is_exported():
     assert snn_cuda.LIFFunction is LIFFunction
+
+
+
+def test_empty_sequence_with_per_feature_parameters(rng):
+    """T = 0 with parameters that vary over more than the last dim (the flattened layout) returns
+    empty results like any other T = 0 call (it used to fail reshaping 0 elements)."""
+    x = torch.randn(0, 2, 3, dtype=torch.float64)
+    init = torch.randn(2, 3, dtype=torch.float64)
+    for fn in (snn_cuda.lif, reference.lif):
+        spikes, membrane, state = fn(x, torch.full((2, 1), 0.9, dtype=torch.float64), initial=init,
+                                     return_state=True)
+        assert spikes.shape == membrane.shape == (0, 2, 3) and torch.equal(state, init)
