@@ -74,8 +74,8 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as error:
-        raise DataError(f"cannot read IDX file {path}: {error}") from None
+    except (OSError, EOFError, zlib.error) as error:
+        raise DataError(f"cannot read IDX file {path}: {type(error).__name__}: {error}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise DataError(
             f"{path} is not an IDX file: its header starts with {raw[:4].hex() or 'nothing'}, "
@@ -163,10 +163,18 @@ def _download_mnist(data_dir: str, missing) -> None:
             )
 
 
-def _to_split(images: np.ndarray, labels: np.ndarray, scale: float, what: str) -> Split:
+def _to_split(images: np.ndarray, labels: np.ndarray, scale: float, what: str,
+              n_classes: Optional[int] = None) -> Split:
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{what}: expected images [N, H, W] and labels [N], got {images.shape} and {labels.shape}"
+        )
+    if labels.shape[0] == 0:
+        raise DataError(f"{what}: the data set is empty (its files hold no examples)")
+    if n_classes is not None and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(
+            f"{what}: labels must be in [0, {n_classes}), found values from {labels.min()} to "
+            f"{labels.max()}"
         )
     x = torch.from_numpy(images.astype(np.float32) / scale - 0.5).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
@@ -185,8 +193,8 @@ def load_mnist(data_dir: str, download: bool = True) -> Tuple[Split, Split]:
         _download_mnist(data_dir, missing)
         paths = {key: _find_mnist_file(data_dir, name) for key, name in MNIST_FILES.items()}
     arrays = {key: read_idx(path) for key, path in paths.items()}
-    train = _to_split(arrays["train_images"], arrays["train_labels"], 255.0, "MNIST train")
-    test = _to_split(arrays["test_images"], arrays["test_labels"], 255.0, "MNIST test")
+    train = _to_split(arrays["train_images"], arrays["train_labels"], 255.0, "MNIST train", 10)
+    test = _to_split(arrays["test_images"], arrays["test_labels"], 255.0, "MNIST test", 10)
     return train, test
 
 

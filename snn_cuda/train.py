@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import pickle
@@ -81,8 +82,10 @@ def validate(cfg: TrainConfig, world_size: int) -> None:
         problems.append(f"--time-steps must be >= 1, got {cfg.time_steps}")
     if not 0 <= cfg.begin_eval < max(cfg.time_steps, 1):
         problems.append(f"--begin-eval must be in [0, time steps), got {cfg.begin_eval}")
-    if not cfg.lr or any(lr <= 0 for lr in cfg.lr):
-        problems.append(f"--lr needs positive learning rates, got {cfg.lr}")
+    if not cfg.lr or any(not (math.isfinite(lr) and lr > 0) for lr in cfg.lr):
+        problems.append(f"--lr needs positive, finite learning rates, got {cfg.lr}")
+    if not (math.isfinite(cfg.momentum) and cfg.momentum >= 0):
+        problems.append(f"--momentum must be finite and >= 0, got {cfg.momentum}")
     for name in ("train_limit", "test_limit"):
         value = getattr(cfg, name)
         if value is not None and value < 1:
@@ -255,6 +258,16 @@ def load_checkpoint(path: str) -> dict:
     return ckpt
 
 
+def load_model_state(model, state, path: str) -> None:
+    """load_state_dict, with a mismatch (missing keys, wrong shapes) reported as a user error."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first = str(error).strip().splitlines()
+        raise UserError(f"{path}: its model does not fit ({first[0] if first else type(error).__name__}"
+                        f"{' ...' if len(first) > 1 else ''})") from None
+
+
 def make_optimizer(model, cfg: TrainConfig, epoch: int):
     return torch.optim.SGD(model.parameters(), lr=cfg.lr_for(epoch), momentum=cfg.momentum)
 
@@ -279,6 +292,23 @@ def evaluate(model, split: Split, batch_size: int, ctx: DistContext) -> Dict[str
     return {"test_loss": (sums[0] / sums[2]).item(), "test_accuracy": (sums[1] / sums[2]).item()}
 
 
+def check_finite_step(model, loss_value: float, epoch: int, batch: int, kind: str,
+                      ctx: DistContext) -> None:
+    """Stops training (before the step, so no checkpoint holds NaN weights) when the loss is not
+    finite. Under DDP every rank stops at the same batch: a non-finite loss on one rank makes the
+    all-reduced gradients non-finite on all of them, which each rank checks."""
+    diverged = not math.isfinite(loss_value)
+    if ctx.world_size > 1 and not diverged:
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        diverged = bool(grads) and not bool(torch.isfinite(grads[0]).all())
+    if diverged:
+        raise UserError(
+            f"training diverged: {kind} epoch {epoch}, batch {batch}: the loss is {loss_value} (or "
+            "the gradients are not finite); no checkpoint was written for this epoch. A smaller "
+            "--lr may help"
+        )
+
+
 def train_one_epoch(model, optimizer, loader, epoch: int, cfg: TrainConfig, ctx: DistContext, kind: str):
     from tqdm import tqdm
 
@@ -291,14 +321,16 @@ def train_one_epoch(model, optimizer, loader, epoch: int, cfg: TrainConfig, ctx:
     bar = tqdm(loader, desc=f"{kind} epoch {epoch}/{cfg.epochs}", unit="batch",
                disable=not ctx.is_main, dynamic_ncols=True, leave=True,
                mininterval=0.1 if interactive else 10.0)
-    for x, y in bar:
+    for batch, (x, y) in enumerate(bar, start=1):
         x, y = x.to(ctx.device), y.to(ctx.device)
         optimizer.zero_grad()
         out = model(x)
         loss = F.nll_loss(out, y)
         loss.backward()
+        loss_value = loss.item()
+        check_finite_step(model, loss_value, epoch, batch, kind, ctx)
         optimizer.step()
-        totals += torch.tensor([loss.item() * len(y), (out.argmax(1) == y).sum().item(), len(y)],
+        totals += torch.tensor([loss_value * len(y), (out.argmax(1) == y).sum().item(), len(y)],
                                dtype=torch.float64)
         elapsed = time.perf_counter() - begin
         # Shown: this rank's running loss and accuracy, and the throughput of all ranks.
@@ -330,7 +362,7 @@ def train_model(kind: str, cfg: TrainConfig, ctx: DistContext, train: Split, tes
         path = latest_checkpoint(out, kind)
         if path is not None:
             ckpt = load_checkpoint(path)
-            model.load_state_dict(ckpt["model"])
+            load_model_state(model, ckpt["model"], path)
             history = ckpt["history"]
             start_epoch = ckpt["epoch"] + 1
             optimizer_state = ckpt["optimizer"]
@@ -428,6 +460,8 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]
     elif any(latest_checkpoint(cfg.out, k) for k in kinds):
         raise UserError(f"{cfg.out} already holds checkpoints: pass --resume to continue that run, "
                         "or choose another --out")
+    if ctx.is_main:
+        check_writable_folder(cfg.out, "--out")
     log = print if ctx.is_main else (lambda *a, **k: None)
     try:
         train, test = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
@@ -457,6 +491,20 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]
     return histories
 
 
+def check_writable_folder(folder: str, option: str) -> None:
+    """Before any work: the folder can be created and written to (not a file, not read-only)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{option} {folder} is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write_test{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise UserError(f"{option} {folder} is not writable: {error.strerror or error}") from None
+
+
 def write_metrics(cfg: TrainConfig, histories) -> None:
     atomic_write_json({"config": asdict(cfg), "machine": machine(), "models": histories},
                       os.path.join(cfg.out, "metrics.json"))
@@ -476,9 +524,13 @@ def plots_from_checkpoint(path: str, index: int, out_dir: str, test: Optional[Sp
                           device=torch.device("cpu"), data_dir: Optional[str] = None) -> List[str]:
     from .plots import plot_example
 
+    check_writable_folder(out_dir, "the pictures' folder (--out)")
     ckpt = load_checkpoint(path)
     if ckpt["kind"] != "spiking":
         raise UserError(f"{path} is a {ckpt['kind']} checkpoint; the neuron pictures need a spiking one")
+    missing = [key for key in ("n_inputs", "n_classes") if key not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict):
+        raise UserError(f"{path} is not a complete snn_cuda checkpoint (missing {', '.join(missing) or 'config'})")
     cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__})
     if test is None:
         try:
@@ -488,7 +540,7 @@ def plots_from_checkpoint(path: str, index: int, out_dir: str, test: Optional[Sp
     if not 0 <= index < len(test):
         raise UserError(f"--index must be in [0, {len(test)}) for the {cfg.dataset} test set, got {index}")
     model = build_model("spiking", cfg, ckpt["n_inputs"], ckpt["n_classes"]).to(device)
-    model.load_state_dict(ckpt["model"])
+    load_model_state(model, ckpt["model"], path)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     return plot_example(model, test.images[index], int(test.labels[index]), out_dir, generator)
 
@@ -505,7 +557,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="global batch size (split over torchrun processes); default 1000 for mnist (the seed's), 32 for digits")
     p.add_argument("--time-steps", type=int, default=d.time_steps, help="T (the seed: 128)")
     p.add_argument("--begin-eval", type=int, default=d.begin_eval, help="first step counted in the logits")
-    p.add_argument("--lr", type=float, nargs="+", default=list(SEED_LRS),
+    p.add_argument("--lr", type=float, nargs="+", default=None,
                    help="learning rate per epoch, the last one repeating (the seed's: 0.1 0.05 0.01)")
     p.add_argument("--momentum", type=float, default=d.momentum)
     p.add_argument("--keep-momentum", action="store_true",
@@ -524,4 +576,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{k: getattr(args, k) for k in TrainConfig.__dataclass_fields__})
+    values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__}
+    if values["lr"] is None:  # the seed's schedule; with fewer epochs its first rates
+        values["lr"] = list(SEED_LRS)
+    elif len(values["lr"]) > max(values["epochs"], 1):
+        raise UserError(f"--lr has {len(values['lr'])} values for {values['epochs']} epoch(s): give at "
+                        "most one per epoch (the last one repeats)")
+    return TrainConfig(**values)

@@ -292,3 +292,79 @@ def test_downloaded_mnist_is_checked_against_the_published_checksums(tmp_path, m
         for name in data_module.MNIST_FILES.values()})
     train, test = load_mnist(str(target))
     assert train.images.shape[0] == 5 and test.labels.shape[0] == 5
+
+
+SMALL = ["--time-steps", "6", "--train-limit", "96", "--test-limit", "32", "--batch-size", "32",
+         "--model", "spiking"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--lr", "nan"], "--lr needs positive, finite learning rates"),
+    (["--lr", "inf"], "--lr needs positive, finite learning rates"),
+    (["--momentum", "nan"], "--momentum must be finite and >= 0"),
+    (["--epochs", "2", "--lr", "0.1", "0.1", "0.1"], "--lr has 3 values for 2 epoch"),
+])
+def test_nonsense_hyperparameters_are_refused(tmp_path, capsys, args, message):
+    assert run_cli("train", *SMALL, "--out", str(tmp_path / "run"), *args) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run" / "spiking")
+
+
+def test_diverging_training_stops_with_the_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", *SMALL, "--epochs", "1", "--lr", "1e30", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "training diverged: spiking epoch 1, batch" in err and "error:" in err
+    assert not os.path.exists(out / "spiking" / "checkpoint_epoch001.pt")
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert run_cli("train", *SMALL, "--out", str(a_file)) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert run_cli("train", *SMALL, "--out", str(a_file / "below")) == 2
+    err = capsys.readouterr().err
+    assert "is not writable" in err and "epoch" not in err
+
+
+def test_data_problems_are_one_line_errors(tmp_path, rng, capsys):
+    # A .gz whose deflate stream is damaged (zlib.error, not an OSError).
+    data = tmp_path / "corrupt"
+    write_fake_mnist(str(data), rng)
+    raw = bytearray(gzip.compress(os.urandom(4000), compresslevel=1))
+    raw[20:40] = bytes(20)
+    (data / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(raw))
+    assert run_cli("train", "--dataset", "mnist", "--data-dir", str(data), "--no-download") == 2
+    assert "cannot read IDX file" in capsys.readouterr().err
+    # Labels outside [0, 10).
+    data = tmp_path / "labels"
+    write_fake_mnist(str(data), rng)
+    write_idx(str(data / "t10k-labels-idx1-ubyte.gz"), np.full(20, 12, dtype=np.uint8))
+    assert run_cli("train", "--dataset", "mnist", "--data-dir", str(data), "--no-download") == 2
+    assert "labels must be in [0, 10), found values from 12 to 12" in capsys.readouterr().err
+    # No examples at all.
+    data = tmp_path / "empty"
+    write_fake_mnist(str(data), rng, n_train=0, n_test=0)
+    assert run_cli("train", "--dataset", "mnist", "--data-dir", str(data), "--no-download") == 2
+    assert "the data set is empty" in capsys.readouterr().err
+
+
+def test_plot_errors_are_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_cli("train", *SMALL, "--epochs", "1", "--out", str(out)) == 0
+    capsys.readouterr()
+    ckpt_path = out / "spiking" / "checkpoint_epoch001.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert run_cli("plot", "--checkpoint", str(ckpt_path), "--out", str(a_file)) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    partial = {k: v for k, v in ckpt.items() if k != "n_inputs"}
+    torch.save(partial, tmp_path / "partial.pt")
+    assert run_cli("plot", "--checkpoint", str(tmp_path / "partial.pt")) == 2
+    assert "not a complete snn_cuda checkpoint (missing n_inputs)" in capsys.readouterr().err
+    wrong = dict(ckpt, model={k: v[..., :1] if v.dim() else v for k, v in ckpt["model"].items()})
+    torch.save(wrong, tmp_path / "wrong.pt")
+    assert run_cli("plot", "--checkpoint", str(tmp_path / "wrong.pt")) == 2
+    assert "its model does not fit" in capsys.readouterr().err
