@@ -74,11 +74,19 @@ def check_excitation(
     """A tensor of at least 2 dims, [T, ...], in a dtype the kernels take."""
     if not isinstance(excitation, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor, got {type(excitation).__name__}")
+    check_strided(excitation, what)
     if excitation.dim() < 2:
         raise ValueError(
             f"{what} must have shape {layout} (at least 2 dims), got shape {tuple(excitation.shape)}"
         )
     accumulation_dtype(excitation.dtype, what)
+
+
+def check_strided(t: torch.Tensor, what: str) -> None:
+    """Sparse, nested and other non-strided tensors would otherwise reach the dispatcher."""
+    if t.layout != torch.strided or t.is_nested:
+        raise TypeError(f"{what} must be a dense (strided) tensor, got layout {t.layout}"
+                        f"{' (nested)' if t.is_nested else ''}")
 
 
 def check_float_threshold(threshold: Param, reset: str) -> None:
@@ -100,6 +108,7 @@ def neuron_param(
     """
     source = "excitation" if op == "spiking_recurrence" else "the input"
     if isinstance(value, torch.Tensor):
+        check_strided(value, f"{op}: {name}")
         if value.device != device:
             raise ValueError(f"{op}: {name} must be on {source}'s device {device}, got {value.device}")
         if value.is_complex() or value.dtype == torch.bool:
@@ -178,8 +187,19 @@ def first_derivative_only(backward):
     return wrapper
 
 
+def _same_device(op: str, reference: torch.Tensor, **tensors) -> None:
+    """In the fake (meta) kernels: a real meta tensor among real CPU/CUDA ones dispatches here, and
+    must fail as the real kernels do, not return uninitialised results."""
+    for name, t in tensors.items():
+        if t is not None:
+            torch._check(t.device == reference.device,
+                         lambda: f"{op}: {name} must be on the input's device {reference.device}, got {t.device}")
+
+
 @torch.library.register_fake("snn_cuda::spiking_recurrence_fwd")
 def _spiking_recurrence_fwd_fake(excitation, decay, threshold, penalty, reset, delay, initial=None):
+    _same_device("spiking_recurrence_fwd", excitation, decay=decay, threshold=threshold,
+                 penalty=penalty, initial=initial)
     torch._check(excitation.dim() >= 2, lambda: "excitation must have at least 2 dims")
     H = excitation.shape[-1]
     for param in (decay, threshold, penalty):
@@ -198,6 +218,9 @@ def _spiking_recurrence_bwd_fake(
     shape, dtype, reset, delay, need_decay, need_threshold, need_penalty, initial=None,
     need_initial=False,
 ):
+    _same_device("spiking_recurrence_bwd", gates, grad_states=grad_states, grad_outputs=grad_outputs,
+                 states=states, outputs=outputs, decay=decay, threshold=threshold, penalty=penalty,
+                 initial=initial)
     grad_excitation = gates.new_empty(shape, dtype=dtype)
     grad_initial = gates.new_empty(list(shape[1:]) if need_initial else [0], dtype=dtype)
     return grad_excitation, decay.new_empty(decay.shape), threshold.new_empty(
@@ -345,6 +368,7 @@ def check_initial_state(initial, excitation: torch.Tensor, delay: bool) -> torch
     """``initial`` as the op takes it: one step of ``excitation``, same device, its dtype."""
     if not isinstance(initial, torch.Tensor):
         raise TypeError(f"spiking_recurrence: initial must be a tensor or None, got {type(initial).__name__}")
+    check_strided(initial, "spiking_recurrence: initial")
     if delay:
         raise ValueError(
             "spiking_recurrence: an initial state needs delay=False (a delayed call's row 0 would be "
@@ -384,6 +408,8 @@ LIF_RESETS = ("subtract", "hard", "none")  # "none": the snntorch convention onl
 
 @torch.library.register_fake("snn_cuda::lif_fwd")
 def _lif_fwd_fake(input, initial, decay, threshold, reset_value, convention, reset, decay_input):
+    _same_device("lif_fwd", input, initial=initial, decay=decay, threshold=threshold,
+                 reset_value=reset_value)
     torch._check(input.dim() >= 2, lambda: "input must have at least 2 dims")
     H = input.shape[-1]
     for param in (decay, threshold, reset_value):
@@ -396,6 +422,9 @@ def _lif_bwd_fake(
     grad_spikes, grad_membrane, grad_state, membrane, initial, input, decay, threshold, reset_value,
     convention, reset, decay_input, detach_reset, surrogate, alpha, need_decay, need_threshold,
 ):
+    _same_device("lif_bwd", membrane, grad_spikes=grad_spikes, grad_membrane=grad_membrane,
+                 grad_state=grad_state, initial=initial, input=input, decay=decay,
+                 threshold=threshold, reset_value=reset_value)
     return (
         membrane.new_empty(membrane.shape),
         membrane.new_empty(membrane.shape[1:]),
@@ -496,6 +525,7 @@ def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtyp
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"lif: {name} must be a float or a tensor, got {type(value).__name__}")
         value = constant_row(float(value), 1, dtype, device)
+    check_strided(value, f"lif: {name}")
     if value.is_complex() or value.dtype == torch.bool:
         raise ValueError(f"lif: {name} must be a real tensor, got dtype {value.dtype}")
     if value.device != device:
@@ -529,6 +559,7 @@ def prepare_lif(input: torch.Tensor, initial, params, names):
     if initial is not None:
         if not isinstance(initial, torch.Tensor):
             raise TypeError(f"lif: initial must be a tensor or None, got {type(initial).__name__}")
+        check_strided(initial, "lif: initial")
         if tuple(initial.shape) != tuple(step_shape):
             raise ValueError(
                 f"lif: initial must have the shape of one input step {tuple(step_shape)}, got "

@@ -379,3 +379,28 @@ def test_empty_sequence_with_per_feature_parameters(rng):
         spikes, membrane, state = fn(x, torch.full((2, 1), 0.9, dtype=torch.float64), initial=init,
                                      return_state=True)
         assert spikes.shape == membrane.shape == (0, 2, 3) and torch.equal(state, init)
+
+
+def test_operators_check_devices_alpha_and_layouts():
+    """The registered operators are public: a meta tensor among CPU ones (which dispatches to the
+    fake kernel) fails instead of returning uninitialised results; alpha must be finite and > 0;
+    sparse tensors are refused with the argument's name by the Python entry points."""
+    x = torch.randn(4, 2, 3)
+    p = torch.ones(3)
+    meta = torch.ones(3, device="meta")
+    with pytest.raises(RuntimeError, match="spiking_recurrence_fwd: decay must be on the input's device cpu, got meta"):
+        torch.ops.snn_cuda.spiking_recurrence_fwd(x, meta, p, p, "subtract", True)
+    with pytest.raises(RuntimeError, match="decay must be on the input's device meta, got cpu"):
+        torch.ops.snn_cuda.spiking_recurrence_fwd(x.to("meta"), p, p, p, "subtract", True)
+    with pytest.raises(RuntimeError, match="lif_fwd: decay must be on the input's device cpu, got meta"):
+        torch.ops.snn_cuda.lif_fwd(x, None, meta, p, p, "snntorch", "subtract", True)
+    for alpha in (-1.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(RuntimeError, match="alpha .* must be finite and > 0"):
+            torch.ops.snn_cuda.lif_bwd(x, None, None, x, None, None, p, p, p, "snntorch", "subtract",
+                                       True, True, "atan", alpha, False, False)
+    with pytest.raises(TypeError, match="lif: input must be a dense \\(strided\\) tensor, got layout torch.sparse_coo"):
+        snn_cuda.lif(x.to_sparse(), 0.9)
+    with pytest.raises(TypeError, match="decay_multiplier must be a dense \\(strided\\) tensor"):
+        snn_cuda.spiking_recurrence(x, torch.ones(3).to_sparse())
+    with pytest.raises(TypeError, match="lif: initial must be a dense \\(strided\\) tensor"):
+        snn_cuda.lif(x, 0.9, initial=torch.zeros(2, 3).to_sparse())

@@ -9,6 +9,7 @@
 #include <ATen/OpMathType.h>
 #include <c10/util/accumulate.h>
 
+#include <cmath>
 #include <tuple>
 #include <type_traits>
 
@@ -353,6 +354,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   const int conv = parse_convention(convention);
   const int reset_mode = parse_spike_reset(reset, conv);
   const int surrogate_kind = parse_surrogate(surrogate);
+  TORCH_CHECK(std::isfinite(alpha) && alpha > 0,
+              "lif_bwd: alpha (the surrogate's scale) must be finite and > 0, got ", alpha);
   const bool input_needed = conv == kConvSpikingjelly && decay_input && need_decay;
   check_lif_backward_inputs(grad_spikes, grad_membrane, grad_state, membrane, initial, input,
                             decay, threshold, reset_value, input_needed);
