@@ -112,12 +112,27 @@ class SurrogateSpike(torch.autograd.Function):
         return grad_spike * ctx.surrogate.derivative(z), None, None
 
 
+class _RoundToStorage(torch.autograd.Function):
+    """The value rounded to the storage dtype (and back), with an identity gradient: what the
+    kernel does to a float16/bfloat16 membrane each step. (Written as value + (rounded - value)
+    it turned an infinite membrane into NaN: inf - inf.)"""
+
+    @staticmethod
+    def forward(ctx, value, dtype):
+        return value.to(dtype).to(value.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
 def _stored(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``value`` rounded to ``dtype`` (the input's), gradient passed straight through: the kernel
-    keeps float16/bfloat16 membranes at the input's precision between steps."""
+    """``value`` as the kernel keeps it: rounded to the input's dtype each step, gradient unchanged.
+    The kernel computes half and bfloat16 in float32 but keeps float16/bfloat16 membranes at the
+    input's precision between steps."""
     if value.dtype == dtype:
         return value
-    return value + (value.to(dtype).to(value.dtype) - value).detach()
+    return _RoundToStorage.apply(value, dtype)
 
 
 def lif(

@@ -404,3 +404,18 @@ def test_operators_check_devices_alpha_and_layouts():
         snn_cuda.spiking_recurrence(x, torch.ones(3).to_sparse())
     with pytest.raises(TypeError, match="lif: initial must be a dense \\(strided\\) tensor"):
         snn_cuda.lif(x, 0.9, initial=torch.zeros(2, 3).to_sparse())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_reference_matches_fused_on_infinite_inputs(dtype, convention):
+    """±inf inputs: the oracle's forward equals the fused op's in every dtype (its float16/bfloat16
+    rounding step once turned an infinite membrane into NaN: inf - inf)."""
+    x = torch.tensor([[float("inf"), 1.0, float("-inf"), 0.3],
+                      [0.2, float("inf"), 0.5, float("-inf")]], dtype=dtype)
+    decay = 0.9 if convention == "snntorch" else 2.0
+    fused = snn_cuda.lif(x, decay, 1.0, convention=convention)
+    ref = reference.lif(x, decay, 1.0, convention=convention)
+    for name, a, b in zip(("spikes", "membrane"), fused, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=name)
+    assert fused[0][0, 0] == 1 and torch.isinf(fused[1][0, 0])
