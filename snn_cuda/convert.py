@@ -198,6 +198,8 @@ _PER_SAMPLE: Tuple[type, ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
     nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Softplus, nn.Softsign,
     nn.Tanhshrink, nn.Threshold, nn.LogSigmoid,
+    # Per sample unless they work on dim 0 (see _sample_dims_only):
+    nn.Flatten, nn.Unflatten, nn.Softmax, nn.LogSoftmax, nn.Softmin,
 )
 _NORMS_WITH_BATCH_STATISTICS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                                 nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -316,10 +318,8 @@ def _run(module, x, per_sample, per_step, where):
         return _per_step(module, x) if batch_stats else _flattened(module, x)
     if isinstance(module, _DROPOUTS) and not module.training:
         return _flattened(module, x)
-    if isinstance(module, _PER_SAMPLE) or isinstance(module, (nn.Flatten, nn.Unflatten, nn.Softmax,
-                                                              nn.LogSoftmax, nn.Softmin)):
-        if _sample_dims_only(module):
-            return _flattened(module, x)
+    if isinstance(module, _PER_SAMPLE) and _sample_dims_only(module):
+        return _flattened(module, x)
     raise TypeError(
         f"run_sequence: cannot run {where} ({type(module).__qualname__}) over the whole sequence: "
         f"{_why_not(module)}"

@@ -14,10 +14,9 @@ Most users want :func:`spiking_recurrence` (or the layer in :mod:`snn_cuda.layer
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple, Union
-
-import functools
 
 import torch
 from torch.utils import _python_dispatch
@@ -352,12 +351,8 @@ def spiking_recurrence(
     decay = neuron_param(decay_multiplier, "decay_multiplier", H, acc, device)
     thresh = neuron_param(threshold, "threshold", H, acc, device)
     penalty = neuron_param(penalty_threshold, "penalty_threshold", H, acc, device)
-    if initial is None:
-        states, outputs, _ = SpikingRecurrenceFunction.apply(
-            excitation, decay, thresh, penalty, reset, bool(delay)
-        )
-        return states, outputs
-    initial = check_initial_state(initial, excitation, delay)
+    if initial is not None:
+        initial = check_initial_state(initial, excitation, delay)
     states, outputs, _ = SpikingRecurrenceFunction.apply(
         excitation, decay, thresh, penalty, reset, bool(delay), initial
     )
@@ -365,27 +360,32 @@ def spiking_recurrence(
 
 
 def check_initial_state(initial, excitation: torch.Tensor, delay: bool) -> torch.Tensor:
-    """``initial`` as the op takes it: one step of ``excitation``, same device, its dtype."""
-    if not isinstance(initial, torch.Tensor):
-        raise TypeError(f"spiking_recurrence: initial must be a tensor or None, got {type(initial).__name__}")
-    check_strided(initial, "spiking_recurrence: initial")
+    """``initial`` as the graded op takes it (only without delay; see :func:`initial_step`)."""
     if delay:
         raise ValueError(
             "spiking_recurrence: an initial state needs delay=False (a delayed call's row 0 would be "
             "the previous step's output, which the state does not give)"
         )
-    if tuple(initial.shape) != tuple(excitation.shape[1:]):
+    return initial_step(initial, excitation, "spiking_recurrence", "excitation")
+
+
+def initial_step(initial, like: torch.Tensor, op: str, source: str) -> torch.Tensor:
+    """An initial state as the ops take it: a dense real tensor shaped like one step of ``like``
+    (the sequence, named ``source``), on its device, cast to its dtype; an inference tensor is
+    used through a copy (see :func:`outside_inference`)."""
+    if not isinstance(initial, torch.Tensor):
+        raise TypeError(f"{op}: initial must be a tensor or None, got {type(initial).__name__}")
+    check_strided(initial, f"{op}: initial")
+    if tuple(initial.shape) != tuple(like.shape[1:]):
         raise ValueError(
-            f"spiking_recurrence: initial must have the shape of one excitation step "
-            f"{tuple(excitation.shape[1:])}, got {tuple(initial.shape)}"
+            f"{op}: initial must have the shape of one {source} step {tuple(like.shape[1:])}, got "
+            f"{tuple(initial.shape)}"
         )
-    if initial.device != excitation.device:
-        raise ValueError(
-            f"spiking_recurrence: initial must be on excitation's device {excitation.device}, got {initial.device}"
-        )
+    if initial.device != like.device:
+        raise ValueError(f"{op}: initial must be on the {source}'s device {like.device}, got {initial.device}")
     if initial.is_complex() or not initial.is_floating_point():
-        raise TypeError(f"spiking_recurrence: initial must be a real floating tensor, got {initial.dtype}")
-    return outside_inference(initial.to(excitation.dtype))
+        raise TypeError(f"{op}: initial must be a real floating tensor, got dtype {initial.dtype}")
+    return outside_inference(initial.to(like.dtype))
 
 
 def outside_inference(state: torch.Tensor) -> torch.Tensor:
@@ -557,19 +557,7 @@ def prepare_lif(input: torch.Tensor, initial, params, names):
         lif_param(v, name, step_shape, flat, acc, input.device) for v, name in zip(params, names)
     ]
     if initial is not None:
-        if not isinstance(initial, torch.Tensor):
-            raise TypeError(f"lif: initial must be a tensor or None, got {type(initial).__name__}")
-        check_strided(initial, "lif: initial")
-        if tuple(initial.shape) != tuple(step_shape):
-            raise ValueError(
-                f"lif: initial must have the shape of one input step {tuple(step_shape)}, got "
-                f"{tuple(initial.shape)}"
-            )
-        if initial.device != input.device:
-            raise ValueError(f"lif: initial must be on the input's device {input.device}, got {initial.device}")
-        if initial.is_complex() or not initial.is_floating_point():
-            raise TypeError(f"lif: initial must be a real floating tensor, got dtype {initial.dtype}")
-        initial = outside_inference(initial.to(input.dtype))
+        initial = initial_step(initial, input, "lif", "input")
     if not flat:
         return input, initial, kernel_params, lambda t: t
     T = input.shape[0]

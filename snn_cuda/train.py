@@ -218,7 +218,8 @@ def _numpy_state_globals():
     """What a snn_cuda 0.1 checkpoint's numpy RNG state needs from the unpickler: numpy's array
     reconstruction and the uint32 dtype, nothing that can run code (elements of an object array
     would still have to pass the same restricted unpickler)."""
-    reconstruct = getattr(np, "_core", np.core).multiarray._reconstruct
+    core = np._core if hasattr(np, "_core") else np.core  # (np.core warns on numpy 2: not touched there)
+    reconstruct = core.multiarray._reconstruct
     found = [reconstruct, np.ndarray, np.dtype]
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
