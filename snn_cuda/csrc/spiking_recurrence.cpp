@@ -227,7 +227,11 @@ void for_each_block(int64_t lanes, int64_t T, const LanesFn& lanes_fn) {
   });
 }
 
-struct ForwardCpu {
+struct CpuLaunch {
+  NoDeviceGuard device_guard(const at::Device&) const { return {}; }
+};
+
+struct ForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const ForwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
@@ -237,7 +241,7 @@ struct ForwardCpu {
   }
 };
 
-struct BackwardCpu {
+struct BackwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const BackwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
@@ -247,7 +251,7 @@ struct BackwardCpu {
   }
 };
 
-struct LifForwardCpu {
+struct LifForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset>
   void operator()(const SpikeForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>) const {
@@ -257,7 +261,7 @@ struct LifForwardCpu {
   }
 };
 
-struct LifBackwardCpu {
+struct LifBackwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
   void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>, IntConstant<kSurrogate>) const {

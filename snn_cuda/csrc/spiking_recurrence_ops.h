@@ -182,6 +182,11 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> re
           b.grad_initial};
 }
 
+// A backend's launch object also supplies device_guard(device): what must hold while the operator
+// allocates and launches on that device (nothing on the CPU, a CUDAGuard on CUDA). The run_*
+// templates create it after their argument checks.
+struct NoDeviceGuard {};
+
 // The whole forward operator but the loop launch, which each backend supplies:
 // launch(args, std::integral_constant<int, kReset>) runs the lanes of `args`.
 template <typename Launch>
@@ -191,6 +196,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
     const c10::optional<at::Tensor>& initial, const Launch& launch) {
   const int reset_mode = parse_reset(reset);
   check_forward_inputs(excitation, decay, threshold, penalty, initial, delay);
+  // After the checks, so that a wrong device gets our message, not the device guard's.
+  [[maybe_unused]] const auto guard = launch.device_guard(excitation.device());
   const ForwardTensors f = make_forward_tensors(excitation, initial);
   const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.input.scalar_type(),
@@ -221,6 +228,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backw
   check_backward_inputs(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
                         penalty, shape, dtype, need_decay, need_threshold, need_penalty,
                         reset_mode, initial, delay);
+  [[maybe_unused]] const auto guard = launch.device_guard(gates.device());
   const BackwardTensors b =
       make_backward_tensors(grad_states, grad_outputs, gates, states, outputs, shape, dtype,
                             need_decay, need_threshold, need_penalty, reset_mode, initial,
@@ -305,6 +313,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_lif_forward(
   const int conv = parse_convention(convention);
   const int reset_mode = parse_spike_reset(reset, conv);
   check_lif_forward_inputs(input, initial, decay, threshold, reset_value);
+  [[maybe_unused]] const auto guard = launch.device_guard(input.device());
   const at::Tensor x = input.contiguous();
   const at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
   at::Tensor spikes = at::empty_like(x);
@@ -359,6 +368,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   const bool input_needed = conv == kConvSpikingjelly && decay_input && need_decay;
   check_lif_backward_inputs(grad_spikes, grad_membrane, grad_state, membrane, initial, input,
                             decay, threshold, reset_value, input_needed);
+  [[maybe_unused]] const auto guard = launch.device_guard(membrane.device());
   const at::Tensor mem = membrane.contiguous();
   const at::Tensor gs = grad_spikes.has_value() ? grad_spikes->contiguous() : at::Tensor();
   const at::Tensor gm = grad_membrane.has_value() ? grad_membrane->contiguous() : at::Tensor();

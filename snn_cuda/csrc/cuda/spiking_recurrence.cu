@@ -51,7 +51,13 @@ unsigned int num_blocks(int64_t lanes) {
   return static_cast<unsigned int>(blocks);
 }
 
-struct ForwardCuda {
+struct CudaLaunch {
+  c10::cuda::CUDAGuard device_guard(const at::Device& device) const {
+    return c10::cuda::CUDAGuard(device);
+  }
+};
+
+struct ForwardCuda : CudaLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const ForwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
@@ -61,7 +67,7 @@ struct ForwardCuda {
   }
 };
 
-struct BackwardCuda {
+struct BackwardCuda : CudaLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const BackwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
@@ -71,7 +77,7 @@ struct BackwardCuda {
   }
 };
 
-struct LifForwardCuda {
+struct LifForwardCuda : CudaLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset>
   void operator()(const SpikeForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>) const {
@@ -81,7 +87,7 @@ struct LifForwardCuda {
   }
 };
 
-struct LifBackwardCuda {
+struct LifBackwardCuda : CudaLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
   void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>, IntConstant<kSurrogate>) const {
@@ -99,9 +105,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_fwd_cuda(const at::Tensor& in
                                                 const at::Tensor& reset_value,
                                                 c10::string_view convention,
                                                 c10::string_view reset, bool decay_input) {
-  // The op's own checks first: a CPU input among CUDA tensors gets our message, not the guard's.
-  check_lif_forward_inputs(input, initial, decay, threshold, reset_value);
-  const c10::cuda::CUDAGuard guard(input.device());
   return run_lif_forward(input, initial, decay, threshold, reset_value, convention, reset,
                          decay_input, LifForwardCuda{});
 }
@@ -113,11 +116,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lif_bwd_cuda(
     const at::Tensor& reset_value, c10::string_view convention, c10::string_view reset,
     bool decay_input, bool detach_reset, c10::string_view surrogate, double alpha,
     bool need_decay, bool need_threshold) {
-  check_lif_backward_inputs(grad_spikes, grad_membrane, grad_state, membrane, initial, input,
-                            decay, threshold, reset_value,
-                            parse_convention(convention) == kConvSpikingjelly && decay_input &&
-                                need_decay);
-  const c10::cuda::CUDAGuard guard(membrane.device());
   return run_lif_backward(grad_spikes, grad_membrane, grad_state, membrane, initial, input, decay,
                           threshold, reset_value, convention, reset, decay_input, detach_reset,
                           surrogate, alpha, need_decay, need_threshold, LifBackwardCuda{});
@@ -127,8 +125,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cuda(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
     const at::Tensor& penalty, c10::string_view reset, bool delay,
     const c10::optional<at::Tensor>& initial) {
-  check_forward_inputs(excitation, decay, threshold, penalty, initial, delay);
-  const c10::cuda::CUDAGuard guard(excitation.device());
   return run_forward(excitation, decay, threshold, penalty, reset, delay, initial, ForwardCuda{});
 }
 
@@ -140,10 +136,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_r
     at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
     bool need_threshold, bool need_penalty, const c10::optional<at::Tensor>& initial,
     bool need_initial) {
-  check_backward_inputs(grad_states, grad_outputs, gates, states, outputs, decay, threshold, penalty,
-                        shape, dtype, need_decay, need_threshold, need_penalty, parse_reset(reset),
-                        initial, delay);
-  const c10::cuda::CUDAGuard guard(gates.device());
   return run_backward(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
                       penalty, shape, dtype, reset, delay, need_decay, need_threshold,
                       need_penalty, initial, need_initial, BackwardCuda{});
