@@ -315,7 +315,10 @@ def spiking_recurrence(
     Args:
         excitation: ``[T, *batch, H]`` input excitation (the synaptic input at each step), float64,
             float32, float16 or bfloat16, on CPU or CUDA. Need not be contiguous. Half and
-            bfloat16 keep the state in float32 inside the kernel.
+            bfloat16 keep the state in float32 inside the kernel; when a parameter needs a
+            gradient they run the float32 kernel (same results, rounded once) and keep its
+            float32 states for the backward, so parameter gradients are accumulated in float32
+            all the way (at the cost of float32 copies of the input and results).
         decay_multiplier, threshold, penalty_threshold: a Python float, or a tensor broadcastable to
             ``[H]`` (one value per neuron) on excitation's device. A tensor that requires grad gets
             its gradient; a float gets none.
@@ -353,6 +356,19 @@ def spiking_recurrence(
     penalty = neuron_param(penalty_threshold, "penalty_threshold", H, acc, device)
     if initial is not None:
         initial = check_initial_state(initial, excitation, delay)
+    if acc != excitation.dtype and torch.is_grad_enabled() and (
+        decay.requires_grad or thresh.requires_grad or penalty.requires_grad
+    ):
+        # The parameter gradients read the states and outputs back. Rounded to float16/bfloat16 they
+        # are not what the kernel's float32 state held (and may overflow to inf where it did not),
+        # so the float32 kernel runs and keeps its results for the backward: rounded to the input
+        # dtype they are the half kernel's bit for bit (it too computes in float32 and rounds each
+        # result once), and the gradients match the float32-accumulating reference.
+        states, outputs, _ = SpikingRecurrenceFunction.apply(
+            excitation.to(acc), decay, thresh, penalty, reset, bool(delay),
+            None if initial is None else initial.to(acc),
+        )
+        return states.to(excitation.dtype), outputs.to(excitation.dtype)
     states, outputs, _ = SpikingRecurrenceFunction.apply(
         excitation, decay, thresh, penalty, reset, bool(delay), initial
     )

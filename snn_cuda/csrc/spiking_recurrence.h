@@ -67,16 +67,19 @@ C10_HOST_DEVICE inline void lif_fwd_step(acc_t input, const NeuronParams<acc_t>&
 //   grad_v: dL/dv_t, everything that reaches v_t (its own output row and the next step);
 //   grad_o: dL/do_t;
 //   u:      u_t, only read by the proportional reset's parameter gradients (pass 0 otherwise).
+//   v_reached: 1 if v_t reaches the loss (see lif_backward_lanes), else 0: then the products of
+//              grad_v with u are not formed, as autograd does not run a node the loss does not reach
+//              (0 * inf would make NaN where the reference has nothing).
 // Returns dL/du_t (= dL/dI_t); adds this step's terms of dL/dthreshold and dL/dpenalty.
 template <int kReset, typename acc_t>
 C10_HOST_DEVICE inline acc_t lif_bwd_step(acc_t grad_v, acc_t grad_o, uint32_t fired, acc_t u,
-                                          const NeuronParams<acc_t>& p, acc_t& grad_threshold,
-                                          acc_t& grad_penalty) {
+                                          const NeuronParams<acc_t>& p, acc_t v_reached,
+                                          acc_t& grad_threshold, acc_t& grad_penalty) {
   const acc_t g = static_cast<acc_t>(fired);
   // relu'(x) = [x > 0] = g (relu'(0) = 0, as in torch).
   if (kReset == kResetProportional) {
     // v = u - ratio * u * g, ratio = penalty / threshold.
-    const acc_t grad_ratio = -(grad_v * u * g);
+    const acc_t grad_ratio = v_reached > acc_t(0) ? -(grad_v * u * g) : acc_t(0);
     grad_threshold += -(grad_o * g) - grad_ratio * p.ratio / p.threshold;
     grad_penalty += grad_ratio / p.threshold;
     return grad_v * (acc_t(1) - p.ratio * g) + grad_o * g;
@@ -278,10 +281,24 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
   }
   const int64_t shift = a.delay ? 1 : 0;
   const bool need_u = kReset == kResetProportional && a.outputs != nullptr;
+  // Which values of a step reach the loss, as autograd through the reference loop sees it: v_t
+  // through its returned row or through u_{t+1}; o_t through its row or (subtract) through v_t;
+  // u_t through either. Terms of a step the loss does not reach are not formed (autograd never runs
+  // those nodes): with an infinite input, 0 * inf would give NaN where the reference gives a number.
+  // The same for every lane, so these are flags of t only.
+  bool u_next_reached = false;
   for (int64_t t = a.T - 1; t >= 0; --t) {
     // (v_t, o_t) were returned in `row`; with delay the last step's were not returned at all.
     const int64_t row = t + shift;
     const bool returned = row < a.T;
+    const bool v_reached = (returned && a.grad_states != nullptr) || u_next_reached;
+    const bool o_reached = (returned && a.grad_outputs != nullptr) ||
+                           (kReset == kResetSubtract && v_reached);
+    const bool u_reached = v_reached || o_reached;
+    u_next_reached = u_reached;
+    // As 0/1 floats: a select on a compare vectorises, one on a scalar bool does not (see below).
+    const acc_t v_flag = v_reached ? acc_t(1) : acc_t(0);
+    const acc_t u_flag = u_reached ? acc_t(1) : acc_t(0);
     const int64_t row_off = row * a.lanes + lane0;
     // v_{t-1}: states row t with delay, row t - 1 without; v_{-1} = 0.
     const int64_t prev_row = t - 1 + shift;
@@ -304,11 +321,12 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
       const acc_t u = static_cast<acc_t>(read_or_zero(out, j)) + params.threshold[j];
       const acc_t grad_u = lif_bwd_step<kReset>(
           carry[j] + static_cast<acc_t>(read_or_zero(gs, j)),
-          static_cast<acc_t>(read_or_zero(go, j)), fired, u, params[j], g_threshold[j],
+          static_cast<acc_t>(read_or_zero(go, j)), fired, u, params[j], v_flag, g_threshold[j],
           g_penalty[j]);
       gx[j] = static_cast<scalar_t>(grad_u);
       carry[j] = grad_u * params.decay[j];
-      g_decay[j] += grad_u * static_cast<acc_t>(read_or_zero(v_prev, j));
+      const acc_t decay_term = grad_u * static_cast<acc_t>(read_or_zero(v_prev, j));
+      g_decay[j] += u_flag > acc_t(0) ? decay_term : acc_t(0);
     }
   }
   for (int j = 0; j < n; ++j) {
@@ -482,18 +500,23 @@ C10_HOST_DEVICE inline acc_t spike_next_state(acc_t h, acc_t s, const SpikeParam
 // One backward step of the snnTorch convention at step t.
 //   gs, gm: dL/ds_t and dL/dm_t from outside; m = m_t, m_prev = m_{t-1};
 //   carry_m: dL/dm_t through m_{t+1}'s charge; carry_s: dL/ds_t through r_{t+1} (0 if detached).
+//   spike_reached: 1 if s_t or r_{t+1} (the same spike function of m_t) reaches the loss, else 0:
+//   then sigma'(z) is not multiplied in (it is NaN on a NaN membrane, and autograd does not run the
+//   node; see spike_backward_lanes).
 // Returns dL/dm_t (= dL/dx_t) and leaves the carries pointing at step t - 1.
 // Flags come as 0/1 floats and are tested with a float comparison: a select on a scalar bool
 // keeps gcc from vectorising the CPU lane loop, a select on a compare does not.
 template <int kReset, int kSurrogate, typename acc_t>
 C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_t m_prev,
                                                const SpikeParams<acc_t>& p, acc_t alpha,
-                                               acc_t detach_reset, acc_t& carry_m, acc_t& carry_s,
+                                               acc_t detach_reset, acc_t spike_reached,
+                                               acc_t& carry_m, acc_t& carry_s,
                                                acc_t& grad_decay, acc_t& grad_threshold) {
   const acc_t sg = surrogate_grad<kSurrogate>(m - p.threshold, alpha);
   const acc_t gs_total = gs + carry_s;
-  const acc_t g = gm + carry_m + gs_total * sg;
-  grad_threshold -= gs_total * sg;
+  const acc_t spike_term = spike_reached > acc_t(0) ? gs_total * sg : acc_t(0);
+  const acc_t g = gm + carry_m + spike_term;
+  grad_threshold -= spike_term;
   const acc_t r = m_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
   acc_t grad_r;
   if (kReset == kSpikeResetNone) {
@@ -517,12 +540,16 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
 // One backward step of the SpikingJelly convention at step t.
 //   gs, gh: dL/ds_t and dL/dh_t from outside; h = h_t; v_prev = v_{t-1}; x = x_t (read only for
 //   tau's gradient with decay_input); carry: dL/dv_t, on return dL/dv_{t-1}.
+//   v_reached, s_reached, h_reached: 1 if v_t, s_t, h_t reach the loss, else 0: products with
+//   values that may be infinite or NaN (h, sigma'(z), the charge's numerator) are only formed for
+//   values that do, as autograd only runs the nodes the loss reaches (see spike_backward_lanes).
 // Returns dL/dx_t.
 template <int kReset, int kSurrogate, typename acc_t>
 C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, acc_t v_prev,
                                                    acc_t x, const SpikeParams<acc_t>& p,
                                                    acc_t alpha, acc_t decay_input,
-                                                   acc_t detach_reset, acc_t& carry,
+                                                   acc_t detach_reset, acc_t v_reached,
+                                                   acc_t s_reached, acc_t h_reached, acc_t& carry,
                                                    acc_t& grad_decay, acc_t& grad_threshold) {
   const acc_t z = h - p.threshold;
   const acc_t sg = surrogate_grad<kSurrogate>(z, alpha);
@@ -538,13 +565,16 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
     dv_ds = p.reset_value - h;
     rest = p.reset_value;
   }
-  const acc_t gs_total = gs + (detach_reset > acc_t(0) ? acc_t(0) : carry * dv_ds);
-  const acc_t g = gh + carry * dv_dh + gs_total * sg;  // dL/dh_t
-  grad_threshold -= gs_total * sg;
+  const acc_t reset_term = detach_reset > acc_t(0) || v_reached <= acc_t(0) ? acc_t(0) : carry * dv_ds;
+  const acc_t gs_total = gs + reset_term;
+  const acc_t spike_term = s_reached > acc_t(0) ? gs_total * sg : acc_t(0);
+  const acc_t g = gh + carry * dv_dh + spike_term;  // dL/dh_t
+  grad_threshold -= spike_term;
   const acc_t tau2 = p.decay * p.decay;
   // dh/dtau: -(x - (v - rest)) / tau^2 with decay_input, (v - rest) / tau^2 without.
-  grad_decay += decay_input > acc_t(0) ? -(g * ((x - (v_prev - rest)) / tau2))
-                                       : g * ((v_prev - rest) / tau2);
+  const acc_t decay_term = decay_input > acc_t(0) ? -(g * ((x - (v_prev - rest)) / tau2))
+                                                  : g * ((v_prev - rest) / tau2);
+  grad_decay += h_reached > acc_t(0) ? decay_term : acc_t(0);
   carry = g - g / p.decay;
   return decay_input > acc_t(0) ? g / p.decay : g;
 }
@@ -656,8 +686,33 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
   const acc_t decay_input = a.decay_input ? acc_t(1) : acc_t(0);
   const acc_t detach_reset = a.detach_reset ? acc_t(1) : acc_t(0);
   const scalar_t* initial = a.initial != nullptr ? a.initial + lane0 : zeros;
+  // Which values reach the loss, as autograd through the reference loop sees them (flags of t only,
+  // the same for every lane). Terms of values the loss does not reach are not formed: autograd never
+  // runs those nodes, and on an infinite or NaN membrane 0 * inf (or 0 * sigma'(NaN)) would make NaN
+  // where the reference has a number. snnTorch: m_t reaches it through its row, its spike or m_{t+1};
+  // its spike function through s_t or, not detached, through the reset r_{t+1} of the next charge.
+  // SpikingJelly: v_t through h_{t+1} (after the last step: the returned state); s_t through its row
+  // or, not detached, through the reset; h_t through its row, s_t or v_t.
+  const bool spikes_given = a.grad_spikes != nullptr;
+  const bool membrane_given = a.grad_membrane != nullptr;
+  const bool resets_pass = !a.detach_reset && kReset != kSpikeResetNone;
+  bool next_reached = a.grad_state != nullptr;  // m_{t+1} resp. h_{t+1}; after the last: the state
   for (int64_t t = a.T - 1; t >= 0; --t) {
     const int64_t off = t * a.lanes + lane0;
+    acc_t spike_flag, v_flag = acc_t(0), h_flag = acc_t(0);
+    if (kConv == kConvSnntorch) {
+      const bool r_next = t < a.T - 1 && next_reached && resets_pass;
+      spike_flag = spikes_given || r_next ? acc_t(1) : acc_t(0);
+      next_reached = membrane_given || spikes_given || next_reached;
+    } else {
+      const bool v_reached = next_reached;
+      const bool s_reached = spikes_given || (v_reached && resets_pass);
+      const bool h_reached = membrane_given || s_reached || v_reached;
+      spike_flag = s_reached ? acc_t(1) : acc_t(0);
+      v_flag = v_reached ? acc_t(1) : acc_t(0);
+      h_flag = h_reached ? acc_t(1) : acc_t(0);
+      next_reached = h_reached;
+    }
     const scalar_t* gs = a.grad_spikes != nullptr ? a.grad_spikes + off : zeros;
     const scalar_t* gm = a.grad_membrane != nullptr ? a.grad_membrane + off : zeros;
     const scalar_t* x = need_x ? a.input + off : zeros;
@@ -672,8 +727,8 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
       if (kConv == kConvSnntorch) {
         grad_x = snntorch_bwd_step<kReset, kSurrogate>(
             static_cast<acc_t>(read_or_zero(gs, j)), static_cast<acc_t>(read_or_zero(gm, j)),
-            cur[j], prev_value, p, alpha,
-            detach_reset, carry[j], carry_s[j], g_decay[j], g_threshold[j]);
+            cur[j], prev_value, p, alpha, detach_reset, spike_flag, carry[j], carry_s[j],
+            g_decay[j], g_threshold[j]);
       } else {
         // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
         const acc_t v_prev =
@@ -683,17 +738,18 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
         grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
             static_cast<acc_t>(read_or_zero(gs, j)), static_cast<acc_t>(read_or_zero(gm, j)),
             cur[j], v_prev, static_cast<acc_t>(read_or_zero(x, j)), p, alpha, decay_input,
-            detach_reset, carry[j],
-            g_decay[j], g_threshold[j]);
+            detach_reset, v_flag, spike_flag, h_flag, carry[j], g_decay[j], g_threshold[j]);
       }
       gx[j] = static_cast<scalar_t>(grad_x);
       cur[j] = prev_value;
     }
   }
+  // r_0 = [m_{-1} - theta > 0] reaches the loss through m_0 unless detached.
+  const bool r0_reached = a.T > 0 && next_reached && resets_pass;
   for (int j = 0; j < n; ++j) {
     acc_t grad_initial = carry[j];
-    if (kConv == kConvSnntorch) {
-      // r_0 = [m_{-1} - theta > 0] also depends on the initial membrane and the threshold.
+    if (kConv == kConvSnntorch && r0_reached) {
+      // r_0 also depends on the initial membrane and the threshold.
       const acc_t sg = surrogate_grad<kSurrogate>(cur[j] - threshold[j], alpha);
       grad_initial += carry_s[j] * sg;
       g_threshold[j] -= carry_s[j] * sg;
