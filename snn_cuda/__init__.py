@@ -9,6 +9,7 @@
   sequence with ``step_mode="m"``).
 - :func:`convert` swaps those originals in a model for the fused ones; :func:`run_sequence` runs a
   per-step model over a whole sequence layer by layer.
+- :func:`validate_parameters`: check the values of tensor neuron constants on every call.
 """
 
 from . import reference, surrogate
@@ -16,7 +17,16 @@ from .convert import convert, run_sequence
 from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
 from .neurons import LIFNode, Leaky
-from .ops import LIFFunction, SpikingRecurrenceFunction, lif, lif_step, spiking_recurrence
+from .ops import (
+    LIFFunction,
+    SpikingRecurrenceFunction,
+    is_validating_parameters,
+    lif,
+    lif_step,
+    set_validate_parameters,
+    spiking_recurrence,
+    validate_parameters,
+)
 
 __version__ = "0.2.0"
 
@@ -30,10 +40,13 @@ __all__ = [
     "SpikingNeuronLayerRNN",
     "SpikingRecurrenceFunction",
     "convert",
+    "is_validating_parameters",
     "lif",
     "lif_step",
     "reference",
     "run_sequence",
+    "set_validate_parameters",
     "spiking_recurrence",
     "surrogate",
+    "validate_parameters",
 ]

@@ -9,7 +9,15 @@ from torch import nn
 
 from . import reference
 from .neurons import check_step_mode
-from .ops import Param, check_flag, check_float_threshold, check_reset, spiking_recurrence
+from ._constants import CheckedConstants
+from .ops import (
+    PROPORTIONAL_WHY,
+    Param,
+    check_flag,
+    check_float_threshold,
+    check_reset,
+    spiking_recurrence,
+)
 
 BACKENDS = ("fused", "reference")
 
@@ -27,7 +35,15 @@ def check_backend(backend: str) -> None:
         raise ValueError(f'backend must be "fused" or "reference", got {backend!r}')
 
 
-class SpikingNeuronLayer(nn.Module):
+def _seed_constant_rules(reset: str):
+    return {
+        "decay_multiplier": (False, ""),
+        "threshold": (reset == "proportional", PROPORTIONAL_WHY),
+        "penalty_threshold": (False, ""),
+    }
+
+
+class SpikingNeuronLayer(CheckedConstants, nn.Module):
     """The seed's ``SpikingNeuronLayerRNN`` over a whole sequence in one call.
 
     ``forward(x)`` projects every time step with one matmul (``self.fc``, an ``nn.Linear``
@@ -91,6 +107,10 @@ class SpikingNeuronLayer(nn.Module):
         self._set_constant("decay_multiplier", decay_multiplier, learn_decay, device, dtype)
         self._set_constant("threshold", threshold, learn_threshold, device, dtype)
         self._set_constant("penalty_threshold", penalty_threshold, learn_penalty, device, dtype)
+        self._start_checking_constants()
+
+    def _constant_rules(self):
+        return _seed_constant_rules(self.reset)
 
     def _set_constant(self, name, value, learnable, device, dtype):
         """A float stays a float (no gradient, no tensor); a tensor becomes a buffer; a learnable
@@ -136,7 +156,7 @@ class SpikingNeuronLayer(nn.Module):
         )
 
 
-class SpikingNeuronLayerRNN(nn.Module):
+class SpikingNeuronLayerRNN(CheckedConstants, nn.Module):
     """The seed's ``SpikingNeuronLayerRNN``, same constructor and calls, fused.
 
     ``SpikingNeuronLayerRNN(device, n_inputs, n_hidden, decay_multiplier, threshold,
@@ -185,6 +205,10 @@ class SpikingNeuronLayerRNN(nn.Module):
         self.init_parameters()
         self.reset_state()
         self.to(self.device)
+        self._start_checking_constants()
+
+    def _constant_rules(self):
+        return _seed_constant_rules(self.reset)
 
     def init_parameters(self) -> None:
         for param in self.parameters():

@@ -26,7 +26,8 @@ from torch import nn
 
 from . import _peers
 from . import surrogate as _surrogate
-from .ops import check_flag, lif, lif_step
+from ._constants import CheckedConstants
+from .ops import TAU_WHY, check_flag, lif, lif_step
 
 Number = Union[float, int]
 STEP_MODES = ("s", "m")
@@ -83,7 +84,7 @@ _RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 
 
 @_peers.peer_compatible("snntorch", "Leaky")
-class Leaky(_PeerCompatible):
+class Leaky(CheckedConstants, _PeerCompatible):
     """snnTorch's ``Leaky`` neuron, fused.
 
     Arguments, calls, return values and state handling as ``snntorch.Leaky`` (snnTorch 1.0): per
@@ -174,10 +175,14 @@ class Leaky(_PeerCompatible):
         self._reset_mechanism = reset_mechanism
         _tensor_param(self, "beta", beta, learn_beta)
         self.register_buffer("mem", torch.zeros(0), persistent=False)
+        self._start_checking_constants()
         Leaky._live.add(self)
         snntorch = _peers.loaded("snntorch")
         if snntorch is not None and isinstance(self, snntorch.SpikingNeuron):
             snntorch.SpikingNeuron.instances.append(self)  # what snnTorch's reset_hidden walks
+
+    def _constant_rules(self):
+        return {"beta": (False, ""), "threshold": (False, ""), "graded_spikes_factor": (False, "")}
 
     @staticmethod
     def _check_reset_mechanism(reset_mechanism) -> None:
@@ -445,7 +450,7 @@ class MemoryModule(_PeerCompatible):
         return replica
 
 
-class LIFNode(MemoryModule):
+class LIFNode(CheckedConstants, MemoryModule):
     """SpikingJelly's ``LIFNode``, fused.
 
     Arguments as ``spikingjelly.activation_based.neuron.LIFNode`` (SpikingJelly 2.0)::
@@ -508,6 +513,11 @@ class LIFNode(MemoryModule):
         self._register_constant("v_threshold", v_threshold, learn_threshold)
         self.register_memory("v", 0.0 if self.v_reset is None else self.v_reset)
         self.store_v_seq = store_v_seq
+        self._start_checking_constants()
+
+    def _constant_rules(self):
+        return {"tau": (True, TAU_WHY.replace('with convention "spikingjelly" decay is tau, and ', "")),
+                "v_threshold": (False, ""), "v_reset": (False, "")}
 
     def _register_constant(self, name: str, value, learn: bool) -> None:
         """A float stays a float (as in SpikingJelly); a tensor becomes a buffer, or a Parameter

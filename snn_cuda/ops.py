@@ -14,6 +14,7 @@ Most users want :func:`spiking_recurrence` (or the layer in :mod:`snn_cuda.layer
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Optional, Tuple, Union
@@ -88,13 +89,86 @@ def check_strided(t: torch.Tensor, what: str) -> None:
                         f"{' (nested)' if t.is_nested else ''}")
 
 
-def check_float_threshold(threshold: Param, reset: str) -> None:
-    is_number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
-    if reset == "proportional" and is_number and threshold <= 0:
+# ------------------------------------------------------------------------------------------------
+# The values of neuron constants. One rule everywhere: a constant must be a finite real number, and
+# one the neuron divides by must be > 0 (the threshold of the proportional reset, SpikingJelly's
+# tau). A Python float is checked on every call (that costs nothing). A tensor's values are checked
+# where reading them costs nothing per step: when a module is built, when a constant is assigned to
+# it, when a state_dict is loaded, and by ``module.check_constants()``. The ops check tensor values
+# on every call only when asked -- ``set_validate_parameters(True)`` or ``with
+# validate_parameters():`` -- because reading a CUDA tensor's values waits for the GPU (and breaks
+# a torch.compile graph). Unchecked, an invalid value gives what the arithmetic gives: a NaN
+# constant makes its neurons' results NaN; a zero threshold with the proportional reset, inf/NaN.
+
+_validate = False
+
+PROPORTIONAL_WHY = ' (reset="proportional" divides by the threshold)'
+TAU_WHY = ' (with convention "spikingjelly" decay is tau, and the charge divides by it)'
+
+
+def set_validate_parameters(mode: bool) -> None:
+    """Checks the values of tensor neuron constants on every op call (off by default: on CUDA each
+    check waits for the GPU). Useful while training learnable constants: an optimizer step can push
+    a threshold through zero or make it NaN, and this turns that into an error at the next call."""
+    check_flag(mode, "mode", "set_validate_parameters")
+    global _validate
+    _validate = mode
+
+
+def is_validating_parameters() -> bool:
+    return _validate
+
+
+@contextlib.contextmanager
+def validate_parameters(mode: bool = True):
+    """``with snn_cuda.validate_parameters(): ...`` -- :func:`set_validate_parameters` for a block."""
+    check_flag(mode, "mode", "validate_parameters")
+    previous = _validate
+    set_validate_parameters(mode)
+    try:
+        yield
+    finally:
+        set_validate_parameters(previous)
+
+
+def check_value(value, name: str, op: str, positive: bool = False, why: str = "") -> None:
+    """Raises ValueError unless ``value`` (a number, or every value of a tensor) is finite, and
+    > 0 if ``positive``. Reads a tensor's values: the callers decide when that is affordable."""
+    need = "finite and > 0" + why if positive else "finite"
+    if isinstance(value, torch.Tensor):
+        v = value.detach()
+        if v.numel() == 0 or v.is_complex() or v.dtype == torch.bool:
+            return  # (the layout and dtype checks name those)
+        bad = ~torch.isfinite(v)
+        if positive:
+            bad |= v <= 0
+        if not bool(bad.any()):
+            return
+        first = v[bad].flatten()[0].item()
         raise ValueError(
-            'spiking_recurrence: reset="proportional" divides by the threshold, so a float '
-            f"threshold must be > 0, got {threshold}"
+            f"{op}: {name} must be {need}, got a tensor in which {int(bad.sum())} of "
+            f"{v.numel()} values are not (the first: {first})"
         )
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # Comparisons, not math.isfinite: under torch.compile(dynamic=True) a float is symbolic.
+        if not (-math.inf < value < math.inf) or (positive and not value > 0):
+            raise ValueError(f"{op}: {name} must be {need}, got {value}")
+
+
+def check_tensor_values(op: str, *items) -> None:
+    """Under :func:`validate_parameters`: :func:`check_value` on each ``(value, name, positive,
+    why)`` that is a tensor (floats were checked already)."""
+    if not _validate:
+        return
+    for value, name, positive, why in items:
+        if isinstance(value, torch.Tensor):
+            check_value(value, name, op, positive, why)
+
+
+def check_float_threshold(threshold: Param, reset: str) -> None:
+    if not isinstance(threshold, torch.Tensor):
+        check_value(threshold, "threshold", "spiking_recurrence", reset == "proportional",
+                    PROPORTIONAL_WHY)
 
 
 def neuron_param(
@@ -124,6 +198,7 @@ def neuron_param(
         raise TypeError(
             f"{op}: {name} must be a float or a tensor, got {type(value).__name__}"
         )
+    check_value(value, name, op)
     return constant_row(float(value), H, dtype, device)
 
 
@@ -348,6 +423,11 @@ def spiking_recurrence(
     check_reset(reset)
     check_flag(delay, "delay", "spiking_recurrence")
     check_float_threshold(threshold, reset)
+    check_tensor_values(
+        "spiking_recurrence", (decay_multiplier, "decay_multiplier", False, ""),
+        (threshold, "threshold", reset == "proportional", PROPORTIONAL_WHY),
+        (penalty_threshold, "penalty_threshold", False, ""),
+    )
     H = excitation.shape[-1]
     acc = accumulation_dtype(excitation.dtype)
     device = excitation.device
@@ -505,11 +585,18 @@ class LIFFunction(torch.autograd.Function):
         )
 
 
-def check_lif_values(convention: str, decay, reset_value, op: str) -> None:
+def check_lif_values(convention: str, decay, threshold, reset_value, op: str) -> None:
+    """The values rule (see :func:`check_value`): floats now, tensors under
+    :func:`validate_parameters`."""
     if isinstance(reset_value, torch.Tensor) and reset_value.requires_grad:
         raise ValueError(f"{op}: reset_value gets no gradient; pass a float or a tensor that does not require grad")
-    if convention == "spikingjelly" and not isinstance(decay, torch.Tensor) and not decay > 0:
-        raise ValueError(f"{op}: with convention \"spikingjelly\" decay is tau and must be > 0, got {decay}")
+    tau = convention == "spikingjelly"
+    items = ((decay, "decay", tau, TAU_WHY if tau else ""), (threshold, "threshold", False, ""),
+             (reset_value, "reset_value", False, ""))
+    for value, name, positive, why in items:
+        if not isinstance(value, torch.Tensor):
+            check_value(value, name, op, positive, why)
+    check_tensor_values(op, *items)
 
 
 def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool], surrogate,
@@ -540,6 +627,7 @@ def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtyp
     if not isinstance(value, torch.Tensor):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"lif: {name} must be a float or a tensor, got {type(value).__name__}")
+        check_value(value, name, "lif")
         value = constant_row(float(value), 1, dtype, device)
     check_strided(value, f"lif: {name}")
     if value.is_complex() or value.dtype == torch.bool:
@@ -639,7 +727,7 @@ def lif(
         >>> spikes.sum().backward()
     """
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
-    check_lif_values(convention, decay, reset_value, "lif")
+    check_lif_values(convention, decay, threshold, reset_value, "lif")
     flat_input, initial, (dec, thr, rv), restore = prepare_lif(
         input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
     )
@@ -712,7 +800,7 @@ def lif_step(
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"lif_step: input must be a torch.Tensor, got {type(input).__name__}")
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
-    check_lif_values(convention, decay, reset_value, "lif_step")
+    check_lif_values(convention, decay, threshold, reset_value, "lif_step")
     step_shape = tuple(input.shape)
     sequence = input.reshape(1, *step_shape) if input.dim() > 0 else input.reshape(1, 1)
     if initial is not None and isinstance(initial, torch.Tensor) and input.dim() == 0:

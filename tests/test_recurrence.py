@@ -322,7 +322,7 @@ class TestBadInputs:
 
     @pytest.mark.parametrize("threshold", [0.0, -1.0])
     def test_proportional_threshold(self, threshold):
-        with pytest.raises(ValueError, match=f"float threshold must be > 0, got {threshold}"):
+        with pytest.raises(ValueError, match=f"threshold must be finite and > 0 .*divides by the threshold.*, got {threshold}"):
             snn_cuda.spiking_recurrence(self.x(), 0.9, threshold, reset="proportional")
         # Subtract does not divide by it: allowed, and equal to the reference.
         s, o = snn_cuda.spiking_recurrence(self.x(), 0.9, threshold, reset="subtract")
