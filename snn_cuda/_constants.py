@@ -18,6 +18,20 @@ class CheckedConstants:
         """``{attribute name: (must be > 0, why)}``; every constant must be finite."""
         raise NotImplementedError
 
+    _optional_constants = ()  # names that may also be None (SpikingJelly's v_reset)
+
+    def _check_constant(self, name: str, value, positive: bool, why: str, what: str = "") -> None:
+        if value is None and name in self._optional_constants:
+            return
+        if isinstance(value, torch.Tensor):
+            if value.layout != torch.strided or value.is_complex() or value.dtype == torch.bool:
+                raise TypeError(f"{self._owner()}: {name}{what} must be a dense real tensor, got "
+                                f"dtype {value.dtype}, layout {value.layout}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{self._owner()}: {name}{what} must be a float or a tensor, got "
+                            f"{type(value).__name__} {value!r}")
+        check_value(value, name + what, self._owner(), positive, why)
+
     def _owner(self) -> str:
         return f"snn_cuda.{type(self).__name__}"
 
@@ -26,7 +40,7 @@ class CheckedConstants:
         it). Reads tensor values (on CUDA: waits for the GPU). Call it after an optimizer step to
         catch a learnable threshold pushed through zero, or see ``snn_cuda.validate_parameters``."""
         for name, (positive, why) in self._constant_rules().items():
-            check_value(getattr(self, name), name, self._owner(), positive, why)
+            self._check_constant(name, getattr(self, name), positive, why)
 
     def _start_checking_constants(self) -> None:
         self.check_constants()
@@ -36,7 +50,7 @@ class CheckedConstants:
         if self.__dict__.get("_checking_constants"):
             rule = self._constant_rules().get(name)
             if rule is not None:
-                check_value(value, name, self._owner(), *rule)
+                self._check_constant(name, value, *rule)
         super().__setattr__(name, value)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -44,5 +58,5 @@ class CheckedConstants:
         for name, (positive, why) in self._constant_rules().items():
             value = state_dict.get(prefix + name)
             if isinstance(value, torch.Tensor):
-                check_value(value, f"{name} in the loaded state_dict", self._owner(), positive, why)
+                self._check_constant(name, value, positive, why, " in the loaded state_dict")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -116,12 +116,15 @@ class SpikingNeuronLayer(CheckedConstants, nn.Module):
         """A float stays a float (no gradient, no tensor); a tensor becomes a buffer; a learnable
         constant becomes a per-neuron parameter."""
         if learnable:
+            self._check_constant(name, value, False, "")
             init = torch.as_tensor(value, dtype=dtype or torch.get_default_dtype(), device=device)
             init = init.detach().reshape(-1).expand(self.n_hidden).clone()
             setattr(self, name, nn.Parameter(init))
         elif isinstance(value, torch.Tensor):
+            self._check_constant(name, value, False, "")  # > 0 where needed: once all are set
             self.register_buffer(name, value.detach().clone().to(device=device))
         else:
+            self._check_constant(name, value, False, "")
             setattr(self, name, float(value))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

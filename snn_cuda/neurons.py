@@ -515,6 +515,8 @@ class LIFNode(CheckedConstants, MemoryModule):
         self.store_v_seq = store_v_seq
         self._start_checking_constants()
 
+    _optional_constants = ("v_reset",)
+
     def _constant_rules(self):
         return {"tau": (True, TAU_WHY.replace('with convention "spikingjelly" decay is tau, and ', "")),
                 "v_threshold": (False, ""), "v_reset": (False, "")}

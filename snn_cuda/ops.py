@@ -654,7 +654,7 @@ def prepare_lif(input: torch.Tensor, initial, params, names):
     possibly flattened to [T, L] (when a parameter varies over more than the last dim), the params
     as kernel tensors, and restore(t) giving a result back the input's shape."""
     check_excitation(input, "lif: input", "[T, *batch, *features]")
-    acc = accumulation_dtype(input.dtype)
+    acc = accumulation_dtype(input.dtype, "lif: input")
     step_shape = input.shape[1:]
     flat = not all(_per_last_dim(v, step_shape[-1]) for v in params)
     kernel_params = [
@@ -726,6 +726,7 @@ def lif(
         >>> spikes, mem = snn_cuda.lif(x, 0.9, 1.0)                    # snnTorch Leaky semantics
         >>> spikes.sum().backward()
     """
+    check_flag(return_state, "return_state", "lif")
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
     check_lif_values(convention, decay, threshold, reset_value, "lif")
     flat_input, initial, (dec, thr, rv), restore = prepare_lif(
@@ -799,6 +800,8 @@ def lif_step(
     ``lif(input[None], ..., initial=initial)``; the results are fresh tensors, not views."""
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"lif_step: input must be a torch.Tensor, got {type(input).__name__}")
+    check_strided(input, "lif_step: input")
+    check_flag(return_state, "return_state", "lif_step")
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
     check_lif_values(convention, decay, threshold, reset_value, "lif_step")
     step_shape = tuple(input.shape)

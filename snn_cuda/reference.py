@@ -153,11 +153,11 @@ def lif(
     from .ops import prepare_lif, resolve_lif_options
 
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
-    dtype = input.dtype
-    compute_dtype = accumulation_dtype(dtype)
     x, initial, (decay, threshold, reset_value), restore = prepare_lif(
         input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
     )
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
     x = x.to(compute_dtype)
     reset_value = reset_value.detach()
     # SpikingJelly's charge uses v_reset for a hard reset and 0 for a soft one.
@@ -210,7 +210,7 @@ def lif(
                 v = spk_reset * reset_value + (1 - spk_reset) * h
             all_spikes.append(spk)
             all_membranes.append(h)
-            state = v
+            state = _stored(v, dtype)
 
     final_state = state.to(dtype).reshape(input.shape[1:])
     if not all_spikes:  # T = 0

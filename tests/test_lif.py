@@ -347,7 +347,7 @@ def test_errors():
         snn_cuda.lif(x, torch.rand(4, 1), 1.0)
     with pytest.raises(ValueError, match="reset_value gets no gradient"):
         snn_cuda.lif(x, 0.9, reset="hard", reset_value=torch.zeros(3, requires_grad=True))
-    with pytest.raises(ValueError, match="decay must be finite and > 0 \(with convention \"spikingjelly\" decay is tau"):
+    with pytest.raises(ValueError, match=r"decay must be finite and > 0 \(with convention .spikingjelly. decay is tau"):
         snn_cuda.lif(x, 0.0, convention="spikingjelly")
     with pytest.raises(ValueError, match="must be float64, float32, float16 or bfloat16"):
         snn_cuda.lif(x.to(torch.int32), 0.9)

@@ -366,8 +366,9 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
 // The backward is autograd's through these loops with ds/dz (z = m_t - theta resp. h_t - theta)
 // replaced by a surrogate derivative sigma'(z). With detach_reset the reset does not pass gradient
 // through the spike (snnTorch's Leaky always detaches). For float16/bfloat16 the arithmetic runs in
-// float32 and the membrane is rounded to the input dtype each step, so the forward and the backward
-// (which reads the stored membrane) see the same values.
+// float32 and the membrane (and SpikingJelly's state after the reset) is rounded to the input dtype
+// each step, so the forward and the backward (which reads the stored membrane) see the same values,
+// and a sequence equals its steps chained through the returned state.
 
 enum SpikeConvention : int { kConvSnntorch = 0, kConvSpikingjelly = 1 };
 // kSpikeResetNone (no reset: the membrane only leaks) exists for the snnTorch convention only.
@@ -653,7 +654,9 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
       const acc_t s = spike_fire<kConv>(h - p.threshold);
       spk[j] = static_cast<scalar_t>(s);
       mem[j] = static_cast<scalar_t>(h);
-      state[j] = spike_next_state<kConv, kReset>(h, s, p);
+      // Kept at the input's precision, like the membrane: the state a step returns (and the next
+      // per-step call starts from) is the one the next step of this loop charges from.
+      state[j] = round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(h, s, p));
     }
   }
   for (int j = 0; j < n; ++j) a.state[lane0 + j] = static_cast<scalar_t>(state[j]);
@@ -732,8 +735,8 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
       } else {
         // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
         const acc_t v_prev =
-            after_first > acc_t(0) ? spike_next_state<kConv, kReset>(
-                        prev_value, spike_fire<kConv>(prev_value - p.threshold), p)
+            after_first > acc_t(0) ? round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(
+                        prev_value, spike_fire<kConv>(prev_value - p.threshold), p))
                   : prev_value;
         grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
             static_cast<acc_t>(read_or_zero(gs, j)), static_cast<acc_t>(read_or_zero(gm, j)),
