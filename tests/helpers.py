@@ -11,13 +11,14 @@ import torch
 # compute in float64 resp. float32 inside, so forward results agree to rounding):
 #   elementwise (atol, rtol) for states, outputs and the excitation gradient;
 #   relative L2 error for the parameter gradients (sums over time and batch). In float16 and
-#   bfloat16 the fused backward reads the states/outputs it returned (rounded to that dtype) where
-#   the reference keeps float32 intermediates, hence the looser parameter bounds.
+#   bfloat16 a learnable parameter makes the fused op keep its float32 states for the backward, as
+#   the reference keeps float32 intermediates, so parameter gradients agree to float32 rounding
+#   (they were 2e-2 / 5e-2 apart while the backward read the rounded states back).
 TOLERANCES = {
     torch.float64: dict(atol=1e-12, rtol=1e-12, param=1e-12),
     torch.float32: dict(atol=1e-5, rtol=1e-5, param=1e-5),
-    torch.float16: dict(atol=1e-3, rtol=1e-2, param=2e-2),
-    torch.bfloat16: dict(atol=1e-2, rtol=5e-2, param=5e-2),
+    torch.float16: dict(atol=1e-3, rtol=1e-2, param=1e-4),
+    torch.bfloat16: dict(atol=1e-2, rtol=5e-2, param=1e-4),
 }
 
 
