@@ -293,9 +293,19 @@ def main(argv=None):
                          str(args.H), args.reset]
                     )
                     r[f"{impl}_peak_bytes"] = child["peak_bytes"]
+    def write_json(result):
+        if args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+
     for device, dtype_name, T, lanes in cases(args):
         if device.type == "cuda":
             rows.append(time_case(device, DTYPES[dtype_name], T, lanes, args.H, args.reset, args))
+            # Row by row: a crash or a time limit later loses nothing measured so far.
+            print(json.dumps(rows[-1]), flush=True)
+            write_json({"command": command_line(), "complete": False, "reset": args.reset,
+                        "H": args.H, "rows": rows})
 
     result = {
         "command": command_line(),
@@ -307,6 +317,7 @@ def main(argv=None):
         },
         "reset": args.reset,
         "H": args.H,
+        "complete": True,
         "rows": rows,
     }
     print(f"\n`{result['command']}`  ")
@@ -314,9 +325,7 @@ def main(argv=None):
     print(f"machine: {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), GPU: {m['gpu']}, torch {m['torch']}\n")
     print(report(rows, args))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(result)
         print(f"\nwrote {args.json}")
     if args.plot and rows:
         plot(rows, args.plot)

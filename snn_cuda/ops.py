@@ -131,6 +131,18 @@ def validate_parameters(mode: bool = True):
         set_validate_parameters(previous)
 
 
+@contextlib.contextmanager
+def gpu_lane_loops():
+    """For tests: inside, the CPU kernels run the GPU's flavour of the lane loops (one lane at a
+    time, each chunk's loads staged in values as a GPU thread stages them in registers), so CPU
+    tests check the staging that otherwise only a GPU runs. Same results, bit for bit; slower."""
+    previous = torch.ops.snn_cuda._set_gpu_lane_loops(True)
+    try:
+        yield
+    finally:
+        torch.ops.snn_cuda._set_gpu_lane_loops(previous)
+
+
 def check_value(value, name: str, op: str, positive: bool = False, why: str = "") -> None:
     """Raises ValueError unless ``value`` (a number, or every value of a tensor) is finite, and
     > 0 if ``positive``. Reads a tensor's values: the callers decide when that is affordable."""

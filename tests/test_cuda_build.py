@@ -29,3 +29,8 @@ def test_cuda_kernels_have_no_stack_frame_or_local_memory():
     bad = [(r["arch"], r["kernel"], r["stack"], r["local"], r["local_ops"]) for r in rows
            if r["stack"] or r["local"] or r["local_ops"]]
     assert not bad, f"kernels with a stack frame / local memory / local loads or stores: {bad[:8]}"
+    # The time loops are software-pipelined: each chunk of 8 steps issues its loads (8 per input
+    # stream) before its dependent chain and its stores. A plain step-by-step loop shows 1-4.
+    short = [(r["arch"], r["kernel"], r["longest_load_run"]) for r in rows
+             if (r["longest_load_run"] or 0) < 8]
+    assert not short, f"kernels without a run of >= 8 global loads (not pipelined?): {short[:8]}"

@@ -5,12 +5,15 @@ Bounded: PROPERTY_EXAMPLES draws per test (default 60; raise it for a longer fuz
 from the run's SNN_TEST_SEED (printed at the end of every run), so a failing run replays with
 ``SNN_TEST_SEED=<seed> pytest tests/test_properties.py``; hypothesis also prints the failing draw.
 
+Half the draws run the fused op's CPU kernels in the GPU's one-lane flavour (gpu_lane_loops).
+
 What "agree" means (README, "Semantics"): forwards equal to the dtype's tolerance with NaN in the
 same places; every gradient too, except on the NaN lanes of spiking_recurrence (a lane whose state
 turns NaN; its gradients there are documented to differ) -- parameter gradients, which sum over
 lanes, are compared when no lane is NaN.
 """
 
+import contextlib
 import os
 
 import pytest
@@ -18,6 +21,7 @@ import torch
 
 import snn_cuda
 from snn_cuda import reference, surrogate
+from snn_cuda.ops import gpu_lane_loops
 
 from conftest import SEED
 from helpers import LIF_GRAD_TOL, SCALE_RANGE, SURROGATES, TOLERANCES
@@ -65,7 +69,13 @@ def common(draw, step_params=False):
         with_initial=draw(st.booleans()),
         used=draw(st.sampled_from([(True, False), (False, True), (True, True)])),
         seed=draw(st.integers(0, 2**31 - 1)),
+        # The CPU kernels in the GPU's one-lane flavour (tests/test_lane_loops.py), or in blocks.
+        lane_loops=draw(st.booleans()),
     )
+
+
+def fused_flavour(case):
+    return gpu_lane_loops() if case["lane_loops"] else contextlib.nullcontext()
 
 
 def base_shape(shape, layout):
@@ -210,8 +220,10 @@ def test_spiking_recurrence_matches_reference(case):
     results = []
     for fn in (snn_cuda.spiking_recurrence, reference.spiking_recurrence):
         x, params, init, leaves = leaves_for(case, values, initial)
-        states, outputs = fn(x, *params, reset=case["reset"], delay=case["delay"], initial=init)
-        results.append(((states, outputs), gradients((states, outputs), weights, case["used"], leaves)))
+        with fused_flavour(case) if fn is snn_cuda.spiking_recurrence else contextlib.nullcontext():
+            states, outputs = fn(x, *params, reset=case["reset"], delay=case["delay"], initial=init)
+            grads = gradients((states, outputs), weights, case["used"], leaves)
+        results.append(((states, outputs), grads))
     (fwd_f, grads_f), (fwd_r, grads_r) = results
     tol = TOLERANCES[dtype]
     for name, a, e in zip(("states", "outputs"), fwd_f, fwd_r):
@@ -279,12 +291,13 @@ def lif_values(case, gen):
 def run_lif(fn, case, values, initial, weights):
     x, (decay, threshold, reset_value), init, leaves = leaves_for(
         dict(case, learn=case["learn"][:2] + [False]), values, initial)
-    out = fn(x, decay, threshold, convention=case["convention"], reset=case["reset"],
-             reset_value=reset_value, decay_input=case["decay_input"],
-             detach_reset=case["detach_reset"], surrogate=case["surrogate"], initial=init,
-             return_state=True)
-    used = case["used"] + (case["return_state"],)
-    return out, gradients(out, weights, used, leaves)
+    with fused_flavour(case) if fn is snn_cuda.lif else contextlib.nullcontext():
+        out = fn(x, decay, threshold, convention=case["convention"], reset=case["reset"],
+                 reset_value=reset_value, decay_input=case["decay_input"],
+                 detach_reset=case["detach_reset"], surrogate=case["surrogate"], initial=init,
+                 return_state=True)
+        used = case["used"] + (case["return_state"],)
+        return out, gradients(out, weights, used, leaves)
 
 
 @seeded
@@ -324,9 +337,11 @@ def test_lif_step_by_step_is_lif(case):
                    surrogate=case["surrogate"])
     spikes, membrane, state = snn_cuda.lif(x, decay, threshold, initial=initial, return_state=True, **options)
     steps, current = [], initial
-    for t in range(shape[0]):
-        s, m, current = snn_cuda.lif_step(x[t], decay, threshold, initial=current, return_state=True, **options)
-        steps.append((s, m))
+    with fused_flavour(case):  # the steps in the other flavour, if drawn
+        for t in range(shape[0]):
+            s, m, current = snn_cuda.lif_step(x[t], decay, threshold, initial=current,
+                                              return_state=True, **options)
+            steps.append((s, m))
     for t, (s, m) in enumerate(steps):
         assert_agree(s, spikes[t], dict(atol=0.0, rtol=0.0), f"spikes[{t}]")
         assert_agree(m, membrane[t], dict(atol=0.0, rtol=0.0), f"membrane[{t}]")

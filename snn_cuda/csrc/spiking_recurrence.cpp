@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 
 // `import snn_cuda._C` loads this library, which registers the operators. No Python bindings.
 extern "C" {
@@ -227,6 +228,27 @@ void for_each_block(int64_t lanes, int64_t T, const LanesFn& lanes_fn) {
   });
 }
 
+// While set, the CPU kernels run the GPU's flavour of the lane loops: one lane at a time (kBlock =
+// 1), each chunk's loads staged in values as a GPU thread stages them in registers (see the math
+// header). Slower; for the tests, which so check the staging that only the GPU would otherwise run.
+std::atomic<bool> g_gpu_lane_loops{false};
+
+bool set_gpu_lane_loops(bool enabled) { return g_gpu_lane_loops.exchange(enabled); }
+
+// Calls lanes_fn(lane0, n) for every block of kCpuBlock lanes as for_each_block does, or, with
+// g_gpu_lane_loops, lane_fn(lane) for every lane.
+template <typename BlockFn, typename LaneFn>
+void for_each_block_or_lane(int64_t lanes, int64_t T, const BlockFn& block_fn,
+                            const LaneFn& lane_fn) {
+  if (!g_gpu_lane_loops.load(std::memory_order_relaxed)) {
+    for_each_block(lanes, T, block_fn);
+    return;
+  }
+  at::parallel_for(0, lanes, cpu_grain(T) * kCpuBlock, [&](int64_t begin, int64_t end) {
+    for (int64_t lane = begin; lane < end; ++lane) lane_fn(lane);
+  });
+}
+
 struct CpuLaunch {
   NoDeviceGuard device_guard(const at::Device&) const { return {}; }
 };
@@ -235,9 +257,10 @@ struct ForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const ForwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
-    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
-      lif_forward_lanes<kCpuBlock, kReset>(args, lane0, n);
-    });
+    for_each_block_or_lane(
+        args.lanes, args.T,
+        [&](int64_t lane0, int n) { lif_forward_lanes<kCpuBlock, kReset>(args, lane0, n); },
+        [&](int64_t lane) { lif_forward_lanes<1, kReset>(args, lane, 1); });
   }
 };
 
@@ -245,9 +268,10 @@ struct BackwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
   void operator()(const BackwardArgs<scalar_t, acc_t>& args,
                   std::integral_constant<int, kReset>) const {
-    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
-      lif_backward_lanes<kCpuBlock, kReset>(args, lane0, n);
-    });
+    for_each_block_or_lane(
+        args.lanes, args.T,
+        [&](int64_t lane0, int n) { lif_backward_lanes<kCpuBlock, kReset>(args, lane0, n); },
+        [&](int64_t lane) { lif_backward_lanes<1, kReset>(args, lane, 1); });
   }
 };
 
@@ -255,9 +279,10 @@ struct LifForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset>
   void operator()(const SpikeForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>) const {
-    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
-      spike_forward_lanes<kCpuBlock, kConv, kReset>(args, lane0, n);
-    });
+    for_each_block_or_lane(
+        args.lanes, args.T,
+        [&](int64_t lane0, int n) { spike_forward_lanes<kCpuBlock, kConv, kReset>(args, lane0, n); },
+        [&](int64_t lane) { spike_forward_lanes<1, kConv, kReset>(args, lane, 1); });
   }
 };
 
@@ -265,9 +290,12 @@ struct LifBackwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
   void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>, IntConstant<kSurrogate>) const {
-    for_each_block(args.lanes, args.T, [&](int64_t lane0, int n) {
-      spike_backward_lanes<kCpuBlock, kConv, kReset, kSurrogate>(args, lane0, n);
-    });
+    for_each_block_or_lane(
+        args.lanes, args.T,
+        [&](int64_t lane0, int n) {
+          spike_backward_lanes<kCpuBlock, kConv, kReset, kSurrogate>(args, lane0, n);
+        },
+        [&](int64_t lane) { spike_backward_lanes<1, kConv, kReset, kSurrogate>(args, lane, 1); });
   }
 };
 
@@ -356,6 +384,9 @@ TORCH_LIBRARY(snn_cuda, m) {
       "str reset, bool decay_input, bool detach_reset, str surrogate, float alpha, bool need_decay, "
       "bool need_threshold) -> (Tensor grad_input, Tensor grad_initial, Tensor grad_decay, "
       "Tensor grad_threshold)");
+  // Tests only: the CPU kernels run the GPU's one-lane flavour of the loops while enabled. Returns
+  // the previous setting. (snn_cuda.ops.gpu_lane_loops() is the context manager.)
+  m.def("_set_gpu_lane_loops(bool enabled) -> bool", &set_gpu_lane_loops);
 }
 
 TORCH_LIBRARY_IMPL(snn_cuda, CPU, m) {

@@ -204,6 +204,50 @@ struct LaneParams {
 // The loops below keep per-lane state in small arrays and split each time step into simple loops
 // over the block's lanes, each free of branches inside (conditions depend on t only), so that the
 // CPU compiler vectorises them; on the GPU kBlock = 1 and the arrays are registers.
+//
+// Time is walked in chunks of kChunk = 8 steps (one gate byte). A chunk first issues the loads of
+// all its steps (every input stream), then runs its steps' dependent chain and stores. On the GPU
+// (one lane per thread) that puts 8 loads per stream in flight per thread before the chain needs
+// the first, instead of one dependent global round trip per step (a plain loop could not be
+// reordered by the compiler: its stores might alias its next loads). The loaded values wait in a
+// StagedRow: on the GPU (kBlock = 1) the value itself, in a register. On the CPU a block is
+// kCpuBlock lanes wide, so each row is already many independent vector loads, and copying rows into
+// a buffer only cost time (10-45% measured): there a StagedRow keeps the row's address and the
+// chain reads it, as a plain loop would. The CPU also runs the kBlock = 1 flavour on request
+// (set_gpu_lane_loops, used by the tests), so the staging the GPU runs is tested here too. The
+// arithmetic order does not depend on any of this: results are bit for bit a step-by-step loop's.
+
+constexpr int kChunk = 8;
+
+#if defined(__CUDA_ARCH__)
+#define SNN_UNROLL _Pragma("unroll")
+#else
+#define SNN_UNROLL
+#endif
+
+template <typename T>
+C10_HOST_DEVICE inline T min_of(T a, T b) {
+  return a < b ? a : b;
+}
+
+// One step's row of one stream, loaded in a chunk's load phase and read in its chain (see above).
+template <int kBlock, typename scalar_t, typename acc_t>
+struct StagedRow {
+  const scalar_t* row;
+  C10_HOST_DEVICE inline void load(const scalar_t* r) { row = r; }
+  C10_HOST_DEVICE inline acc_t operator[](int j) const {
+    return static_cast<acc_t>(read_or_zero(row, j));
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+struct StagedRow<1, scalar_t, acc_t> {
+  acc_t value;
+  C10_HOST_DEVICE inline void load(const scalar_t* r) {
+    value = static_cast<acc_t>(read_or_zero(r, 0));
+  }
+  C10_HOST_DEVICE inline acc_t operator[](int) const { return value; }
+};
 
 // Runs the forward recurrence of lanes [lane0, lane0 + n), n <= kBlock, over all T steps.
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
@@ -215,52 +259,69 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
   params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
   for (int j = 0; j < n; ++j) {
     v[j] = a.initial != nullptr ? static_cast<acc_t>(a.initial[lane0 + j]) : acc_t(0);
-    bits[j] = 0;
   }
   const int64_t shift = a.delay ? 1 : 0;
-  if (a.delay && a.T > 0) {
-    // Row 0 of a delayed layer is the initial state: zeros.
-    for (int j = 0; j < n; ++j) {
-      a.states[lane0 + j] = scalar_t(0);
-      a.outputs[lane0 + j] = scalar_t(0);
+  for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
+    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    StagedRow<kBlock, scalar_t, acc_t> in[kChunk];
+    SNN_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      if (k < steps) in[k].load(a.excitation + (t0 + k) * a.lanes + lane0);
     }
+    if (a.delay && t0 == 0) {
+      // Row 0 of a delayed layer is the initial state: zeros (stored after the first chunk's
+      // loads, which it would otherwise hold back).
+      for (int j = 0; j < n; ++j) {
+        a.states[lane0 + j] = scalar_t(0);
+        a.outputs[lane0 + j] = scalar_t(0);
+      }
+    }
+    for (int j = 0; j < n; ++j) bits[j] = 0;
+    SNN_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      if (k >= steps) continue;
+      const int64_t row = t0 + k + shift;
+      if (row < a.T) {
+        scalar_t* st = a.states + row * a.lanes + lane0;
+        scalar_t* out = a.outputs + row * a.lanes + lane0;
+        for (int j = 0; j < n; ++j) {
+          uint32_t fired;
+          acc_t o;
+          lif_fwd_step<kReset>(in[k][j], params[j], v[j], o, fired);
+          bits[j] |= fired << k;
+          st[j] = static_cast<scalar_t>(v[j]);
+          out[j] = static_cast<scalar_t>(o);
+        }
+      } else {  // the last step of a delayed layer: only its gate is kept
+        for (int j = 0; j < n; ++j) {
+          uint32_t fired;
+          acc_t o;
+          lif_fwd_step<kReset>(in[k][j], params[j], v[j], o, fired);
+          bits[j] |= fired << k;
+        }
+      }
+    }
+    uint8_t* gate_row = a.gates + (t0 / kChunk) * a.lanes + lane0;
+    for (int j = 0; j < n; ++j) gate_row[j] = static_cast<uint8_t>(bits[j]);
   }
-  for (int64_t t = 0; t < a.T; ++t) {
-    const int64_t row = t + shift;
-    const scalar_t* in = a.excitation + t * a.lanes + lane0;
-    const int bit = static_cast<int>(t & 7);
-    if (row < a.T) {
-      scalar_t* st = a.states + row * a.lanes + lane0;
-      scalar_t* out = a.outputs + row * a.lanes + lane0;
-      for (int j = 0; j < n; ++j) {
-        uint32_t fired;
-        acc_t o;
-        lif_fwd_step<kReset>(static_cast<acc_t>(in[j]), params[j], v[j], o, fired);
-        bits[j] |= fired << bit;
-        st[j] = static_cast<scalar_t>(v[j]);
-        out[j] = static_cast<scalar_t>(o);
-      }
-    } else {  // the last step of a delayed layer: only its gate is kept
-      for (int j = 0; j < n; ++j) {
-        uint32_t fired;
-        acc_t o;
-        lif_fwd_step<kReset>(static_cast<acc_t>(in[j]), params[j], v[j], o, fired);
-        bits[j] |= fired << bit;
-      }
-    }
-    if (bit == 7 || t == a.T - 1) {
-      uint8_t* gate_row = a.gates + (t >> 3) * a.lanes + lane0;
-      for (int j = 0; j < n; ++j) {
-        gate_row[j] = static_cast<uint8_t>(bits[j]);
-        bits[j] = 0;
-      }
-    }
-  }
+}
+
+// The row of t's states the backward reads for v_{t-1}: states row t with delay, row t - 1
+// without; before the first step, the initial state (zeros when absent).
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline const scalar_t* previous_state_row(const BackwardArgs<scalar_t, acc_t>& a,
+                                                          int64_t t, int64_t shift, int64_t lane0,
+                                                          const scalar_t* zeros) {
+  const int64_t prev_row = t - 1 + shift;
+  return a.grad_decay == nullptr ? zeros
+         : prev_row >= 0         ? a.states + prev_row * a.lanes + lane0
+         : a.initial != nullptr  ? a.initial + lane0
+                                 : zeros;
 }
 
 // Runs the backward recurrence of lanes [lane0, lane0 + n), n <= kBlock, from t = T - 1 down to 0.
 // One pass per step: a stream that is absent (no upstream gradient, a row that was never returned,
-// a saved tensor that was not needed) reads a row of zeros instead, so the loop has no branches.
+// a saved tensor that was not needed) reads as zeros, so the loop has no branches.
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_t>& a,
                                                int64_t lane0, int n) {
@@ -287,46 +348,51 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
   // those nodes): with an infinite input, 0 * inf would give NaN where the reference gives a number.
   // The same for every lane, so these are flags of t only.
   bool u_next_reached = false;
-  for (int64_t t = a.T - 1; t >= 0; --t) {
-    // (v_t, o_t) were returned in `row`; with delay the last step's were not returned at all.
-    const int64_t row = t + shift;
-    const bool returned = row < a.T;
-    const bool v_reached = (returned && a.grad_states != nullptr) || u_next_reached;
-    const bool o_reached = (returned && a.grad_outputs != nullptr) ||
-                           (kReset == kResetSubtract && v_reached);
-    const bool u_reached = v_reached || o_reached;
-    u_next_reached = u_reached;
-    // As 0/1 floats: a select on a compare vectorises, one on a scalar bool does not (see below).
-    const acc_t v_flag = v_reached ? acc_t(1) : acc_t(0);
-    const acc_t u_flag = u_reached ? acc_t(1) : acc_t(0);
-    const int64_t row_off = row * a.lanes + lane0;
-    // v_{t-1}: states row t with delay, row t - 1 without; v_{-1} = 0.
-    const int64_t prev_row = t - 1 + shift;
-    const int bit = static_cast<int>(t & 7);
-    if (bit == 7 || t == a.T - 1) {
-      const uint8_t* gate_row = a.gates + (t >> 3) * a.lanes + lane0;
-      for (int j = 0; j < n; ++j) bits[j] = gate_row[j];
+  const int64_t last_chunk = a.T > 0 ? (a.T - 1) / kChunk * kChunk : -1;
+  for (int64_t t0 = last_chunk; t0 >= 0; t0 -= kChunk) {
+    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    const uint8_t* gate_row = a.gates + (t0 / kChunk) * a.lanes + lane0;
+    for (int j = 0; j < n; ++j) bits[j] = gate_row[j];
+    // The chunk's loads; slot i holds step t0 + i (the chain then walks i down).
+    StagedRow<kBlock, scalar_t, acc_t> gs_in[kChunk], go_in[kChunk], out_in[kChunk], v_prev_in[kChunk];
+    SNN_UNROLL
+    for (int i = 0; i < kChunk; ++i) {
+      if (i >= steps) continue;
+      const int64_t t = t0 + i;
+      // (v_t, o_t) were returned in `row`; with delay the last step's were not returned at all.
+      const int64_t row = t + shift;
+      const bool returned = row < a.T;
+      const int64_t row_off = row * a.lanes + lane0;
+      gs_in[i].load(returned && a.grad_states != nullptr ? a.grad_states + row_off : zeros);
+      go_in[i].load(returned && a.grad_outputs != nullptr ? a.grad_outputs + row_off : zeros);
+      // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
+      out_in[i].load(returned && need_u ? a.outputs + row_off : zeros);
+      v_prev_in[i].load(previous_state_row(a, t, shift, lane0, zeros));
     }
-    const scalar_t* gs = returned && a.grad_states != nullptr ? a.grad_states + row_off : zeros;
-    const scalar_t* go = returned && a.grad_outputs != nullptr ? a.grad_outputs + row_off : zeros;
-    // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
-    const scalar_t* out = returned && need_u ? a.outputs + row_off : zeros;
-    const scalar_t* v_prev = a.grad_decay == nullptr ? zeros
-                             : prev_row >= 0          ? a.states + prev_row * a.lanes + lane0
-                             : a.initial != nullptr   ? a.initial + lane0
-                                                      : zeros;
-    scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
-    for (int j = 0; j < n; ++j) {
-      const uint32_t fired = (bits[j] >> bit) & 1u;
-      const acc_t u = static_cast<acc_t>(read_or_zero(out, j)) + params.threshold[j];
-      const acc_t grad_u = lif_bwd_step<kReset>(
-          carry[j] + static_cast<acc_t>(read_or_zero(gs, j)),
-          static_cast<acc_t>(read_or_zero(go, j)), fired, u, params[j], v_flag, g_threshold[j],
-          g_penalty[j]);
-      gx[j] = static_cast<scalar_t>(grad_u);
-      carry[j] = grad_u * params.decay[j];
-      const acc_t decay_term = grad_u * static_cast<acc_t>(read_or_zero(v_prev, j));
-      g_decay[j] += u_flag > acc_t(0) ? decay_term : acc_t(0);
+    SNN_UNROLL
+    for (int i = kChunk - 1; i >= 0; --i) {
+      if (i >= steps) continue;
+      const int64_t t = t0 + i;
+      const bool returned = t + shift < a.T;
+      const bool v_reached = (returned && a.grad_states != nullptr) || u_next_reached;
+      const bool o_reached = (returned && a.grad_outputs != nullptr) ||
+                             (kReset == kResetSubtract && v_reached);
+      const bool u_reached = v_reached || o_reached;
+      u_next_reached = u_reached;
+      // As 0/1 floats: a select on a compare vectorises, one on a scalar bool does not.
+      const acc_t v_flag = v_reached ? acc_t(1) : acc_t(0);
+      const acc_t u_flag = u_reached ? acc_t(1) : acc_t(0);
+      scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
+      for (int j = 0; j < n; ++j) {
+        const uint32_t fired = (bits[j] >> i) & 1u;
+        const acc_t u = out_in[i][j] + params.threshold[j];
+        const acc_t grad_u = lif_bwd_step<kReset>(carry[j] + gs_in[i][j], go_in[i][j], fired, u,
+                                                  params[j], v_flag, g_threshold[j], g_penalty[j]);
+        gx[j] = static_cast<scalar_t>(grad_u);
+        carry[j] = grad_u * params.decay[j];
+        const acc_t decay_term = grad_u * v_prev_in[i][j];
+        g_decay[j] += u_flag > acc_t(0) ? decay_term : acc_t(0);
+      }
     }
   }
   for (int j = 0; j < n; ++j) {
@@ -642,27 +708,37 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
     state[j] = a.initial != nullptr ? static_cast<acc_t>(a.initial[lane0 + j]) : acc_t(0);
   }
   const bool decay_input = a.decay_input;
-  for (int64_t t = 0; t < a.T; ++t) {
-    const int64_t off = t * a.lanes + lane0;
-    const scalar_t* in = a.input + off;
-    scalar_t* spk = a.spikes + off;
-    scalar_t* mem = a.membrane + off;
-    for (int j = 0; j < n; ++j) {
-      const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
-      const acc_t h = round_to_storage<scalar_t>(
-          spike_charge<kConv, kReset>(state[j], static_cast<acc_t>(in[j]), p, decay_input));
-      const acc_t s = spike_fire<kConv>(h - p.threshold);
-      spk[j] = static_cast<scalar_t>(s);
-      mem[j] = static_cast<scalar_t>(h);
-      // Kept at the input's precision, like the membrane: the state a step returns (and the next
-      // per-step call starts from) is the one the next step of this loop charges from.
-      state[j] = round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(h, s, p));
+  // Chunks as in lif_forward_lanes: a chunk's input loads all go before its chain.
+  for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
+    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    StagedRow<kBlock, scalar_t, acc_t> in[kChunk];
+    SNN_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      if (k < steps) in[k].load(a.input + (t0 + k) * a.lanes + lane0);
+    }
+    SNN_UNROLL
+    for (int k = 0; k < kChunk; ++k) {
+      if (k >= steps) continue;
+      const int64_t off = (t0 + k) * a.lanes + lane0;
+      scalar_t* spk = a.spikes + off;
+      scalar_t* mem = a.membrane + off;
+      for (int j = 0; j < n; ++j) {
+        const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
+        const acc_t h = round_to_storage<scalar_t>(
+            spike_charge<kConv, kReset>(state[j], in[k][j], p, decay_input));
+        const acc_t s = spike_fire<kConv>(h - p.threshold);
+        spk[j] = static_cast<scalar_t>(s);
+        mem[j] = static_cast<scalar_t>(h);
+        // Kept at the input's precision, like the membrane: the state a step returns (and the
+        // next per-step call starts from) is the one the next step of this loop charges from.
+        state[j] = round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(h, s, p));
+      }
     }
   }
   for (int j = 0; j < n; ++j) a.state[lane0 + j] = static_cast<scalar_t>(state[j]);
 }
 
-// From t = T - 1 down to 0, one pass per step; absent streams read a row of zeros.
+// From t = T - 1 down to 0, one pass per step; absent streams read as zeros.
 template <int kBlock, int kConv, int kReset, int kSurrogate, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_t, acc_t>& a,
                                                  int64_t lane0, int n) {
@@ -700,51 +776,65 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
   const bool membrane_given = a.grad_membrane != nullptr;
   const bool resets_pass = !a.detach_reset && kReset != kSpikeResetNone;
   bool next_reached = a.grad_state != nullptr;  // m_{t+1} resp. h_{t+1}; after the last: the state
-  for (int64_t t = a.T - 1; t >= 0; --t) {
-    const int64_t off = t * a.lanes + lane0;
-    acc_t spike_flag, v_flag = acc_t(0), h_flag = acc_t(0);
-    if (kConv == kConvSnntorch) {
-      const bool r_next = t < a.T - 1 && next_reached && resets_pass;
-      spike_flag = spikes_given || r_next ? acc_t(1) : acc_t(0);
-      next_reached = membrane_given || spikes_given || next_reached;
-    } else {
-      const bool v_reached = next_reached;
-      const bool s_reached = spikes_given || (v_reached && resets_pass);
-      const bool h_reached = membrane_given || s_reached || v_reached;
-      spike_flag = s_reached ? acc_t(1) : acc_t(0);
-      v_flag = v_reached ? acc_t(1) : acc_t(0);
-      h_flag = h_reached ? acc_t(1) : acc_t(0);
-      next_reached = h_reached;
+  // Chunks as in lif_backward_lanes: a chunk's loads (upstream gradients, the previous membrane,
+  // the input) all go before its chain; slot i holds step t0 + i.
+  const int64_t last_chunk = a.T > 0 ? (a.T - 1) / kChunk * kChunk : -1;
+  for (int64_t t0 = last_chunk; t0 >= 0; t0 -= kChunk) {
+    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    StagedRow<kBlock, scalar_t, acc_t> gs_in[kChunk], gm_in[kChunk], x_in[kChunk], prev_in[kChunk];
+    SNN_UNROLL
+    for (int i = 0; i < kChunk; ++i) {
+      if (i >= steps) continue;
+      const int64_t t = t0 + i;
+      const int64_t off = t * a.lanes + lane0;
+      gs_in[i].load(a.grad_spikes != nullptr ? a.grad_spikes + off : zeros);
+      gm_in[i].load(a.grad_membrane != nullptr ? a.grad_membrane + off : zeros);
+      x_in[i].load(need_x ? a.input + off : zeros);
+      // The membrane of step t - 1, or at t = 0 the initial state.
+      prev_in[i].load(t > 0 ? a.membrane + off - a.lanes : initial);
     }
-    const scalar_t* gs = a.grad_spikes != nullptr ? a.grad_spikes + off : zeros;
-    const scalar_t* gm = a.grad_membrane != nullptr ? a.grad_membrane + off : zeros;
-    const scalar_t* x = need_x ? a.input + off : zeros;
-    // The membrane of step t - 1, or at t = 0 the initial state.
-    const scalar_t* prev = t > 0 ? a.membrane + off - a.lanes : initial;
-    scalar_t* gx = a.grad_input + off;
-    const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
-    for (int j = 0; j < n; ++j) {
-      const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
-      const acc_t prev_value = static_cast<acc_t>(read_or_zero(prev, j));
-      acc_t grad_x;
+    SNN_UNROLL
+    for (int i = kChunk - 1; i >= 0; --i) {
+      if (i >= steps) continue;
+      const int64_t t = t0 + i;
+      acc_t spike_flag, v_flag = acc_t(0), h_flag = acc_t(0);
       if (kConv == kConvSnntorch) {
-        grad_x = snntorch_bwd_step<kReset, kSurrogate>(
-            static_cast<acc_t>(read_or_zero(gs, j)), static_cast<acc_t>(read_or_zero(gm, j)),
-            cur[j], prev_value, p, alpha, detach_reset, spike_flag, carry[j], carry_s[j],
-            g_decay[j], g_threshold[j]);
+        const bool r_next = t < a.T - 1 && next_reached && resets_pass;
+        spike_flag = spikes_given || r_next ? acc_t(1) : acc_t(0);
+        next_reached = membrane_given || spikes_given || next_reached;
       } else {
-        // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
-        const acc_t v_prev =
-            after_first > acc_t(0) ? round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(
+        const bool v_reached = next_reached;
+        const bool s_reached = spikes_given || (v_reached && resets_pass);
+        const bool h_reached = membrane_given || s_reached || v_reached;
+        spike_flag = s_reached ? acc_t(1) : acc_t(0);
+        v_flag = v_reached ? acc_t(1) : acc_t(0);
+        h_flag = h_reached ? acc_t(1) : acc_t(0);
+        next_reached = h_reached;
+      }
+      scalar_t* gx = a.grad_input + t * a.lanes + lane0;
+      const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
+      for (int j = 0; j < n; ++j) {
+        const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
+        const acc_t prev_value = prev_in[i][j];
+        acc_t grad_x;
+        if (kConv == kConvSnntorch) {
+          grad_x = snntorch_bwd_step<kReset, kSurrogate>(
+              gs_in[i][j], gm_in[i][j], cur[j], prev_value, p, alpha, detach_reset, spike_flag,
+              carry[j], carry_s[j], g_decay[j], g_threshold[j]);
+        } else {
+          // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
+          const acc_t v_prev =
+              after_first > acc_t(0)
+                  ? round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(
                         prev_value, spike_fire<kConv>(prev_value - p.threshold), p))
                   : prev_value;
-        grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
-            static_cast<acc_t>(read_or_zero(gs, j)), static_cast<acc_t>(read_or_zero(gm, j)),
-            cur[j], v_prev, static_cast<acc_t>(read_or_zero(x, j)), p, alpha, decay_input,
-            detach_reset, v_flag, spike_flag, h_flag, carry[j], g_decay[j], g_threshold[j]);
+          grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
+              gs_in[i][j], gm_in[i][j], cur[j], v_prev, x_in[i][j], p, alpha, decay_input,
+              detach_reset, v_flag, spike_flag, h_flag, carry[j], g_decay[j], g_threshold[j]);
+        }
+        gx[j] = static_cast<scalar_t>(grad_x);
+        cur[j] = prev_value;
       }
-      gx[j] = static_cast<scalar_t>(grad_x);
-      cur[j] = prev_value;
     }
   }
   // r_0 = [m_{-1} - theta > 0] reaches the loss through m_0 unless detached.
