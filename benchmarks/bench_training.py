@@ -1,4 +1,6 @@
-"""One training step of the seed's SpikingNet (forward, backward, SGD step), fused vs reference.
+"""One training step of the seed's SpikingNet (forward, backward, SGD step): the seed's own code
+("seed": its per-step SpikingNeuronLayerRNN loop, a torch.rand mask per step, as the notebook
+writes it), our SpikingNet with the per-step reference loop, and with the fused op.
 
   python benchmarks/bench_training.py                       # the seed's shape and a larger one
   python benchmarks/bench_training.py --batch 1000 --T 128 --hidden 100
@@ -38,12 +40,41 @@ from common import (  # noqa: E402
     time_median,
 )
 
-BACKENDS = ("reference", "fused")
+BACKENDS = ("seed", "reference", "fused")
+
+
+class SeedSpikingNet(torch.nn.Module):
+    """The seed's SpikingNet, its forward as the notebook writes it: per step a fresh
+    ``torch.rand`` mask on the image, then its two SpikingNeuronLayerRNN (bench_dropin.SeedLayer:
+    the seed's per-step arithmetic), logits = the mean of layer 2's returned states."""
+
+    def __init__(self, T, hidden):
+        super().__init__()
+        from bench_dropin import SeedLayer
+
+        self.T = T
+        self.layer1 = SeedLayer(784, hidden)
+        self.layer2 = SeedLayer(hidden, 10)
+
+    def forward(self, x):
+        x = x.view(x.size(0), -1)
+        self.layer1.reset_state()
+        self.layer2.reset_state()
+        out = []
+        for _ in range(self.T):
+            xi = torch.rand(x.shape, device=x.device) * x
+            _, layer1_output = self.layer1(xi)
+            layer2_state, _ = self.layer2(layer1_output)
+            out.append(layer2_state)
+        return F.log_softmax(torch.stack(out).mean(0), dim=-1)
 
 
 def make_step(backend, T, batch, hidden, device, seed=0):
     torch.manual_seed(seed)
-    model = SpikingNet(n_time_steps=T, n_inputs=784, n_hidden=hidden, backend=backend).to(device)
+    if backend == "seed":
+        model = SeedSpikingNet(T, hidden).to(device)
+    else:
+        model = SpikingNet(n_time_steps=T, n_inputs=784, n_hidden=hidden, backend=backend).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
     g = torch.Generator(device=device).manual_seed(seed)
     x = torch.rand(batch, 1, 28, 28, generator=g, device=device) - 0.5
@@ -60,14 +91,30 @@ def make_step(backend, T, batch, hidden, device, seed=0):
 
 
 def time_child(args):
+    """Per shape, the backends' steps interleaved (seed, reference, fused, seed, ...): the machine's
+    drift hits all alike. Medians, and the spread (min, max) of the repeats."""
+    import statistics
+    import time
+
     device = torch.device(args.device)
     rows = []
     for T, batch, hidden in args.shapes:
-        for backend in BACKENDS:
-            step = make_step(backend, T, batch, hidden, device)
-            seconds = time_median(step, device, args.repeats, args.warmup)
+        steps = {backend: make_step(backend, T, batch, hidden, device) for backend in BACKENDS}
+        for step in steps.values():
+            for _ in range(args.warmup):
+                step()
+        times = {backend: [] for backend in steps}
+        for _ in range(args.repeats):
+            for backend, step in steps.items():
+                synchronize(device)
+                begin = time.perf_counter()
+                step()
+                synchronize(device)
+                times[backend].append(time.perf_counter() - begin)
+        for backend, ts in times.items():
             rows.append({"backend": backend, "T": T, "batch": batch, "hidden": hidden,
-                         "device": device.type, "allocator": current_allocator(), "step_s": seconds})
+                         "device": device.type, "allocator": current_allocator(),
+                         "step_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts)})
     return {"rows": rows}
 
 
@@ -166,12 +213,14 @@ def main(argv=None):
         allocs = sorted({r["allocator"] for r in rows})
         for alloc in allocs:
             pick = {r["backend"]: r for r in rows if (r["T"], r["batch"], r["hidden"], r["allocator"]) == (T, batch, hidden, alloc)}
-            ref, fused = pick["reference"], pick["fused"]
+            seed, ref, fused = pick["seed"], pick["reference"], pick["fused"]
             mb = lambda r: None if "peak_bytes" not in r else r["peak_bytes"] / 2**20  # noqa: E731
-            table.append([f"{T}x{batch}x784->{hidden}->10", args.device, alloc, ref["step_s"] * 1e3,
-                          fused["step_s"] * 1e3, ref["step_s"] / fused["step_s"], mb(ref), mb(fused)])
-    headers = ["T x batch x net", "device", "allocator", "reference step ms", "fused step ms",
-               "speedup", "reference peak MB", "fused peak MB"]
+            ms = lambda r: f"{r['step_s'] * 1e3:.0f} ({r['min_s'] * 1e3:.0f}-{r['max_s'] * 1e3:.0f})"  # noqa: E731
+            table.append([f"{T}x{batch}x784->{hidden}->10", args.device, alloc, ms(seed), ms(ref),
+                          ms(fused), seed["step_s"] / fused["step_s"], ref["step_s"] / fused["step_s"],
+                          mb(seed), mb(fused)])
+    headers = ["T x batch x net", "device", "allocator", "seed's code ms", "our per-step loop ms",
+               "fused ms", "fused vs seed's code", "fused vs loop", "seed's peak MB", "fused peak MB"]
     result = {"command": command_line(), "machine": machine_info(), "allocators": ALLOCATORS,
               "memory_method": "growth of peak RSS over one step in a fresh child process (CPU); "
               "torch.cuda.max_memory_allocated (CUDA)", "rows": rows}

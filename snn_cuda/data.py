@@ -107,9 +107,18 @@ def write_idx(path: str, array: np.ndarray) -> None:
         f.write(header + array.tobytes())
 
 
+def _mnist_names(name: str):
+    """The standard name and the common variant with a dot (``train-images.idx3-ubyte``, as
+    several distributions ship them), each raw or gzipped."""
+    dotted = name.replace("-idx", ".idx", 1)
+    for base in (name, dotted):
+        yield base
+        yield base + ".gz"
+
+
 def _find_mnist_file(data_dir: str, name: str) -> Optional[str]:
     for folder in (data_dir, os.path.join(data_dir, "MNIST", "raw")):  # also torchvision's layout
-        for candidate in (name, name + ".gz"):
+        for candidate in _mnist_names(name):
             path = os.path.join(folder, candidate)
             if os.path.exists(path):
                 return path

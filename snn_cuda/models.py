@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Tuple
 
 import torch
@@ -11,6 +12,41 @@ from torch import nn
 from .layers import SpikingNeuronLayer, check_backend
 
 REDUCTIONS = ("mean", "sum")
+
+
+MASK_STREAMS = ("parallel", "single")
+_pool = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None or _pool._max_workers != torch.get_num_threads():
+        _pool = ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="snn_cuda_rand")
+    return _pool
+
+
+def parallel_uniform(shape, generator: Optional[torch.Generator], device, dtype) -> torch.Tensor:
+    """Uniform [0, 1) numbers of ``shape``, slice ``t`` (of the first dim) drawn from a generator
+    of its own seeded with the ``t``-th of ``shape[0]`` seeds taken from ``generator`` (the global
+    one if None): deterministic given that generator's state, whatever the thread count. On the CPU
+    the slices are drawn on the intra-op threads (``torch.rand`` releases the GIL); on other devices
+    one ``torch.rand`` per slice on the device's own generators."""
+    out = torch.empty(shape, device=device, dtype=dtype)
+    if out.numel() == 0:
+        return out
+    seeds = torch.randint(0, 2**62, (shape[0],), generator=generator,
+                          device=generator.device if generator is not None else "cpu").tolist()
+
+    def fill(t: int) -> None:
+        g = torch.Generator(device=device).manual_seed(seeds[t])
+        torch.rand(out[t].shape, generator=g, device=device, dtype=dtype, out=out[t])
+
+    if out.device.type != "cpu" or torch.get_num_threads() == 1:
+        for t in range(shape[0]):
+            fill(t)
+    else:
+        list(_threads().map(fill, range(shape[0])))
+    return out
 
 
 class SpikingNet(nn.Module):
@@ -31,6 +67,12 @@ class SpikingNet(nn.Module):
         backend: ``"fused"`` or ``"reference"`` (the per-step loop).
         reduction: ``"mean"`` (the seed's) or ``"sum"``.
         reset: the reset rule of both layers (the seed's code: ``"proportional"``).
+        mask_stream: how the noise masks are drawn (both uniform [0, 1), deterministic given the
+            generator's state). ``"parallel"`` (default): one generator per time step, seeded from
+            the caller's generator, the steps drawn on the intra-op threads (on the CPU, drawing
+            ``T x B x n_inputs`` numbers on one thread was most of a training step at the seed's
+            shape); the numbers do not depend on the thread count. ``"single"``: one ``torch.rand``
+            call on the caller's generator, the stream of snn_cuda 0.2.0 and before.
 
     Shapes:
         x: ``[B, ...]`` with ``n_inputs`` values per example (an image ``[B, 1, 28, 28]`` is flattened);
@@ -53,8 +95,11 @@ class SpikingNet(nn.Module):
         backend: str = "fused",
         reduction: str = "mean",
         reset: str = "proportional",
+        mask_stream: str = "parallel",
     ):
         super().__init__()
+        if mask_stream not in MASK_STREAMS:
+            raise ValueError(f'mask_stream must be "parallel" or "single", got {mask_stream!r}')
         if not 0 <= begin_eval < n_time_steps:
             raise ValueError(
                 f"need 0 <= begin_eval < n_time_steps, got begin_eval={begin_eval}, "
@@ -67,6 +112,7 @@ class SpikingNet(nn.Module):
         self.begin_eval = begin_eval
         self.n_inputs = n_inputs
         self.reduction = reduction
+        self.mask_stream = mask_stream
         constants = dict(decay_multiplier=0.9, threshold=1.0, penalty_threshold=1.5, reset=reset,
                          backend=backend)
         self.layer1 = SpikingNeuronLayer(n_inputs, n_hidden, **constants)
@@ -77,12 +123,13 @@ class SpikingNet(nn.Module):
         return self.layer1.backend
 
     def noise_masks(self, batch: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """All T input masks at once, uniform [0, 1), on the model's device: ``[T, batch, n_inputs]``."""
+        """All T input masks at once, uniform [0, 1), on the model's device: ``[T, batch, n_inputs]``
+        (drawn as ``mask_stream`` says)."""
         weight = self.layer1.fc.weight
-        return torch.rand(
-            self.n_time_steps, batch, self.n_inputs,
-            generator=generator, device=weight.device, dtype=weight.dtype,
-        )
+        shape = (self.n_time_steps, batch, self.n_inputs)
+        if self.mask_stream == "single":
+            return torch.rand(shape, generator=generator, device=weight.device, dtype=weight.dtype)
+        return parallel_uniform(shape, generator, weight.device, weight.dtype)
 
     def forward_through_time(
         self,

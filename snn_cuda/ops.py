@@ -27,7 +27,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(
         "snn_cuda's compiled operators (snn_cuda._C) are missing or do not load: build them with "
-        "`pip install --no-build-isolation -e .` in the repository (see README.md, 'Building'). "
+        "`pip install --no-build-isolation -e .` in the repository (see docs/development.md, 'Building'). "
         f"Original error: {error}"
     ) from error
 
@@ -703,7 +703,7 @@ def lif(
     ``convention="snntorch"`` computes snnTorch's ``Leaky`` (``decay`` is beta; the reset at step t
     uses the spike of step t - 1), ``convention="spikingjelly"`` SpikingJelly's ``LIFNode``
     (``decay`` is tau; charge, fire and reset in one step), each operation for operation; the
-    equations are in ``csrc/spiking_recurrence.h`` and the README. ``reset="subtract"`` subtracts the
+    equations are in ``csrc/spiking_recurrence.h`` and docs/semantics.md. ``reset="subtract"`` subtracts the
     threshold after a spike (soft reset); ``reset="hard"`` sets the membrane to ``reset_value``
     (snnTorch's ``"zero"`` is ``reset_value=0``); ``reset="none"`` (snntorch convention only) never
     resets: the membrane only leaks, as snnTorch's ``reset_mechanism="none"``.

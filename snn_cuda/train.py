@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from .data import DATASETS, DataError, Split, load_dataset
-from .models import REDUCTIONS, NonSpikingNet, SpikingNet
+from .models import MASK_STREAMS, REDUCTIONS, NonSpikingNet, SpikingNet
 
 MODELS = ("spiking", "nonspiking")
 SEED_LRS = (0.1, 0.05, 0.01)
@@ -50,6 +50,7 @@ class TrainConfig:
     backend: str = "fused"
     model: str = "both"
     reduction: str = "mean"
+    mask_stream: str = "parallel"  # how SpikingNet draws its noise masks (see models.SpikingNet)
     device: str = "auto"
     seed: int = 0
     out: Optional[str] = None
@@ -69,7 +70,16 @@ class TrainConfig:
 
 # Settings that must match for --resume to continue a run (the others may change, e.g. --device).
 RESUME_KEYS = ("dataset", "epochs", "batch_size", "time_steps", "begin_eval", "lr", "momentum",
-               "keep_momentum", "backend", "reduction", "seed", "train_limit", "test_limit")
+               "keep_momentum", "backend", "reduction", "mask_stream", "seed", "train_limit",
+               "test_limit")
+# What a setting was before it existed: checkpoints of snn_cuda 0.2.0 and before drew the masks in
+# one stream.
+LEGACY_CONFIG = {"mask_stream": "single"}
+
+
+def saved_config(config: dict) -> dict:
+    """A checkpoint's config with the settings it predates filled in as they were then."""
+    return {**LEGACY_CONFIG, **config}
 
 
 def validate(cfg: TrainConfig, world_size: int) -> None:
@@ -140,7 +150,7 @@ def build_model(kind: str, cfg: TrainConfig, n_inputs: int, n_classes: int) -> t
     if kind == "spiking":
         return SpikingNet(n_time_steps=cfg.time_steps, begin_eval=cfg.begin_eval, n_inputs=n_inputs,
                           n_hidden=100, n_classes=n_classes, backend=cfg.backend,
-                          reduction=cfg.reduction)
+                          reduction=cfg.reduction, mask_stream=cfg.mask_stream)
     return NonSpikingNet(n_inputs=n_inputs, n_hidden=100, n_classes=n_classes)
 
 
@@ -451,7 +461,7 @@ def run_training(cfg: TrainConfig, resume: bool = False) -> Dict[str, List[dict]
         for k in kinds:
             path = latest_checkpoint(cfg.out, k)
             if path:
-                old = load_checkpoint(path)["config"]
+                old = saved_config(load_checkpoint(path)["config"])
                 diff = [key for key in RESUME_KEYS if old.get(key) != asdict(cfg).get(key)]
                 if diff:
                     raise UserError(
@@ -532,7 +542,8 @@ def plots_from_checkpoint(path: str, index: int, out_dir: str, test: Optional[Sp
     missing = [key for key in ("n_inputs", "n_classes") if key not in ckpt]
     if missing or not isinstance(ckpt["config"], dict):
         raise UserError(f"{path} is not a complete snn_cuda checkpoint (missing {', '.join(missing) or 'config'})")
-    cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__})
+    cfg = TrainConfig(**{k: v for k, v in saved_config(ckpt["config"]).items()
+                         if k in TrainConfig.__dataclass_fields__})
     if test is None:
         try:
             _, test = load_dataset(cfg.dataset, data_dir or cfg.data_dir, download=False)
@@ -567,6 +578,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=["spiking", "nonspiking", "both"], default=d.model)
     p.add_argument("--reduction", choices=REDUCTIONS, default=d.reduction,
                    help="how layer 2's states over time become logits (the seed's code: mean)")
+    p.add_argument("--mask-stream", choices=MASK_STREAMS, default=d.mask_stream,
+                   help="the noise masks: one generator per time step, drawn in parallel (default), "
+                        "or one stream on one thread (snn_cuda 0.2.0's numbers)")
     p.add_argument("--device", default=d.device, help="auto (CUDA when present), cpu, cuda, cuda:N")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<time>)")

@@ -37,7 +37,8 @@ def test_bench_training_tiny(tmp_path):
               "--allocator", "tuned", "--metrics", str(metrics), "--json", str(tmp_path / "t.json"))
     assert "| T x batch x net |" in out and "3x4x784->5->10" in out
     result = json.load(open(tmp_path / "t.json"))
-    assert {r["backend"] for r in result["rows"]} == {"reference", "fused"}
+    assert {r["backend"] for r in result["rows"]} == {"seed", "reference", "fused"}
+    assert "| seed's code ms |" in out
     assert result["epochs"][0][-2] == 1.5
 
 

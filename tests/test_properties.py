@@ -7,7 +7,7 @@ from the run's SNN_TEST_SEED (printed at the end of every run), so a failing run
 
 Half the draws run the fused op's CPU kernels in the GPU's one-lane flavour (gpu_lane_loops).
 
-What "agree" means (README, "Semantics"): forwards equal to the dtype's tolerance with NaN in the
+What "agree" means (docs/semantics.md): forwards equal to the dtype's tolerance with NaN in the
 same places; every gradient too, except on the NaN lanes of spiking_recurrence (a lane whose state
 turns NaN; its gradients there are documented to differ) -- parameter gradients, which sum over
 lanes, are compared when no lane is NaN.

@@ -40,6 +40,41 @@ def test_spiking_net_backends_agree(rng):
         assert_close(a, b, torch.float64, "fused vs reference SpikingNet", atol=1e-10, rtol=1e-10)
 
 
+def test_noise_mask_streams(rng):
+    """"parallel": uniform [0, 1), one generator per step seeded from the caller's generator, the
+    same numbers whatever the thread count and for the same generator state; "single": exactly the
+    one torch.rand call of snn_cuda 0.2.0."""
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    parallel = SpikingNet(n_time_steps=24, n_inputs=784)
+    threads = torch.get_num_threads()
+    try:
+        draws = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            draws.append(parallel.noise_masks(50, torch.Generator().manual_seed(seed)))
+    finally:
+        torch.set_num_threads(threads)
+    assert draws[0].shape == (24, 50, 784) and draws[0].dtype == torch.float32
+    assert torch.equal(draws[0], draws[1]) and torch.equal(draws[0], draws[2])
+    m = draws[0]
+    assert 0 <= m.min() and m.max() < 1 and abs(m.mean().item() - 0.5) < 0.01
+    assert abs(m.var().item() - 1 / 12) < 0.005
+    assert not torch.equal(m[0], m[1])  # each step its own stream
+    # Successive draws from one generator differ, and the global generator is used by default.
+    g = torch.Generator().manual_seed(seed)
+    assert not torch.equal(parallel.noise_masks(50, g), parallel.noise_masks(50, g))
+    torch.manual_seed(seed)
+    a = parallel.noise_masks(3)
+    torch.manual_seed(seed)
+    assert torch.equal(a, parallel.noise_masks(3))
+    single = SpikingNet(n_time_steps=24, n_inputs=784, mask_stream="single")
+    expected = torch.rand(24, 50, 784, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(single.noise_masks(50, torch.Generator().manual_seed(seed)), expected)
+    assert not torch.equal(draws[0], expected)
+    with pytest.raises(ValueError, match='mask_stream must be "parallel" or "single"'):
+        SpikingNet(mask_stream="threads")
+
+
 def test_spiking_net_is_the_seed_network(rng):
     """The logits are the mean of layer 2's returned states over steps begin_eval..T-1 (or the sum)."""
     net = SpikingNet(n_time_steps=20, begin_eval=3, n_inputs=64).double()
@@ -98,6 +133,16 @@ def write_fake_mnist(folder, rng, n_train=40, n_test=20, gz=True):
                   torch.randint(0, 256, (n, 28, 28), generator=rng, dtype=torch.uint8).numpy())
         write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{suffix}"),
                   torch.randint(0, 10, (n,), generator=rng, dtype=torch.uint8).numpy())
+
+
+def test_load_mnist_with_dotted_file_names(tmp_path, rng):
+    """train-images.idx3-ubyte (a dot before idx), as several distributions name the files."""
+    write_fake_mnist(str(tmp_path), rng, gz=True)
+    for name in os.listdir(tmp_path):
+        os.rename(tmp_path / name, tmp_path / name.replace("-idx", ".idx"))
+    assert all(".idx" in name for name in os.listdir(tmp_path))
+    train, test = load_mnist(str(tmp_path), download=False)
+    assert train.images.shape == (40, 1, 28, 28) and test.labels.shape == (20,)
 
 
 def test_load_mnist_from_idx_files(tmp_path, rng):
