@@ -102,6 +102,10 @@ def plot_training_curves(histories: Dict[str, List[dict]], path: str) -> str:
         ax2.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="o", label=name)
     ax1.set(xlabel="epoch", ylabel="NLL loss", title="Loss")
     ax2.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax1.legend()
     ax2.legend()
     fig.tight_layout()

@@ -413,3 +413,16 @@ def test_plot_errors_are_one_line(tmp_path, capsys):
     torch.save(wrong, tmp_path / "wrong.pt")
     assert run_cli("plot", "--checkpoint", str(tmp_path / "wrong.pt")) == 2
     assert "its model does not fit" in capsys.readouterr().err
+
+
+def test_training_curves_have_whole_epoch_ticks(tmp_path, monkeypatch):
+    from snn_cuda import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    history = [{"epoch": e, "train_loss": 1.0 / e, "test_loss": 1.1 / e, "test_accuracy": 0.5 + e / 10}
+               for e in (1, 2, 3)]
+    plots.plot_training_curves({"spiking": history}, str(tmp_path / "c.png"))
+    for ax in figures[0].axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
