@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Tuple
 
 import torch
@@ -15,38 +14,33 @@ REDUCTIONS = ("mean", "sum")
 
 
 MASK_STREAMS = ("parallel", "single")
-_pool = None
 
 
-def _threads() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None or _pool._max_workers != torch.get_num_threads():
-        _pool = ThreadPoolExecutor(max_workers=torch.get_num_threads(), thread_name_prefix="snn_cuda_rand")
-    return _pool
-
-
-def parallel_uniform(shape, generator: Optional[torch.Generator], device, dtype) -> torch.Tensor:
-    """Uniform [0, 1) numbers of ``shape``, slice ``t`` (of the first dim) drawn from a generator
-    of its own seeded with the ``t``-th of ``shape[0]`` seeds taken from ``generator`` (the global
-    one if None): deterministic given that generator's state, whatever the thread count. On the CPU
-    the slices are drawn on the intra-op threads (``torch.rand`` releases the GIL); on other devices
-    one ``torch.rand`` per slice on the device's own generators."""
+def parallel_uniform(shape, generator: Optional[torch.Generator], device, dtype,
+                     factor: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Uniform [0, 1) numbers of ``shape``, deterministic given ``generator``'s state (the global
+    generator if None), whatever the thread count. On the CPU: a counter-based stream (SplitMix64 of
+    one seed drawn from ``generator`` and each element's index; ``torch.ops.snn_cuda.uniform_noise_``)
+    drawn on all intra-op threads. Elsewhere: slice ``t`` of the first dim from a torch generator of
+    its own, seeded with the ``t``-th of ``shape[0]`` seeds drawn from ``generator``. With
+    ``factor`` (shaped ``shape[1:]``), the numbers times it: ``masks * factor``, in the same pass on
+    the CPU (the same values as multiplying afterwards)."""
     out = torch.empty(shape, device=device, dtype=dtype)
     if out.numel() == 0:
         return out
-    seeds = torch.randint(0, 2**62, (shape[0],), generator=generator,
-                          device=generator.device if generator is not None else "cpu").tolist()
+    seed_device = generator.device if generator is not None else "cpu"
+    if out.device.type == "cpu":
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=seed_device))
+        return torch.ops.snn_cuda.uniform_noise_(out, seed, factor)
+    seeds = torch.randint(0, 2**62, (shape[0],), generator=generator, device=seed_device).tolist()
 
     def fill(t: int) -> None:
         g = torch.Generator(device=device).manual_seed(seeds[t])
         torch.rand(out[t].shape, generator=g, device=device, dtype=dtype, out=out[t])
 
-    if out.device.type != "cpu" or torch.get_num_threads() == 1:
-        for t in range(shape[0]):
-            fill(t)
-    else:
-        list(_threads().map(fill, range(shape[0])))
-    return out
+    for t in range(shape[0]):
+        fill(t)
+    return out if factor is None else out.mul_(factor)
 
 
 class SpikingNet(nn.Module):
@@ -68,11 +62,11 @@ class SpikingNet(nn.Module):
         reduction: ``"mean"`` (the seed's) or ``"sum"``.
         reset: the reset rule of both layers (the seed's code: ``"proportional"``).
         mask_stream: how the noise masks are drawn (both uniform [0, 1), deterministic given the
-            generator's state). ``"parallel"`` (default): one generator per time step, seeded from
-            the caller's generator, the steps drawn on the intra-op threads (on the CPU, drawing
-            ``T x B x n_inputs`` numbers on one thread was most of a training step at the seed's
-            shape); the numbers do not depend on the thread count. ``"single"``: one ``torch.rand``
-            call on the caller's generator, the stream of snn_cuda 0.2.0 and before.
+            generator's state). ``"parallel"`` (default): see :func:`parallel_uniform` -- on the
+            CPU a counter-based stream drawn on all threads (drawing ``T x B x n_inputs`` numbers
+            with ``torch.rand`` on one thread was most of a training step at the seed's shape); the
+            numbers do not depend on the thread count. ``"single"``: one ``torch.rand`` call on the
+            caller's generator, the stream of snn_cuda 0.2.0 and before.
 
     Shapes:
         x: ``[B, ...]`` with ``n_inputs`` values per example (an image ``[B, 1, 28, 28]`` is flattened);
@@ -145,9 +139,14 @@ class SpikingNet(nn.Module):
             raise ValueError(
                 f"SpikingNet expects {self.n_inputs} input values per example, got {x.shape[1]}"
             )
-        if masks is None:
-            # In place: the [T, B, n_inputs] masks are the largest tensor of the step; only their
-            # product with x is needed (layer 1 keeps it for its weight gradient).
+        if masks is None and self.mask_stream == "parallel" and not x.requires_grad:
+            # The masks times x in one pass: the [T, B, n_inputs] product is the largest tensor of
+            # the step, and only it is needed (layer 1 keeps it for its weight gradient).
+            weight = self.layer1.fc.weight
+            spikes_in = parallel_uniform((self.n_time_steps, *x.shape), generator, weight.device,
+                                         weight.dtype, x.to(weight.dtype).contiguous())
+        elif masks is None:
+            # In place where x needs no gradient: only the product is needed.
             masks = self.noise_masks(x.shape[0], generator)
             spikes_in = masks.mul_(x) if not x.requires_grad else masks * x
         elif masks.shape != (self.n_time_steps, x.shape[0], self.n_inputs):

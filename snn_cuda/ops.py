@@ -282,6 +282,11 @@ def _same_device(op: str, reference: torch.Tensor, **tensors) -> None:
                          lambda: f"{op}: {name} must be on the input's device {reference.device}, got {t.device}")
 
 
+@torch.library.register_fake("snn_cuda::uniform_noise_")
+def _uniform_noise_fake(out, seed, factor=None):
+    return out
+
+
 @torch.library.register_fake("snn_cuda::spiking_recurrence_fwd")
 def _spiking_recurrence_fwd_fake(excitation, decay, threshold, penalty, reset, delay, initial=None):
     _same_device("spiking_recurrence_fwd", excitation, decay=decay, threshold=threshold,

@@ -75,6 +75,32 @@ def test_noise_mask_streams(rng):
         SpikingNet(mask_stream="threads")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_parallel_uniform_in_every_dtype(dtype):
+    """[0, 1) in the target dtype (never 1 after rounding), uniform, the same under any thread
+    count, different seeds giving different streams."""
+    from snn_cuda.models import parallel_uniform
+
+    g = lambda: torch.Generator().manual_seed(11)  # noqa: E731
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = parallel_uniform((3, 200_000), g(), "cpu", dtype)
+        torch.set_num_threads(2)
+        two = parallel_uniform((3, 200_000), g(), "cpu", dtype)
+    finally:
+        torch.set_num_threads(threads)
+    assert one.dtype == dtype and torch.equal(one, two)
+    assert one.min() >= 0 and one.max() < 1
+    values = one.double()
+    assert abs(values.mean().item() - 0.5) < 0.01 and abs(values.var().item() - 1 / 12) < 0.01
+    # Each of 10 equal bins holds ~10% (a biased generator or a stuck bit would not).
+    counts = torch.histc(values, bins=10, min=0, max=1) / values.numel()
+    assert (counts - 0.1).abs().max() < 0.01, counts
+    other = parallel_uniform((3, 200_000), torch.Generator().manual_seed(12), "cpu", dtype)
+    assert not torch.equal(one, other)
+
+
 def test_spiking_net_is_the_seed_network(rng):
     """The logits are the mean of layer 2's returned states over steps begin_eval..T-1 (or the sum)."""
     net = SpikingNet(n_time_steps=20, begin_eval=3, n_inputs=64).double()
@@ -426,3 +452,23 @@ def test_training_curves_have_whole_epoch_ticks(tmp_path, monkeypatch):
     for ax in figures[0].axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_masks_times_the_image_in_one_pass(rng, dtype):
+    """The CPU draws the masks and multiplies them by the image in one pass: the same numbers as
+    drawing the masks, then multiplying; and the network's forward is the one with those masks."""
+    from snn_cuda.models import parallel_uniform
+
+    x = torch.rand(4, 64, generator=rng).to(dtype) - 0.5
+    seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    fused = parallel_uniform((9, 4, 64), torch.Generator().manual_seed(seed), "cpu", dtype, x)
+    masks = parallel_uniform((9, 4, 64), torch.Generator().manual_seed(seed), "cpu", dtype)
+    assert torch.equal(fused, masks * x)
+    if dtype in (torch.float64, torch.float32):
+        net = SpikingNet(n_time_steps=9, n_inputs=64).to(dtype)
+        a = net(x, generator=torch.Generator().manual_seed(seed))
+        b = net(x, masks=net.noise_masks(4, torch.Generator().manual_seed(seed)))
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="factor must have out's shape without its first dim"):
+        torch.ops.snn_cuda.uniform_noise_(torch.empty(9, 4, 64, dtype=dtype), 1, x[:2])

@@ -2,6 +2,7 @@
 #include "spiking_recurrence_ops.h"
 
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <Python.h>
 #include <torch/library.h>
@@ -341,6 +342,97 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_r
                       need_penalty, initial, need_initial, BackwardCpu{});
 }
 
+// ------------------------------------------------------------------------------------------------
+// Uniform [0, 1) noise for the seed's input masks, counter-based: element i of a call seeded with s
+// is a function of (s, i) alone -- from SplitMix64's output for state s + (i + 1) * gamma -- so the
+// numbers do not depend on how the elements are split over threads, and every thread draws its
+// part at once (torch.rand on the CPU runs one Mersenne Twister on one thread: ~8 ns a number, which
+// was most of a training step at the seed's shape). The top bits become the value: 24 for float32,
+// 53 for float64, 11 for float16, 8 for bfloat16, so that it is < 1 in the target type.
+
+inline uint64_t splitmix64(uint64_t seed, uint64_t counter) {
+  uint64_t z = seed + (counter + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// float64 takes one hash per element (53 bits); the narrower types two elements per hash (elements
+// 2k and 2k + 1 from hash k: its top kBits and the kBits below them).
+// With a factor (one row of out.numel() / rows elements, repeated over out's rows), each number is
+// then multiplied by the factor's element, as torch's mul would do it (in float for the half types,
+// rounded once): the seed's input encoding, mask * image, in the same pass.
+// Element i's factor is factor[i % row]; the loops carry j = i % row along instead of dividing.
+template <typename scalar_t>
+inline scalar_t scaled(scalar_t value, const scalar_t* factor, int64_t& j, int64_t row) {
+  if (factor == nullptr) return value;
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t result = static_cast<scalar_t>(static_cast<acc_t>(value) * static_cast<acc_t>(factor[j]));
+  if (++j == row) j = 0;
+  return result;
+}
+
+template <typename scalar_t, int kBits>
+void fill_uniform(scalar_t* out, int64_t n, uint64_t seed, const scalar_t* factor, int64_t row) {
+  if (kBits > 32) {
+    at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+      int64_t j = begin % row;
+      for (int64_t i = begin; i < end; ++i) {
+        const uint64_t bits = splitmix64(seed, static_cast<uint64_t>(i)) >> (64 - kBits);
+        const scalar_t u = static_cast<scalar_t>(static_cast<double>(bits) * (1.0 / double(uint64_t{1} << kBits)));
+        out[i] = scaled(u, factor, j, row);
+      }
+    });
+    return;
+  }
+  const float scale = 1.0f / static_cast<float>(uint64_t{1} << kBits);
+  constexpr uint64_t kMask = (uint64_t{1} << kBits) - 1;
+  const int64_t pairs = (n + 1) / 2;
+  at::parallel_for(0, pairs, int64_t{1} << 15, [&](int64_t begin, int64_t end) {
+    int64_t j = (2 * begin) % row;
+    for (int64_t k = begin; k < end; ++k) {
+      const uint64_t z = splitmix64(seed, static_cast<uint64_t>(k));
+      const scalar_t u0 = static_cast<scalar_t>(static_cast<float>(z >> (64 - kBits)) * scale);
+      out[2 * k] = scaled(u0, factor, j, row);
+      if (2 * k + 1 < n) {
+        const scalar_t u1 =
+            static_cast<scalar_t>(static_cast<float>((z >> (64 - 2 * kBits)) & kMask) * scale);
+        out[2 * k + 1] = scaled(u1, factor, j, row);
+      }
+    }
+  });
+}
+
+at::Tensor& uniform_noise_cpu(at::Tensor& out, int64_t seed, const c10::optional<at::Tensor>& factor) {
+  TORCH_CHECK(out.is_contiguous(), "uniform_noise_: out must be contiguous");
+  const uint64_t s = static_cast<uint64_t>(seed);
+  const int64_t n = out.numel();
+  at::Tensor f;
+  int64_t row = 1;
+  if (factor.has_value()) {
+    TORCH_CHECK(out.dim() >= 1 && factor->sizes() == out.sizes().slice(1),
+                "uniform_noise_: factor must have out's shape without its first dim, ",
+                out.sizes().slice(1), ", got ", factor->sizes());
+    TORCH_CHECK(factor->scalar_type() == out.scalar_type() && factor->device() == out.device(),
+                "uniform_noise_: factor must have out's dtype and device");
+    f = factor->contiguous();
+    row = std::max<int64_t>(f.numel(), 1);
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "uniform_noise_", [&] {
+    const scalar_t* fp = f.defined() ? f.data_ptr<scalar_t>() : nullptr;
+    if (std::is_same<scalar_t, double>::value) {
+      fill_uniform<scalar_t, 53>(out.data_ptr<scalar_t>(), n, s, fp, row);
+    } else if (std::is_same<scalar_t, float>::value) {
+      fill_uniform<scalar_t, 24>(out.data_ptr<scalar_t>(), n, s, fp, row);
+    } else if (std::is_same<scalar_t, at::Half>::value) {
+      fill_uniform<scalar_t, 11>(out.data_ptr<scalar_t>(), n, s, fp, row);
+    } else {
+      fill_uniform<scalar_t, 8>(out.data_ptr<scalar_t>(), n, s, fp, row);
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(snn_cuda, m) {
@@ -387,6 +479,9 @@ TORCH_LIBRARY(snn_cuda, m) {
   // Tests only: the CPU kernels run the GPU's one-lane flavour of the loops while enabled. Returns
   // the previous setting. (snn_cuda.ops.gpu_lane_loops() is the context manager.)
   m.def("_set_gpu_lane_loops(bool enabled) -> bool", &set_gpu_lane_loops);
+  // Fills out (contiguous, CPU) with uniform [0, 1) numbers, a function of (seed, index) alone,
+  // times factor (out's shape without its first dim, repeated over it) when given.
+  m.def("uniform_noise_(Tensor(a!) out, int seed, Tensor? factor=None) -> Tensor(a!)");
 }
 
 TORCH_LIBRARY_IMPL(snn_cuda, CPU, m) {
@@ -394,6 +489,7 @@ TORCH_LIBRARY_IMPL(snn_cuda, CPU, m) {
   m.impl("spiking_recurrence_bwd", &spiking_recurrence_bwd_cpu);
   m.impl("lif_fwd", &lif_fwd_cpu);
   m.impl("lif_bwd", &lif_bwd_cpu);
+  m.impl("uniform_noise_", &uniform_noise_cpu);
 }
 
 }  // namespace snn_cuda
