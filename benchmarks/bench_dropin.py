@@ -23,7 +23,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from typing import Callable, Dict, List
 
 import torch
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import command_line, current_allocator, machine_info, markdown_table, synchronize  # noqa: E402
+from common import command_line, current_allocator, machine_info, markdown_table, time_interleaved  # noqa: E402
 
 import snn_cuda  # noqa: E402
 
@@ -206,18 +205,7 @@ def model_cases(device, T_mlp: int, batch_mlp: int, T_conv: int, batch_conv: int
 def measure(cases, device, repeats: int, warmup: int) -> List[dict]:
     rows = []
     for case, impls in cases.items():
-        for fn in impls.values():
-            for _ in range(warmup):
-                fn()
-        times = {name: [] for name in impls}
-        for _ in range(repeats):  # interleaved: A, B, C, A, B, C, ...
-            for name, fn in impls.items():
-                synchronize(device)
-                begin = time.perf_counter()
-                fn()
-                synchronize(device)
-                times[name].append(time.perf_counter() - begin)
-        for name, ts in times.items():
+        for name, ts in time_interleaved(impls, device, repeats, warmup).items():
             rows.append({"case": case, "implementation": name, "median_s": statistics.median(ts),
                          "min_s": min(ts), "max_s": max(ts)})
         print(f"  measured {case}", file=sys.stderr, flush=True)

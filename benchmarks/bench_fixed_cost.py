@@ -17,7 +17,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import torch
 
@@ -25,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import snn_cuda  # noqa: E402
 
-from common import command_line, machine_info, markdown_table  # noqa: E402
+from common import command_line, machine_info, markdown_table, time_interleaved  # noqa: E402
 
 H = 100
 
@@ -81,15 +80,7 @@ def cases(lanes: int):
 
 
 def measure(fns, repeats, warmup):
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            begin = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - begin)
+    times = time_interleaved(fns, torch.device("cpu"), repeats, warmup)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

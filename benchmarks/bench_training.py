@@ -37,6 +37,7 @@ from common import (  # noqa: E402
     rss_bytes,
     run_self_in_subprocess,
     synchronize,
+    time_interleaved,
     time_median,
 )
 
@@ -94,24 +95,12 @@ def time_child(args):
     """Per shape, the backends' steps interleaved (seed, reference, fused, seed, ...): the machine's
     drift hits all alike. Medians, and the spread (min, max) of the repeats."""
     import statistics
-    import time
 
     device = torch.device(args.device)
     rows = []
     for T, batch, hidden in args.shapes:
         steps = {backend: make_step(backend, T, batch, hidden, device) for backend in BACKENDS}
-        for step in steps.values():
-            for _ in range(args.warmup):
-                step()
-        times = {backend: [] for backend in steps}
-        for _ in range(args.repeats):
-            for backend, step in steps.items():
-                synchronize(device)
-                begin = time.perf_counter()
-                step()
-                synchronize(device)
-                times[backend].append(time.perf_counter() - begin)
-        for backend, ts in times.items():
+        for backend, ts in time_interleaved(steps, device, args.repeats, args.warmup).items():
             rows.append({"backend": backend, "T": T, "batch": batch, "hidden": hidden,
                          "device": device.type, "allocator": current_allocator(),
                          "step_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts)})

@@ -59,6 +59,24 @@ def time_median(fn: Callable[[], object], device: torch.device, repeats: int, wa
     return statistics.median(times)
 
 
+def time_interleaved(fns: Dict[str, Callable[[], object]], device: torch.device, repeats: int,
+                     warmup: int) -> Dict[str, List[float]]:
+    """Seconds of each of ``repeats`` calls of every function, the functions interleaved (A, B, C,
+    A, B, C, ...) so that the machine's drift hits all alike; after ``warmup`` calls of each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            begin = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - begin)
+    return times
+
+
 def copy_floor(nbytes: int, device: torch.device, repeats: int, warmup: int) -> float:
     """Seconds for a plain device copy that moves `nbytes` in total (reads nbytes / 2, writes
     nbytes / 2) between buffers allocated beforehand: the memory-bandwidth floor for an op that must
