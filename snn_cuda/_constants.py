@@ -25,7 +25,7 @@ class CheckedConstants:
             return
         if isinstance(value, torch.Tensor):
             if value.layout != torch.strided or value.is_complex() or value.dtype == torch.bool:
-                raise TypeError(f"{self._owner()}: {name}{what} must be a dense real tensor, got "
+                raise TypeError(f"{self._owner()}: {name}{what} must be a real tensor (strided), got "
                                 f"dtype {value.dtype}, layout {value.layout}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{self._owner()}: {name}{what} must be a float or a tensor, got "

@@ -33,19 +33,11 @@ Number = Union[float, int]
 STEP_MODES = ("s", "m")
 
 
-def _tensor_param(module: nn.Module, name: str, value, learn: bool) -> None:
+def _tensor_param(module: CheckedConstants, name: str, value, learn: bool) -> None:
     """Registers ``value`` as a Parameter (``learn``) or a buffer, as snnTorch does."""
+    module._check_constant(name, value, False, "")
     if not isinstance(value, torch.Tensor):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(
-                f"snn_cuda.{type(module).__name__}: {name} must be a float or a tensor, got "
-                f"{type(value).__name__} {value!r}"
-            )
         value = torch.as_tensor(value)
-    if value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(
-            f"snn_cuda.{type(module).__name__}: {name} must be a real tensor, got dtype {value.dtype}"
-        )
     if learn:
         setattr(module, name, nn.Parameter(value))
     else:
@@ -524,14 +516,13 @@ class LIFNode(CheckedConstants, MemoryModule):
     def _register_constant(self, name: str, value, learn: bool) -> None:
         """A float stays a float (as in SpikingJelly); a tensor becomes a buffer, or a Parameter
         when learnable, so that ``.to(device)`` moves it."""
+        self._check_constant(name, value, False, "")
         if learn:
             tensor = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
             setattr(self, name, nn.Parameter(tensor))
         elif isinstance(value, torch.Tensor):
             self.register_buffer(name, value)
         else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"snn_cuda.LIFNode: {name} must be a float or a tensor, got {value!r}")
             setattr(self, name, float(value))
 
     @property

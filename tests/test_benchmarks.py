@@ -78,3 +78,11 @@ def test_bench_dropin_tiny(tmp_path):
             ("seed layer per step", "snn_cuda"), ("seed layer per step", "seed"),
             ("snnTorch tutorial net 784-1000-10", "snn_cuda run_sequence")} <= names
     assert all(r["median_s"] > 0 for r in rows)
+
+
+def test_bench_fixed_cost_tiny(tmp_path):
+    out = run("bench_fixed_cost.py", "--lanes", "1000", "--repeats", "1", "--warmup", "0",
+              "--json", str(tmp_path / "f.json"))
+    assert "| lanes | rec fwd op us |" in out
+    rows = json.load(open(tmp_path / "f.json"))["rows"]
+    assert rows[0]["lanes"] == 1000 and rows[0]["rec_fwd_op_us"] > 0
