@@ -135,6 +135,14 @@ def param_value(kind, low, high, case, gen):
     return uniform(case["shape"][1:])  # "step": one value per lane (lif's flat path)
 
 
+def initial_for(case, gen):
+    """The drawn initial state (one step, in the input's dtype), or None."""
+    if not case["with_initial"]:
+        return None
+    step_shape = case["shape"][1:]
+    return (torch.randn(step_shape, generator=gen, dtype=torch.float64) * 0.5).to(case["dtype"])
+
+
 def leaves_for(case, values, initial):
     """Fresh leaves (requiring grad where drawn) for one run, and the logical arguments."""
     x_base = values["x"].clone().requires_grad_()
@@ -214,8 +222,7 @@ def test_spiking_recurrence_matches_reference(case):
         params=[param_value(kind, low, high, case, gen) for kind, (low, high) in
                 zip(case["param_kinds"], [(0.5, 1.0), (0.5, 1.5), (0.5, 2.0)])],
     )
-    initial = (torch.randn(shape[1:], generator=gen, dtype=torch.float64) * 0.5).to(dtype) \
-        if case["with_initial"] else None
+    initial = initial_for(case, gen)
     weights = [torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2)]
     results = []
     for fn in (snn_cuda.spiking_recurrence, reference.spiking_recurrence):
@@ -307,8 +314,7 @@ def test_lif_matches_reference(case):
     gen = torch.Generator().manual_seed(case["seed"])
     dtype, shape = case["dtype"], case["shape"]
     values = lif_values(case, gen)
-    initial = (torch.randn(shape[1:], generator=gen, dtype=torch.float64) * 0.5).to(dtype) \
-        if case["with_initial"] else None
+    initial = initial_for(case, gen)
     weights = [torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2)]
     weights.append(torch.randn(shape[1:], generator=gen, dtype=torch.float64))
     (fwd_f, grads_f), (fwd_r, grads_r) = (run_lif(fn, case, values, initial, weights)
@@ -328,8 +334,7 @@ def test_lif_step_by_step_is_lif(case):
     gen = torch.Generator().manual_seed(case["seed"])
     dtype, shape = case["dtype"], case["shape"]
     values = lif_values(case, gen)
-    initial = (torch.randn(shape[1:], generator=gen, dtype=torch.float64) * 0.5).to(dtype) \
-        if case["with_initial"] else None
+    initial = initial_for(case, gen)
     x = view_of(values["x"], shape, case["layout"])
     decay, threshold, reset_value = values["params"]
     options = dict(convention=case["convention"], reset=case["reset"], reset_value=reset_value,
