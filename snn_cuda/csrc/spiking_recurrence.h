@@ -249,6 +249,31 @@ struct StagedRow<1, scalar_t, acc_t> {
   C10_HOST_DEVICE inline acc_t operator[](int) const { return value; }
 };
 
+// The steps of the chunk that starts at t0.
+C10_HOST_DEVICE inline int chunk_steps(int64_t T, int64_t t0) {
+  return static_cast<int>(min_of<int64_t>(kChunk, T - t0));
+}
+
+// A chunk's loads of one [T, lanes] stream: rows t0 .. t0 + steps - 1 of lanes lane0...
+template <int kBlock, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline void stage_chunk(StagedRow<kBlock, scalar_t, acc_t> (&rows)[kChunk],
+                                        const scalar_t* stream, int64_t t0, int steps,
+                                        int64_t lanes, int64_t lane0) {
+  SNN_UNROLL
+  for (int k = 0; k < kChunk; ++k) {
+    if (k < steps) rows[k].load(stream + (t0 + k) * lanes + lane0);
+  }
+}
+
+// The state before step 0 of lanes lane0..: the initial state, or zeros without one.
+template <int kBlock, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline void load_initial(acc_t (&state)[kBlock], const scalar_t* initial,
+                                         int64_t lane0, int n) {
+  for (int j = 0; j < n; ++j) {
+    state[j] = initial != nullptr ? static_cast<acc_t>(initial[lane0 + j]) : acc_t(0);
+  }
+}
+
 // Runs the forward recurrence of lanes [lane0, lane0 + n), n <= kBlock, over all T steps.
 template <int kBlock, int kReset, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>& a,
@@ -257,17 +282,12 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
   acc_t v[kBlock];
   uint32_t bits[kBlock];
   params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
-  for (int j = 0; j < n; ++j) {
-    v[j] = a.initial != nullptr ? static_cast<acc_t>(a.initial[lane0 + j]) : acc_t(0);
-  }
+  load_initial<kBlock>(v, a.initial, lane0, n);
   const int64_t shift = a.delay ? 1 : 0;
   for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
-    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    const int steps = chunk_steps(a.T, t0);
     StagedRow<kBlock, scalar_t, acc_t> in[kChunk];
-    SNN_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
-      if (k < steps) in[k].load(a.excitation + (t0 + k) * a.lanes + lane0);
-    }
+    stage_chunk(in, a.excitation, t0, steps, a.lanes, lane0);
     if (a.delay && t0 == 0) {
       // Row 0 of a delayed layer is the initial state: zeros (stored after the first chunk's
       // loads, which it would otherwise hold back).
@@ -350,7 +370,7 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
   bool u_next_reached = false;
   const int64_t last_chunk = a.T > 0 ? (a.T - 1) / kChunk * kChunk : -1;
   for (int64_t t0 = last_chunk; t0 >= 0; t0 -= kChunk) {
-    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    const int steps = chunk_steps(a.T, t0);
     const uint8_t* gate_row = a.gates + (t0 / kChunk) * a.lanes + lane0;
     for (int j = 0; j < n; ++j) bits[j] = gate_row[j];
     // The chunk's loads; slot i holds step t0 + i (the chain then walks i down).
@@ -704,18 +724,13 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
   load_lane_param<kBlock>(decay, a.decay, a.H, lane0, n);
   load_lane_param<kBlock>(threshold, a.threshold, a.H, lane0, n);
   load_lane_param<kBlock>(reset_value, a.reset_value, a.H, lane0, n);
-  for (int j = 0; j < n; ++j) {
-    state[j] = a.initial != nullptr ? static_cast<acc_t>(a.initial[lane0 + j]) : acc_t(0);
-  }
+  load_initial<kBlock>(state, a.initial, lane0, n);
   const bool decay_input = a.decay_input;
   // Chunks as in lif_forward_lanes: a chunk's input loads all go before its chain.
   for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
-    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    const int steps = chunk_steps(a.T, t0);
     StagedRow<kBlock, scalar_t, acc_t> in[kChunk];
-    SNN_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
-      if (k < steps) in[k].load(a.input + (t0 + k) * a.lanes + lane0);
-    }
+    stage_chunk(in, a.input, t0, steps, a.lanes, lane0);
     SNN_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       if (k >= steps) continue;
@@ -780,7 +795,7 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
   // the input) all go before its chain; slot i holds step t0 + i.
   const int64_t last_chunk = a.T > 0 ? (a.T - 1) / kChunk * kChunk : -1;
   for (int64_t t0 = last_chunk; t0 >= 0; t0 -= kChunk) {
-    const int steps = static_cast<int>(min_of<int64_t>(kChunk, a.T - t0));
+    const int steps = chunk_steps(a.T, t0);
     StagedRow<kBlock, scalar_t, acc_t> gs_in[kChunk], gm_in[kChunk], x_in[kChunk], prev_in[kChunk];
     SNN_UNROLL
     for (int i = 0; i < kChunk; ++i) {
