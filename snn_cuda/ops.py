@@ -191,27 +191,30 @@ def neuron_param(
 
     Differentiable: a tensor that requires grad gets its gradient back through the expand/cast.
     """
-    source = "excitation" if op == "spiking_recurrence" else "the input"
+    check_param_kind(value, name, op, device)
     if isinstance(value, torch.Tensor):
-        check_strided(value, f"{op}: {name}")
-        if value.device != device:
-            raise ValueError(f"{op}: {name} must be on {source}'s device {device}, got {value.device}")
-        if value.is_complex() or value.dtype == torch.bool:
-            raise ValueError(
-                f"{op}: {name} must be a real tensor, got dtype {value.dtype}"
-            )
         if value.dim() > 1 or value.numel() not in (1, H):
             raise ValueError(
                 f"{op}: {name} must be a float or a tensor broadcastable to [H] = [{H}] "
                 f"(shape [], [1] or [{H}]), got shape {tuple(value.shape)}"
             )
         return value.to(dtype).reshape(-1).expand(H).contiguous()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"{op}: {name} must be a float or a tensor, got {type(value).__name__}"
-        )
-    check_value(value, name, op)
     return constant_row(float(value), H, dtype, device)
+
+
+def check_param_kind(value: Param, name: str, op: str, device: torch.device) -> None:
+    """A neuron constant is a finite float, or a dense real tensor on the input's device."""
+    if isinstance(value, torch.Tensor):
+        check_strided(value, f"{op}: {name}")
+        if value.device != device:
+            source = "excitation" if op == "spiking_recurrence" else "the input"
+            raise ValueError(f"{op}: {name} must be on {source}'s device {device}, got {value.device}")
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{op}: {name} must be a real tensor, got dtype {value.dtype}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{op}: {name} must be a float or a tensor, got {type(value).__name__}")
+    check_value(value, name, op)
 
 
 _CONSTANT_ROWS = {}
@@ -641,16 +644,9 @@ def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtyp
     Differentiable through the broadcast and the cast."""
     if not flat:
         return neuron_param(value, name, step_shape[-1], dtype, device, op="lif")
+    check_param_kind(value, name, "lif", device)
     if not isinstance(value, torch.Tensor):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"lif: {name} must be a float or a tensor, got {type(value).__name__}")
-        check_value(value, name, "lif")
         value = constant_row(float(value), 1, dtype, device)
-    check_strided(value, f"lif: {name}")
-    if value.is_complex() or value.dtype == torch.bool:
-        raise ValueError(f"lif: {name} must be a real tensor, got dtype {value.dtype}")
-    if value.device != device:
-        raise ValueError(f"lif: {name} must be on the input's device {device}, got {value.device}")
     try:
         expanded = torch.broadcast_to(value.to(dtype), tuple(step_shape))
     except RuntimeError:
