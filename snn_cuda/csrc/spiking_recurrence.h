@@ -79,7 +79,9 @@ C10_HOST_DEVICE inline acc_t lif_bwd_step(acc_t grad_v, acc_t grad_o, uint32_t f
   // relu'(x) = [x > 0] = g (relu'(0) = 0, as in torch).
   if (kReset == kResetProportional) {
     // v = u - ratio * u * g, ratio = penalty / threshold.
-    const acc_t grad_ratio = v_reached > acc_t(0) ? -(grad_v * u * g) : acc_t(0);
+    // The product is always computed and then selected, so the select stays branch-free.
+    const acc_t ratio_product = -(grad_v * u * g);
+    const acc_t grad_ratio = v_reached > acc_t(0) ? ratio_product : acc_t(0);
     grad_threshold += -(grad_o * g) - grad_ratio * p.ratio / p.threshold;
     grad_penalty += grad_ratio / p.threshold;
     return grad_v * (acc_t(1) - p.ratio * g) + grad_o * g;
@@ -601,7 +603,8 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
                                                acc_t& grad_decay, acc_t& grad_threshold) {
   const acc_t sg = surrogate_grad<kSurrogate>(m - p.threshold, alpha);
   const acc_t gs_total = gs + carry_s;
-  const acc_t spike_term = spike_reached > acc_t(0) ? gs_total * sg : acc_t(0);
+  const acc_t spike_product = gs_total * sg;  // computed, then selected (see lif_bwd_step)
+  const acc_t spike_term = spike_reached > acc_t(0) ? spike_product : acc_t(0);
   const acc_t g = gm + carry_m + spike_term;
   grad_threshold -= spike_term;
   const acc_t r = m_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
@@ -627,16 +630,18 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
 // One backward step of the SpikingJelly convention at step t.
 //   gs, gh: dL/ds_t and dL/dh_t from outside; h = h_t; v_prev = v_{t-1}; x = x_t (read only for
 //   tau's gradient with decay_input); carry: dL/dv_t, on return dL/dv_{t-1}.
-//   v_reached, s_reached, h_reached: 1 if v_t, s_t, h_t reach the loss, else 0: products with
-//   values that may be infinite or NaN (h, sigma'(z), the charge's numerator) are only formed for
-//   values that do, as autograd only runs the nodes the loss reaches (see spike_backward_lanes).
+//   reset_passes: 1 if v_t reaches the loss and the reset is not detached (its dependence on s_t
+//   then carries gradient), else 0; s_reached, h_reached: 1 if s_t, h_t reach the loss, else 0.
+//   Products with values that may be infinite or NaN (h, sigma'(z), the charge's numerator) are
+//   only formed for values that do, as autograd only runs the nodes the loss reaches (see
+//   spike_backward_lanes).
 // Returns dL/dx_t.
 template <int kReset, int kSurrogate, typename acc_t>
 C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, acc_t v_prev,
                                                    acc_t x, const SpikeParams<acc_t>& p,
                                                    acc_t alpha, acc_t decay_input,
-                                                   acc_t detach_reset, acc_t v_reached,
-                                                   acc_t s_reached, acc_t h_reached, acc_t& carry,
+                                                   acc_t reset_passes, acc_t s_reached,
+                                                   acc_t h_reached, acc_t& carry,
                                                    acc_t& grad_decay, acc_t& grad_threshold) {
   const acc_t z = h - p.threshold;
   const acc_t sg = surrogate_grad<kSurrogate>(z, alpha);
@@ -652,9 +657,12 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
     dv_ds = p.reset_value - h;
     rest = p.reset_value;
   }
-  const acc_t reset_term = detach_reset > acc_t(0) || v_reached <= acc_t(0) ? acc_t(0) : carry * dv_ds;
+  // Products computed, then selected (see lif_bwd_step).
+  const acc_t reset_product = carry * dv_ds;
+  const acc_t reset_term = reset_passes > acc_t(0) ? reset_product : acc_t(0);
   const acc_t gs_total = gs + reset_term;
-  const acc_t spike_term = s_reached > acc_t(0) ? gs_total * sg : acc_t(0);
+  const acc_t spike_product = gs_total * sg;
+  const acc_t spike_term = s_reached > acc_t(0) ? spike_product : acc_t(0);
   const acc_t g = gh + carry * dv_dh + spike_term;  // dL/dh_t
   grad_threshold -= spike_term;
   const acc_t tau2 = p.decay * p.decay;
@@ -812,7 +820,7 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
     for (int i = kChunk - 1; i >= 0; --i) {
       if (i >= steps) continue;
       const int64_t t = t0 + i;
-      acc_t spike_flag, v_flag = acc_t(0), h_flag = acc_t(0);
+      acc_t spike_flag, reset_flag = acc_t(0), h_flag = acc_t(0);
       if (kConv == kConvSnntorch) {
         const bool r_next = t < a.T - 1 && next_reached && resets_pass;
         spike_flag = spikes_given || r_next ? acc_t(1) : acc_t(0);
@@ -822,7 +830,7 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
         const bool s_reached = spikes_given || (v_reached && resets_pass);
         const bool h_reached = membrane_given || s_reached || v_reached;
         spike_flag = s_reached ? acc_t(1) : acc_t(0);
-        v_flag = v_reached ? acc_t(1) : acc_t(0);
+        reset_flag = v_reached && resets_pass ? acc_t(1) : acc_t(0);
         h_flag = h_reached ? acc_t(1) : acc_t(0);
         next_reached = h_reached;
       }
@@ -845,7 +853,7 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
                   : prev_value;
           grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
               gs_in[i][j], gm_in[i][j], cur[j], v_prev, x_in[i][j], p, alpha, decay_input,
-              detach_reset, v_flag, spike_flag, h_flag, carry[j], g_decay[j], g_threshold[j]);
+              reset_flag, spike_flag, h_flag, carry[j], g_decay[j], g_threshold[j]);
         }
         gx[j] = static_cast<scalar_t>(grad_x);
         cur[j] = prev_value;
