@@ -24,6 +24,7 @@ from snn_cuda import reference
 from helpers import CONVENTIONS, SURROGATES
 
 INF = float("inf")
+NAN = float("nan")
 VALUES = (0.3, 1.7, INF, -INF)
 TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-5, atol=1e-6)}
 
@@ -193,3 +194,21 @@ def test_half_forward_is_the_same_with_and_without_learnable_parameters(dtype):
         results.append((states, outputs, x.grad))
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("convention", CONVENTIONS)
+def test_lif_backward_with_no_gradient_given_is_zero(convention):
+    """The registered backward called with no upstream gradient at all (autograd never does; a
+    direct caller may): every gradient is 0, also on infinite and NaN membranes, where forming the
+    terms would give 0 * inf = NaN."""
+    x = torch.tensor([[0.3, INF, -INF, NAN], [1.7, 0.3, INF, 0.2]], dtype=torch.float64)
+    membrane = x.clone()
+    p = torch.ones(4, dtype=torch.float64)
+    tau = p * 2
+    for decay_input in (True, False):
+        grads = torch.ops.snn_cuda.lif_bwd(
+            None, None, None, membrane, x[0], x, tau if convention == "spikingjelly" else p * 0.9,
+            p, p * 0, convention, "hard", decay_input, False, "atan", 2.0, True, True,
+        )
+        for g in grads:
+            assert torch.equal(g, torch.zeros_like(g)), (convention, decay_input, grads)
