@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <vector>
 
 // `import snn_cuda._C` loads this library, which registers the operators. No Python bindings.
 extern "C" {
@@ -216,6 +217,69 @@ int64_t cpu_grain(int64_t T) {
   return std::max<int64_t>(1, (int64_t{1} << 15) / (std::max<int64_t>(T, 1) * kCpuBlock));
 }
 
+// The neuron constants as the CPU lane loops read them (see LaneConstant in the math header):
+// tiled, tiled[i] = c[i % H] for every index a block reads (i < lanes and i < H + kCpuBlock - 1),
+// so that each block's constants are one contiguous run. Built once per call, H + kCpuBlock values
+// per constant; where the lanes do not wrap around (lanes <= H) the [H] array itself. The graded
+// neuron's ratio penalty / threshold is computed here, once per value, by the same division the GPU
+// does per lane.
+template <typename acc_t>
+class TiledConstants {
+ public:
+  template <typename scalar_t>
+  ForwardArgs<scalar_t, acc_t> operator()(ForwardArgs<scalar_t, acc_t> a) {
+    tile_graded(a);
+    return a;
+  }
+  template <typename scalar_t>
+  BackwardArgs<scalar_t, acc_t> operator()(BackwardArgs<scalar_t, acc_t> a) {
+    tile_graded(a);
+    return a;
+  }
+  template <typename scalar_t>
+  SpikeForwardArgs<scalar_t, acc_t> operator()(SpikeForwardArgs<scalar_t, acc_t> a) {
+    tile_spiking(a);
+    return a;
+  }
+  template <typename scalar_t>
+  SpikeBackwardArgs<scalar_t, acc_t> operator()(SpikeBackwardArgs<scalar_t, acc_t> a) {
+    tile_spiking(a);
+    return a;
+  }
+
+ private:
+  std::vector<acc_t> storage_[4];
+
+  static size_t length(int64_t H, int64_t lanes) {
+    return static_cast<size_t>(std::min<int64_t>(lanes, H + kCpuBlock - 1));
+  }
+  const acc_t* tile(const acc_t* c, int64_t H, int64_t lanes, int slot) {
+    if (lanes <= H) return c;
+    std::vector<acc_t>& out = storage_[slot];
+    out.resize(length(H, lanes));
+    for (size_t i = 0; i < out.size(); ++i) out[i] = c[static_cast<int64_t>(i) % H];
+    return out.data();
+  }
+  template <typename Args>
+  void tile_graded(Args& a) {
+    a.decay = tile(a.decay, a.H, a.lanes, 0);
+    a.threshold = tile(a.threshold, a.H, a.lanes, 1);
+    a.penalty = tile(a.penalty, a.H, a.lanes, 2);
+    std::vector<acc_t>& ratio = storage_[3];
+    ratio.resize(length(a.H, a.lanes));
+    for (size_t i = 0; i < ratio.size(); ++i) {
+      ratio[i] = make_neuron_params(acc_t(0), a.threshold[i], a.penalty[i]).ratio;
+    }
+    a.ratio = ratio.data();
+  }
+  template <typename Args>
+  void tile_spiking(Args& a) {
+    a.decay = tile(a.decay, a.H, a.lanes, 0);
+    a.threshold = tile(a.threshold, a.H, a.lanes, 1);
+    a.reset_value = tile(a.reset_value, a.H, a.lanes, 2);
+  }
+};
+
 // Calls lanes_fn(lane0, n) for every block of kCpuBlock lanes (the last one partial), blocks
 // spread over the intra-op threads.
 template <typename LanesFn>
@@ -256,8 +320,10 @@ struct CpuLaunch {
 
 struct ForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
-  void operator()(const ForwardArgs<scalar_t, acc_t>& args,
+  void operator()(const ForwardArgs<scalar_t, acc_t>& given,
                   std::integral_constant<int, kReset>) const {
+    TiledConstants<acc_t> tiled;
+    const auto args = tiled(given);
     for_each_block_or_lane(
         args.lanes, args.T,
         [&](int64_t lane0, int n) { lif_forward_lanes<kCpuBlock, kReset>(args, lane0, n); },
@@ -267,8 +333,10 @@ struct ForwardCpu : CpuLaunch {
 
 struct BackwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
-  void operator()(const BackwardArgs<scalar_t, acc_t>& args,
+  void operator()(const BackwardArgs<scalar_t, acc_t>& given,
                   std::integral_constant<int, kReset>) const {
+    TiledConstants<acc_t> tiled;
+    const auto args = tiled(given);
     for_each_block_or_lane(
         args.lanes, args.T,
         [&](int64_t lane0, int n) { lif_backward_lanes<kCpuBlock, kReset>(args, lane0, n); },
@@ -278,8 +346,10 @@ struct BackwardCpu : CpuLaunch {
 
 struct LifForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset>
-  void operator()(const SpikeForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+  void operator()(const SpikeForwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
                   IntConstant<kReset>) const {
+    TiledConstants<acc_t> tiled;
+    const auto args = tiled(given);
     for_each_block_or_lane(
         args.lanes, args.T,
         [&](int64_t lane0, int n) { spike_forward_lanes<kCpuBlock, kConv, kReset>(args, lane0, n); },
@@ -289,8 +359,10 @@ struct LifForwardCpu : CpuLaunch {
 
 struct LifBackwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
-  void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+  void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
                   IntConstant<kReset>, IntConstant<kSurrogate>) const {
+    TiledConstants<acc_t> tiled;
+    const auto args = tiled(given);
     for_each_block_or_lane(
         args.lanes, args.T,
         [&](int64_t lane0, int n) {

@@ -129,9 +129,10 @@ struct ForwardArgs {
   scalar_t* states;
   scalar_t* outputs;
   uint8_t* gates;  // [ceil(T / 8), lanes], one bit per step
-  const acc_t* decay;      // [H]
+  const acc_t* decay;      // [H], or tiled on the CPU (see LaneConstant); the same below
   const acc_t* threshold;  // [H]
   const acc_t* penalty;    // [H]
+  const acc_t* ratio;      // penalty / threshold, tiled: the CPU's; null on the GPU (not read)
   int64_t T;
   int64_t lanes;
   int64_t H;
@@ -147,9 +148,10 @@ struct BackwardArgs {
   const scalar_t* states;        // nullable; read only for the decay gradient
   const scalar_t* initial;       // [lanes], nullable (zeros); read only for the decay gradient
   const scalar_t* outputs;       // nullable; read only for the proportional reset's parameter grads
-  const acc_t* decay;            // [H]
+  const acc_t* decay;            // [H], or tiled on the CPU (see LaneConstant); the same below
   const acc_t* threshold;        // [H]
   const acc_t* penalty;          // [H]
+  const acc_t* ratio;            // penalty / threshold, tiled: the CPU's; null on the GPU
   scalar_t* grad_excitation;
   acc_t* grad_decay;      // [lanes], nullable: per-lane sums over time
   acc_t* grad_threshold;  // [lanes], nullable
@@ -161,46 +163,63 @@ struct BackwardArgs {
   bool delay;
 };
 
-// dst[j] = src[(lane0 + j) % H] for j < n: lanes hold neurons in order, so a block is a few runs of
-// consecutive neurons; one division per block and a memcpy per run on the CPU (at T = 1 a division
-// per lane and parameter, and then gcc's scalar copy loop, were most of the call).
-template <typename acc_t>
-C10_HOST_DEVICE inline void copy_lane_runs(acc_t* dst, const acc_t* src, int64_t H, int64_t lane0,
-                                           int n) {
-#if defined(__CUDA_ARCH__)
-  // One lane per thread: a plain load (runs would index the register array dynamically).
-  for (int j = 0; j < n; ++j) dst[j] = src[(lane0 + j) % H];
-#else
-  int64_t h = lane0 % H;
-  for (int j = 0; j < n;) {
-    const int run = static_cast<int>(H - h < n - j ? H - h : n - j);
-    memcpy(dst + j, src + h, static_cast<size_t>(run) * sizeof(acc_t));
-    j += run;
-    h = 0;
+// One constant of the lanes lane0, lane0 + 1, ... of a block. Lanes hold neurons in order, lane l
+// neuron l % H. On the CPU the launch hands the loops each constant "tiled" (tiled[i] = c[i % H],
+// see tile_constant in the CPU launch), so a block's constants are the contiguous run that starts
+// at lane0 % H: the loops read them through that address and nothing is copied per block (copying
+// them, and dividing per lane for the ratio, was ~60% of a T = 1 forward). On the GPU (kBlock = 1)
+// the [H] array itself and one load into a register; that flavour also reads a tiled array right
+// (tiled[lane0 % H] = c[lane0 % H]), so the CPU runs it too.
+template <int kBlock, typename acc_t>
+struct LaneConstant {
+  const acc_t* run;
+  C10_HOST_DEVICE inline void load(const acc_t* tiled, int64_t H, int64_t lane0) {
+    run = tiled + lane0 % H;
   }
-#endif
-}
+  C10_HOST_DEVICE inline acc_t operator[](int j) const { return run[j]; }
+};
 
-// The constants of a block of lanes, one array per constant (structure of arrays, so that the
-// CPU's vector loads of lanes j..j+3 are contiguous). params[j] gives lane j's NeuronParams.
+template <typename acc_t>
+struct LaneConstant<1, acc_t> {
+  acc_t value;
+  C10_HOST_DEVICE inline void load(const acc_t* c, int64_t H, int64_t lane0) {
+    value = c[lane0 % H];
+  }
+  C10_HOST_DEVICE inline acc_t operator[](int) const { return value; }
+};
+
+// The graded neuron's constants of a block of lanes (see LaneConstant): params[j] gives lane j's
+// NeuronParams. The ratio penalty / threshold comes tiled from the CPU launch, which computes it
+// once per neuron; with one lane (the GPU) it is computed from the lane's two constants, the same
+// division.
 template <int kBlock, typename acc_t>
 struct LaneParams {
-  acc_t decay[kBlock];
-  acc_t threshold[kBlock];
-  acc_t penalty[kBlock];
-  acc_t ratio[kBlock];
+  LaneConstant<kBlock, acc_t> decay, threshold, penalty, ratio;
 
-  C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, int64_t H,
-                                   int64_t lane0, int n) {
-    copy_lane_runs(decay, d, H, lane0, n);
-    copy_lane_runs(threshold, t, H, lane0, n);
-    copy_lane_runs(penalty, p, H, lane0, n);
-    for (int j = 0; j < n; ++j) ratio[j] = make_neuron_params(decay[j], threshold[j], penalty[j]).ratio;
+  C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, const acc_t* r,
+                                   int64_t H, int64_t lane0) {
+    decay.load(d, H, lane0);
+    threshold.load(t, H, lane0);
+    penalty.load(p, H, lane0);
+    ratio.load(r, H, lane0);
   }
 
   C10_HOST_DEVICE inline NeuronParams<acc_t> operator[](int j) const {
     return {decay[j], threshold[j], penalty[j], ratio[j]};
   }
+};
+
+template <typename acc_t>
+struct LaneParams<1, acc_t> {
+  NeuronParams<acc_t> params;
+
+  C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, const acc_t*,
+                                   int64_t H, int64_t lane0) {
+    const int64_t h = lane0 % H;
+    params = make_neuron_params(d[h], t[h], p[h]);
+  }
+
+  C10_HOST_DEVICE inline NeuronParams<acc_t> operator[](int) const { return params; }
 };
 
 // The loops below keep per-lane state in small arrays and split each time step into simple loops
@@ -283,7 +302,7 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
   LaneParams<kBlock, acc_t> params;
   acc_t v[kBlock];
   uint32_t bits[kBlock];
-  params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
+  params.load(a.decay, a.threshold, a.penalty, a.ratio, a.H, lane0);
   load_initial<kBlock>(v, a.initial, lane0, n);
   const int64_t shift = a.delay ? 1 : 0;
   for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
@@ -355,7 +374,7 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
   uint32_t bits[kBlock];
   const ZeroRow<kBlock, scalar_t> zero_row;
   const scalar_t* const zeros = zero_row.get();
-  params.load(a.decay, a.threshold, a.penalty, a.H, lane0, n);
+  params.load(a.decay, a.threshold, a.penalty, a.ratio, a.H, lane0);
   for (int j = 0; j < n; ++j) {
     carry[j] = acc_t(0);
     g_decay[j] = acc_t(0);
@@ -407,11 +426,11 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
       scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
       for (int j = 0; j < n; ++j) {
         const uint32_t fired = (bits[j] >> i) & 1u;
-        const acc_t u = out_in[i][j] + params.threshold[j];
+        const acc_t u = out_in[i][j] + params[j].threshold;
         const acc_t grad_u = lif_bwd_step<kReset>(carry[j] + gs_in[i][j], go_in[i][j], fired, u,
                                                   params[j], v_flag, g_threshold[j], g_penalty[j]);
         gx[j] = static_cast<scalar_t>(grad_u);
-        carry[j] = grad_u * params.decay[j];
+        carry[j] = grad_u * params[j].decay;
         const acc_t decay_term = grad_u * v_prev_in[i][j];
         g_decay[j] += u_flag > acc_t(0) ? decay_term : acc_t(0);
       }
@@ -684,7 +703,7 @@ struct SpikeForwardArgs {
   scalar_t* spikes;         // [T, lanes]
   scalar_t* membrane;       // [T, lanes]
   scalar_t* state;          // [lanes]: the state carried past the last step (m resp. v after reset)
-  const acc_t* decay;       // [H]
+  const acc_t* decay;       // [H], or tiled on the CPU (see LaneConstant); the same below
   const acc_t* threshold;   // [H]
   const acc_t* reset_value; // [H]
   int64_t T;
@@ -701,7 +720,7 @@ struct SpikeBackwardArgs {
   const scalar_t* membrane;       // [T, lanes], as returned by the forward
   const scalar_t* initial;        // [lanes], nullable (zeros)
   const scalar_t* input;          // nullable; read only for tau's gradient with decay_input
-  const acc_t* decay;             // [H]
+  const acc_t* decay;             // [H], or tiled on the CPU (see LaneConstant); the same below
   const acc_t* threshold;         // [H]
   const acc_t* reset_value;       // [H]
   acc_t alpha;
@@ -716,12 +735,6 @@ struct SpikeBackwardArgs {
   bool detach_reset;
 };
 
-template <int kBlock, typename acc_t>
-C10_HOST_DEVICE inline void load_lane_param(acc_t (&dst)[kBlock], const acc_t* src, int64_t H,
-                                            int64_t lane0, int n) {
-  copy_lane_runs(dst, src, H, lane0, n);
-}
-
 // Rounds a value to the storage dtype and back (a no-op for float and double).
 template <typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline acc_t round_to_storage(acc_t value) {
@@ -731,10 +744,11 @@ C10_HOST_DEVICE inline acc_t round_to_storage(acc_t value) {
 template <int kBlock, int kConv, int kReset, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t, acc_t>& a,
                                                 int64_t lane0, int n) {
-  acc_t decay[kBlock], threshold[kBlock], reset_value[kBlock], state[kBlock];
-  load_lane_param<kBlock>(decay, a.decay, a.H, lane0, n);
-  load_lane_param<kBlock>(threshold, a.threshold, a.H, lane0, n);
-  load_lane_param<kBlock>(reset_value, a.reset_value, a.H, lane0, n);
+  LaneConstant<kBlock, acc_t> decay, threshold, reset_value;
+  acc_t state[kBlock];
+  decay.load(a.decay, a.H, lane0);
+  threshold.load(a.threshold, a.H, lane0);
+  reset_value.load(a.reset_value, a.H, lane0);
   load_initial<kBlock>(state, a.initial, lane0, n);
   const bool decay_input = a.decay_input;
   // Chunks as in lif_forward_lanes: a chunk's input loads all go before its chain.
@@ -780,14 +794,14 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
     }
     return;
   }
-  acc_t decay[kBlock], threshold[kBlock], reset_value[kBlock];
+  LaneConstant<kBlock, acc_t> decay, threshold, reset_value;
   acc_t carry[kBlock], carry_s[kBlock], g_decay[kBlock], g_threshold[kBlock];
   acc_t cur[kBlock];  // the membrane of step t
   const ZeroRow<kBlock, scalar_t> zero_row;
   const scalar_t* const zeros = zero_row.get();
-  load_lane_param<kBlock>(decay, a.decay, a.H, lane0, n);
-  load_lane_param<kBlock>(threshold, a.threshold, a.H, lane0, n);
-  load_lane_param<kBlock>(reset_value, a.reset_value, a.H, lane0, n);
+  decay.load(a.decay, a.H, lane0);
+  threshold.load(a.threshold, a.H, lane0);
+  reset_value.load(a.reset_value, a.H, lane0);
   const scalar_t* last = a.membrane + (a.T - 1) * a.lanes + lane0;
   for (int j = 0; j < n; ++j) {
     carry_s[j] = g_decay[j] = g_threshold[j] = acc_t(0);

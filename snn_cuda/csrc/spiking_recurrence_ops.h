@@ -88,6 +88,7 @@ ForwardArgs<scalar_t, acc_t> make_forward_args(const ForwardTensors& f, const at
   a.decay = decay.const_data_ptr<acc_t>();
   a.threshold = threshold.const_data_ptr<acc_t>();
   a.penalty = penalty.const_data_ptr<acc_t>();
+  a.ratio = nullptr;  // the CPU launch tiles it (see LaneConstant)
   a.T = f.input.size(0);
   a.lanes = f.gates.size(1);
   a.H = f.input.size(-1);
@@ -155,6 +156,7 @@ BackwardArgs<scalar_t, acc_t> make_backward_args(const BackwardTensors& b,
   a.decay = decay.const_data_ptr<acc_t>();
   a.threshold = threshold.const_data_ptr<acc_t>();
   a.penalty = penalty.const_data_ptr<acc_t>();
+  a.ratio = nullptr;  // the CPU launch tiles it (see LaneConstant)
   a.grad_excitation = b.grad_excitation.data_ptr<scalar_t>();
   a.grad_decay = data_or_null<acc_t>(b.grad_decay);
   a.grad_threshold = data_or_null<acc_t>(b.grad_threshold);
