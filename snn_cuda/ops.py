@@ -330,14 +330,19 @@ class SpikingRecurrenceFunction(torch.autograd.Function):
     Both are outputs of the forward, so saving them allocates nothing.
     """
 
+    # forward takes ctx (no setup_context): with a separate setup_context, Function.apply binds the
+    # arguments to forward's signature through inspect on every call, ~40 us, more than a small
+    # call's whole kernel (see docs/performance.md, "Short sequences").
     @staticmethod
-    def forward(excitation, decay, threshold, penalty, reset: str, delay: bool, initial=None):
-        return torch.ops.snn_cuda.spiking_recurrence_fwd(
-            excitation, decay, threshold, penalty, reset, delay, initial
-        )
+    def forward(ctx, *inputs):
+        output = torch.ops.snn_cuda.spiking_recurrence_fwd(*inputs)
+        SpikingRecurrenceFunction.save_context(ctx, inputs, output)
+        return output
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
+    def save_context(ctx, inputs, output):
+        """What a separate ``setup_context`` would do; ``inputs`` as passed to ``apply``:
+        ``(excitation, decay, threshold, penalty, reset, delay[, initial])``."""
         excitation, decay, threshold, penalty, reset, delay = inputs[:6]
         initial = inputs[6] if len(inputs) > 6 else None
         states, outputs, gates = output
@@ -560,14 +565,20 @@ class LIFFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(input, initial, decay, threshold, reset_value, convention: str, reset: str,
+    def forward(ctx, input, initial, decay, threshold, reset_value, convention: str, reset: str,
                 decay_input: bool, detach_reset: bool, surrogate: str, alpha: float):
-        return torch.ops.snn_cuda.lif_fwd(
+        # ctx-style, as SpikingRecurrenceFunction (a setup_context costs ~40 us per call).
+        output = torch.ops.snn_cuda.lif_fwd(
             input, initial, decay, threshold, reset_value, convention, reset, decay_input
         )
+        LIFFunction.save_context(
+            ctx, (input, initial, decay, threshold, reset_value, convention, reset, decay_input,
+                  detach_reset, surrogate, alpha), output,
+        )
+        return output
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
+    def save_context(ctx, inputs, output):
         (input, initial, decay, threshold, reset_value, convention, reset, decay_input,
          detach_reset, surrogate, alpha) = inputs
         membrane = output[1]
@@ -765,19 +776,20 @@ class LIFStepFunction(LIFFunction):
     that a module's state can be detached in place, as snnTorch's ``detach_hidden`` does)."""
 
     @staticmethod
-    def forward(input, initial, decay, threshold, reset_value, convention: str, reset: str,
+    def forward(ctx, input, initial, decay, threshold, reset_value, convention: str, reset: str,
                 decay_input: bool, detach_reset: bool, surrogate: str, alpha: float, step_shape):
-        spikes, membrane, state = torch.ops.snn_cuda.lif_fwd(
+        output = torch.ops.snn_cuda.lif_fwd(
             input, initial, decay, threshold, reset_value, convention, reset, decay_input
         )
+        LIFFunction.save_context(
+            ctx, (input, initial, decay, threshold, reset_value, convention, reset, decay_input,
+                  detach_reset, surrogate, alpha), output,
+        )
+        ctx.input_shape = input.shape
+        spikes, membrane, state = output
         return (torch.ops.aten._unsafe_view(spikes, step_shape),
                 torch.ops.aten._unsafe_view(membrane, step_shape),
                 torch.ops.aten._unsafe_view(state, step_shape))
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        LIFFunction.setup_context(ctx, inputs[:-1], output)
-        ctx.input_shape = inputs[0].shape
 
     @staticmethod
     @first_derivative_only

@@ -257,7 +257,10 @@ class TiledConstants {
     if (lanes <= H) return c;
     std::vector<acc_t>& out = storage_[slot];
     out.resize(length(H, lanes));
-    for (size_t i = 0; i < out.size(); ++i) out[i] = c[static_cast<int64_t>(i) % H];
+    // Whole copies of c, then a partial one (a division per value cost more than the call).
+    for (size_t i = 0; i < out.size(); i += static_cast<size_t>(H)) {
+      std::copy_n(c, std::min<size_t>(static_cast<size_t>(H), out.size() - i), out.data() + i);
+    }
     return out.data();
   }
   template <typename Args>
