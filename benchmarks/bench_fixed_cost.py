@@ -2,7 +2,9 @@
 
 Per lane count (lanes = batch x 100 neurons, float32): the registered forward ops alone against two
 floors -- copying the input into two preallocated outputs (the bytes a T = 1 forward must move), and
-``clone`` twice (the same with fresh outputs, as the op allocates them) -- and one step forward +
+``clone`` twice (the same with fresh outputs, as the op allocates them) -- the graded op on a T = 0
+input of the same batch (its fixed cost: dispatch, checks, three empty outputs, no kernel) and one
+elementwise op that computes (``x + 1``); and one step forward +
 backward through ``snn_cuda.lif_step`` against snnTorch's ``Leaky`` and SpikingJelly's ``LIFNode``
 (single-step), the originals' ~10 elementwise ops. Medians of --repeats, the implementations
 interleaved; the machine's default allocator.
@@ -38,8 +40,11 @@ def cases(lanes: int):
         o1.copy_(x)
         o2.copy_(x)
 
+    x0 = x[:0]  # T = 0: the call without the kernel (dispatch, checks, empty outputs)
     ops = {
         "rec_fwd_op": lambda: torch.ops.snn_cuda.spiking_recurrence_fwd(x, p, th, pen, "proportional", True, None),
+        "rec_fwd_op_T0": lambda: torch.ops.snn_cuda.spiking_recurrence_fwd(x0, p, th, pen, "proportional", True, None),
+        "add": lambda: torch.add(x, 1.0),
         "lif_fwd_op": lambda: torch.ops.snn_cuda.lif_fwd(x, None, p, th, pen * 0, "snntorch", "subtract", True),
         "floor_copy": copy_floor,
         "floor_clone": lambda: (x.clone(), x.clone()),
@@ -98,12 +103,13 @@ def main(argv=None):
         row.update({k + "_fwd_bwd_us": v * 1e6 for k, v in measure(steps, args.repeats, args.warmup).items()})
         rows.append(row)
         print(json.dumps(row), flush=True)
-        table.append([lanes, row["rec_fwd_op_us"], row["lif_fwd_op_us"], row["floor_copy_us"],
-                      row["floor_clone_us"], row["rec_fwd_op_us"] / row["floor_clone_us"],
+        table.append([lanes, row["rec_fwd_op_us"], row["rec_fwd_op_T0_us"], row["lif_fwd_op_us"],
+                      row["floor_copy_us"], row["floor_clone_us"], row["add_us"],
+                      row["rec_fwd_op_us"] / row["floor_clone_us"],
                       row["snn_cuda.lif_step_fwd_bwd_us"], row.get("snntorch.Leaky_fwd_bwd_us"),
                       row.get("spikingjelly.LIFNode_fwd_bwd_us")])
-    print(markdown_table(["lanes", "rec fwd op us", "lif fwd op us", "copy floor us", "clone floor us",
-                          "rec op / clone floor", "lif_step f+b us", "snntorch.Leaky f+b us",
+    print(markdown_table(["lanes", "rec fwd op us", "same at T=0 us", "lif fwd op us", "copy floor us",
+                          "clone floor us", "x + 1 us", "rec op / clone floor", "lif_step f+b us", "snntorch.Leaky f+b us",
                           "spikingjelly.LIFNode f+b us"], table))
     if args.json:
         with open(args.json, "w") as f:

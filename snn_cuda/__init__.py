@@ -28,7 +28,7 @@ from .ops import (
     validate_parameters,
 )
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 __all__ = [
     "LIFFunction",
