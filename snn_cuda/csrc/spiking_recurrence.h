@@ -325,6 +325,7 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
       if (row < a.T) {
         scalar_t* st = a.states + row * a.lanes + lane0;
         scalar_t* out = a.outputs + row * a.lanes + lane0;
+        // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
         for (int j = 0; j < n; ++j) {
           uint32_t fired;
           acc_t o;
@@ -334,6 +335,7 @@ C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>
           out[j] = static_cast<scalar_t>(o);
         }
       } else {  // the last step of a delayed layer: only its gate is kept
+        // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
         for (int j = 0; j < n; ++j) {
           uint32_t fired;
           acc_t o;
@@ -424,6 +426,7 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
       const acc_t v_flag = v_reached ? acc_t(1) : acc_t(0);
       const acc_t u_flag = u_reached ? acc_t(1) : acc_t(0);
       scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
+      // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
       for (int j = 0; j < n; ++j) {
         const uint32_t fired = (bits[j] >> i) & 1u;
         const acc_t u = out_in[i][j] + params[j].threshold;
@@ -762,6 +765,7 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
       const int64_t off = (t0 + k) * a.lanes + lane0;
       scalar_t* spk = a.spikes + off;
       scalar_t* mem = a.membrane + off;
+      // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
       for (int j = 0; j < n; ++j) {
         const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
         const acc_t h = round_to_storage<scalar_t>(
@@ -865,6 +869,7 @@ C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_
       }
       scalar_t* gx = a.grad_input + t * a.lanes + lane0;
       const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
+      // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
       for (int j = 0; j < n; ++j) {
         const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
         const acc_t prev_value = prev_in[i][j];
