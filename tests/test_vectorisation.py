@@ -85,13 +85,14 @@ def instantiations(block):
         for conv, resets in (("kConvSnntorch", ("kSpikeResetSubtract", "kSpikeResetHard", "kSpikeResetNone")),
                              ("kConvSpikingjelly", ("kSpikeResetSubtract", "kSpikeResetHard"))):
             for reset in resets:
-                out.append(("spike_forward_lanes", dt,
-                            f"spike_forward_lanes<{block}, {conv}, {reset}, {dt}, {dt}>"
-                            f"(const SpikeForwardArgs<{dt}, {dt}>&, int64_t, int)"))
+                model = f"LifModel<{conv}, {reset}>"
+                out.append(("neuron_forward_lanes", dt,
+                            f"neuron_forward_lanes<{block}, {model}, {dt}, {dt}>"
+                            f"(const NeuronForwardArgs<{dt}, {dt}>&, int64_t, int)"))
                 for surrogate in range(4):
-                    out.append(("spike_backward_lanes", dt,
-                                f"spike_backward_lanes<{block}, {conv}, {reset}, {surrogate}, {dt}, {dt}>"
-                                f"(const SpikeBackwardArgs<{dt}, {dt}>&, int64_t, int)"))
+                    out.append(("neuron_backward_lanes", dt,
+                                f"neuron_backward_lanes<{block}, {model}, {surrogate}, {dt}, {dt}>"
+                                f"(const NeuronBackwardArgs<{dt}, {dt}>&, int64_t, int)"))
     return out
 
 
@@ -129,8 +130,8 @@ def test_every_marked_lane_loop_is_vectorised(tmp_path):
     includes = [f"-I{p}" for p in include_paths()]
     flags = setup_cxx_flags()
     loops = marked_loops()
-    assert set(loops) == {"lif_forward_lanes", "lif_backward_lanes", "spike_forward_lanes",
-                          "spike_backward_lanes"}, loops
+    assert set(loops) == {"lif_forward_lanes", "lif_backward_lanes", "neuron_forward_lanes",
+                          "neuron_backward_lanes"}, loops
     cases = instantiations(cpu_block())
     with concurrent.futures.ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
         reports = list(pool.map(

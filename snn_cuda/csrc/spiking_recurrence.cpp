@@ -237,18 +237,18 @@ class TiledConstants {
     return a;
   }
   template <typename scalar_t>
-  SpikeForwardArgs<scalar_t, acc_t> operator()(SpikeForwardArgs<scalar_t, acc_t> a) {
-    tile_spiking(a);
+  NeuronForwardArgs<scalar_t, acc_t> operator()(NeuronForwardArgs<scalar_t, acc_t> a) {
+    tile_model(a);
     return a;
   }
   template <typename scalar_t>
-  SpikeBackwardArgs<scalar_t, acc_t> operator()(SpikeBackwardArgs<scalar_t, acc_t> a) {
-    tile_spiking(a);
+  NeuronBackwardArgs<scalar_t, acc_t> operator()(NeuronBackwardArgs<scalar_t, acc_t> a) {
+    tile_model(a);
     return a;
   }
 
  private:
-  std::vector<acc_t> storage_[4];
+  std::vector<acc_t> storage_[4 > kMaxStreams ? 4 : kMaxStreams];
 
   static size_t length(int64_t H, int64_t lanes) {
     return static_cast<size_t>(std::min<int64_t>(lanes, H + kCpuBlock - 1));
@@ -276,10 +276,10 @@ class TiledConstants {
     a.ratio = ratio.data();
   }
   template <typename Args>
-  void tile_spiking(Args& a) {
-    a.decay = tile(a.decay, a.H, a.lanes, 0);
-    a.threshold = tile(a.threshold, a.H, a.lanes, 1);
-    a.reset_value = tile(a.reset_value, a.H, a.lanes, 2);
+  void tile_model(Args& a) {
+    for (int q = 0; q < kMaxStreams; ++q) {
+      if (a.constants[q] != nullptr) a.constants[q] = tile(a.constants[q], a.H, a.lanes, q);
+    }
   }
 };
 
@@ -349,29 +349,31 @@ struct BackwardCpu : CpuLaunch {
 
 struct LifForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset>
-  void operator()(const SpikeForwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
+  void operator()(const NeuronForwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
                   IntConstant<kReset>) const {
+    using Model = LifModel<kConv, kReset>;
     TiledConstants<acc_t> tiled;
     const auto args = tiled(given);
     for_each_block_or_lane(
         args.lanes, args.T,
-        [&](int64_t lane0, int n) { spike_forward_lanes<kCpuBlock, kConv, kReset>(args, lane0, n); },
-        [&](int64_t lane) { spike_forward_lanes<1, kConv, kReset>(args, lane, 1); });
+        [&](int64_t lane0, int n) { neuron_forward_lanes<kCpuBlock, Model>(args, lane0, n); },
+        [&](int64_t lane) { neuron_forward_lanes<1, Model>(args, lane, 1); });
   }
 };
 
 struct LifBackwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
-  void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
+  void operator()(const NeuronBackwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
                   IntConstant<kReset>, IntConstant<kSurrogate>) const {
+    using Model = LifModel<kConv, kReset>;
     TiledConstants<acc_t> tiled;
     const auto args = tiled(given);
     for_each_block_or_lane(
         args.lanes, args.T,
         [&](int64_t lane0, int n) {
-          spike_backward_lanes<kCpuBlock, kConv, kReset, kSurrogate>(args, lane0, n);
+          neuron_backward_lanes<kCpuBlock, Model, kSurrogate>(args, lane0, n);
         },
-        [&](int64_t lane) { spike_backward_lanes<1, kConv, kReset, kSurrogate>(args, lane, 1); });
+        [&](int64_t lane) { neuron_backward_lanes<1, Model, kSurrogate>(args, lane, 1); });
   }
 };
 

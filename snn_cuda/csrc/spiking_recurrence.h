@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace snn_cuda {
 
@@ -613,7 +614,7 @@ C10_HOST_DEVICE inline acc_t spike_next_state(acc_t h, acc_t s, const SpikeParam
 //   carry_m: dL/dm_t through m_{t+1}'s charge; carry_s: dL/ds_t through r_{t+1} (0 if detached).
 //   spike_reached: 1 if s_t or r_{t+1} (the same spike function of m_t) reaches the loss, else 0:
 //   then sigma'(z) is not multiplied in (it is NaN on a NaN membrane, and autograd does not run the
-//   node; see spike_backward_lanes).
+//   node; see neuron_backward_lanes).
 // Returns dL/dm_t (= dL/dx_t) and leaves the carries pointing at step t - 1.
 // Flags come as 0/1 floats and are tested with a float comparison: a select on a scalar bool
 // keeps gcc from vectorising the CPU lane loop, a select on a compare does not.
@@ -654,10 +655,10 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
 //   tau's gradient with decay_input); carry: dL/dv_t, on return dL/dv_{t-1}.
 //   reset_passes: 1 if v_t reaches the loss and the reset is not detached (its dependence on s_t
 //   then carries gradient), else 0; s_reached: 1 if s_t reaches the loss, else 0. h_t is taken to
-//   reach it: in this convention it does at every step or at none, and spike_backward_lanes
+//   reach it: in this convention it does at every step or at none, and neuron_backward_lanes
 //   handles "none" before any step. Products with values that may be infinite or NaN (h,
 //   sigma'(z)) are only formed for values that do, as autograd only runs the nodes the loss
-//   reaches (see spike_backward_lanes).
+//   reaches (see neuron_backward_lanes).
 // Returns dL/dx_t.
 template <int kReset, int kSurrogate, typename acc_t>
 C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, acc_t v_prev,
@@ -699,43 +700,59 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
   return decay_input > acc_t(0) ? g / p.decay : g;
 }
 
+// ------------------------------------------------------------------------------------------------
+// Neuron models and the time loops every model runs (docs/design-neuron-interface.md).
+//
+// A model describes one neuron per lane as a struct of static C10_HOST_DEVICE members:
+//   kStates     state variables carried from step to step (returned after the last step);
+//   kConstants  per-neuron constants, [H] arrays (tiled on the CPU, see LaneConstant);
+//   kRows       values written per step, [T, lanes] each; the first kStates rows after
+//               kSavedRow0 are what the backward reads back (the "saved" rows, one per state);
+//   kCarries    gradients carried backwards in time (the first kStates are dL/d(state));
+//   params(c, j)                       lane j's constants;
+//   forward<scalar_t>(p, o, x, state, out)  one step, state updated in place;
+//   Reach, reach(...)                  which values reach the loss at each step, the same for every
+//                                      lane (terms of values it does not reach are not formed:
+//                                      autograd never runs those nodes, and 0 * inf would be NaN);
+//   backward<kSurrogate, scalar_t>(...) one step back, returns dL/dx_t;
+//   finish<kSurrogate>(...)            dL/d(initial state) and any terms of the state before step 0.
+// neuron_forward_lanes and neuron_backward_lanes do the rest for every model: chunks, staging,
+// streams that may be absent, per-lane arrays; the launches, ops and autograd are shared too.
+
+constexpr int kMaxStreams = 3;
+
+// A call's options, as bits.
+enum NeuronFlag : int { kFlagDecayInput = 1, kFlagDetachReset = 2 };
+
 template <typename scalar_t, typename acc_t>
-struct SpikeForwardArgs {
-  const scalar_t* input;    // [T, lanes]
-  const scalar_t* initial;  // [lanes], nullable (zeros)
-  scalar_t* spikes;         // [T, lanes]
-  scalar_t* membrane;       // [T, lanes]
-  scalar_t* state;          // [lanes]: the state carried past the last step (m resp. v after reset)
-  const acc_t* decay;       // [H], or tiled on the CPU (see LaneConstant); the same below
-  const acc_t* threshold;   // [H]
-  const acc_t* reset_value; // [H]
+struct NeuronForwardArgs {
+  const scalar_t* input;                 // [T, lanes]
+  const scalar_t* initial[kMaxStreams];  // per state: [lanes], nullable (zeros)
+  scalar_t* rows[kMaxStreams];           // per row: [T, lanes]
+  scalar_t* state[kMaxStreams];          // per state: [lanes], the state after the last step
+  const acc_t* constants[kMaxStreams];   // per constant: [H], or tiled on the CPU (LaneConstant)
   int64_t T;
   int64_t lanes;
   int64_t H;
-  bool decay_input;
+  int flags;
 };
 
 template <typename scalar_t, typename acc_t>
-struct SpikeBackwardArgs {
-  const scalar_t* grad_spikes;    // nullable
-  const scalar_t* grad_membrane;  // nullable
-  const scalar_t* grad_state;     // [lanes], nullable: dL/d(the state after the last step)
-  const scalar_t* membrane;       // [T, lanes], as returned by the forward
-  const scalar_t* initial;        // [lanes], nullable (zeros)
-  const scalar_t* input;          // nullable; read only for tau's gradient with decay_input
-  const acc_t* decay;             // [H], or tiled on the CPU (see LaneConstant); the same below
-  const acc_t* threshold;         // [H]
-  const acc_t* reset_value;       // [H]
-  acc_t alpha;
-  scalar_t* grad_input;
-  scalar_t* grad_initial;  // [lanes], nullable
-  acc_t* grad_decay;       // [lanes], nullable: per-lane sums over time
-  acc_t* grad_threshold;   // [lanes], nullable
+struct NeuronBackwardArgs {
+  const scalar_t* grad_rows[kMaxStreams];   // per row: [T, lanes], nullable (zero)
+  const scalar_t* grad_state[kMaxStreams];  // per state: [lanes], nullable: dL/d(state after T-1)
+  const scalar_t* saved[kMaxStreams];       // per state: its saved row, [T, lanes], as written
+  const scalar_t* initial[kMaxStreams];     // per state: [lanes], nullable (zeros)
+  const scalar_t* input;                    // [T, lanes], nullable: read only if the model asks
+  const acc_t* constants[kMaxStreams];      // per constant: [H], or tiled on the CPU
+  acc_t alpha;                              // the surrogate's scale
+  scalar_t* grad_input;                     // [T, lanes]
+  scalar_t* grad_initial[kMaxStreams];      // per state: [lanes], nullable
+  acc_t* grad_constants[kMaxStreams];       // per constant: [lanes] sums over time, nullable
   int64_t T;
   int64_t lanes;
   int64_t H;
-  bool decay_input;
-  bool detach_reset;
+  int flags;
 };
 
 // Rounds a value to the storage dtype and back (a no-op for float and double).
@@ -744,16 +761,192 @@ C10_HOST_DEVICE inline acc_t round_to_storage(acc_t value) {
   return static_cast<acc_t>(static_cast<scalar_t>(value));
 }
 
-template <int kBlock, int kConv, int kReset, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t, acc_t>& a,
-                                                int64_t lane0, int n) {
-  LaneConstant<kBlock, acc_t> decay, threshold, reset_value;
-  acc_t state[kBlock];
-  decay.load(a.decay, a.H, lane0);
-  threshold.load(a.threshold, a.H, lane0);
-  reset_value.load(a.reset_value, a.H, lane0);
-  load_initial<kBlock>(state, a.initial, lane0, n);
-  const bool decay_input = a.decay_input;
+// Which gradients a backward call was given (uniform over lanes).
+struct GivenGrads {
+  bool rows[kMaxStreams];
+  bool state[kMaxStreams];
+};
+
+// Binary-spike LIF in the snnTorch convention (see the equations above). Rows: spikes, membrane;
+// state m (its saved row: the membrane, row 1); carries dL/dm_t, dL/ds_t through r_{t+1};
+// constants decay (beta), threshold, reset value.
+template <int kReset>
+struct SnntorchLif {
+  static constexpr int kStates = 1, kConstants = 3, kRows = 2, kSavedRow0 = 1, kCarries = 2;
+  template <typename acc_t>
+  struct Options {
+    bool decay_input;
+    acc_t alpha, detach_reset;  // flags as 0/1 floats (see snntorch_bwd_step)
+    bool resets_pass;
+  };
+  struct Reach {
+    bool next_reached;  // m_{t+1}; after the last step: the returned state
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t spike;
+  };
+
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int flags, acc_t alpha) {
+    const bool detach = (flags & kFlagDetachReset) != 0;
+    return {(flags & kFlagDecayInput) != 0, alpha, detach ? acc_t(1) : acc_t(0),
+            !detach && kReset != kSpikeResetNone};
+  }
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE SpikeParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
+                                                   int j) {
+    return {c[0][j], c[1][j], c[2][j]};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const SpikeParams<acc_t>& p, const Options<acc_t>& o,
+                                      acc_t x, acc_t (&state)[1], acc_t (&out)[2]) {
+    const acc_t h = round_to_storage<scalar_t>(
+        spike_charge<kConvSnntorch, kReset>(state[0], x, p, o.decay_input));
+    const acc_t s = spike_fire<kConvSnntorch>(h - p.threshold);
+    out[0] = s;
+    out[1] = h;
+    state[0] = round_to_storage<scalar_t>(spike_next_state<kConvSnntorch, kReset>(h, s, p));
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return false; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0]};
+  }
+  // m_t reaches the loss through its row, its spike or m_{t+1}; its spike function through s_t or,
+  // not detached, through the reset r_{t+1} of the next charge.
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>& o, int64_t t, int64_t T) {
+    const bool r_next = t < T - 1 && r.next_reached && o.resets_pass;
+    const acc_t spike = given.rows[0] || r_next ? acc_t(1) : acc_t(0);
+    r.next_reached = given.rows[1] || given.rows[0] || r.next_reached;
+    return {spike};
+  }
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const SpikeParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/,
+                                        acc_t /*x*/, const acc_t (&saved)[1],
+                                        const acc_t (&prev)[1], const acc_t (&grad_rows)[2],
+                                        acc_t (&carry)[2], acc_t (&grad_c)[3]) {
+    return snntorch_bwd_step<kReset, kSurrogate>(grad_rows[0], grad_rows[1], saved[0], prev[0], p,
+                                                 o.alpha, o.detach_reset, f.spike, carry[0],
+                                                 carry[1], grad_c[0], grad_c[1]);
+  }
+  // r_0 = [m_{-1} - theta > 0] reaches the loss through m_0 unless detached; it also depends on the
+  // initial membrane and the threshold.
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach& r, const Options<acc_t>& o, int64_t T,
+                                     const SpikeParams<acc_t>& p, const acc_t (&initial)[1],
+                                     const acc_t (&carry)[2], acc_t (&grad_initial)[1],
+                                     acc_t (&grad_c)[3]) {
+    grad_initial[0] = carry[0];
+    if (T > 0 && r.next_reached && o.resets_pass) {
+      const acc_t sg = surrogate_grad<kSurrogate>(initial[0] - p.threshold, o.alpha);
+      grad_initial[0] += carry[1] * sg;
+      grad_c[1] -= carry[1] * sg;
+    }
+  }
+};
+
+// Binary-spike LIF in the SpikingJelly convention. Rows: spikes, membrane h_t (charged, before
+// the reset); state v (after the reset), rebuilt in the backward from the saved h_{t-1}; one carry
+// dL/dv_t; constants decay (tau), threshold, reset value.
+template <int kReset>
+struct SpikingjellyLif {
+  static constexpr int kStates = 1, kConstants = 3, kRows = 2, kSavedRow0 = 1, kCarries = 1;
+  template <typename acc_t>
+  struct Options {
+    bool decay_input;
+    acc_t alpha, decay_input_flag;
+    bool resets_pass;
+  };
+  struct Reach {
+    bool next_reached;  // h_{t+1}; after the last step: the returned state v_{T-1}
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t spike, reset;
+  };
+
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int flags, acc_t alpha) {
+    const bool decay_input = (flags & kFlagDecayInput) != 0;
+    return {decay_input, alpha, decay_input ? acc_t(1) : acc_t(0),
+            (flags & kFlagDetachReset) == 0};
+  }
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE SpikeParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
+                                                   int j) {
+    return {c[0][j], c[1][j], c[2][j]};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const SpikeParams<acc_t>& p, const Options<acc_t>& o,
+                                      acc_t x, acc_t (&state)[1], acc_t (&out)[2]) {
+    const acc_t h = round_to_storage<scalar_t>(
+        spike_charge<kConvSpikingjelly, kReset>(state[0], x, p, o.decay_input));
+    const acc_t s = spike_fire<kConvSpikingjelly>(h - p.threshold);
+    out[0] = s;
+    out[1] = h;
+    // Kept at the input's precision, like the membrane: the state a step returns (and the next
+    // per-step call starts from) is the one the next step of this loop charges from.
+    state[0] = round_to_storage<scalar_t>(spike_next_state<kConvSpikingjelly, kReset>(h, s, p));
+  }
+  // x_t is read only for tau's gradient with decay_input.
+  static C10_HOST_DEVICE bool needs_input(int flags, bool grad_decay) {
+    return (flags & kFlagDecayInput) != 0 && grad_decay;
+  }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0]};
+  }
+  // v_t reaches the loss through h_{t+1}; s_t through its row or, not detached, through the reset;
+  // h_t through its row, s_t or v_t, so at every step once anything reaches the loss.
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>& o, int64_t, int64_t) {
+    const bool v_reached = r.next_reached;
+    const bool s_reached = given.rows[0] || (v_reached && o.resets_pass);
+    r.next_reached = given.rows[1] || s_reached || v_reached;
+    return {s_reached ? acc_t(1) : acc_t(0), v_reached && o.resets_pass ? acc_t(1) : acc_t(0)};
+  }
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const SpikeParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t after_first, acc_t x,
+                                        const acc_t (&saved)[1], const acc_t (&prev)[1],
+                                        const acc_t (&grad_rows)[2], acc_t (&carry)[1],
+                                        acc_t (&grad_c)[3]) {
+    // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
+    const acc_t v_prev =
+        after_first > acc_t(0)
+            ? round_to_storage<scalar_t>(spike_next_state<kConvSpikingjelly, kReset>(
+                  prev[0], spike_fire<kConvSpikingjelly>(prev[0] - p.threshold), p))
+            : prev[0];
+    return spikingjelly_bwd_step<kReset, kSurrogate>(grad_rows[0], grad_rows[1], saved[0], v_prev,
+                                                     x, p, o.alpha, o.decay_input_flag, f.reset,
+                                                     f.spike, carry[0], grad_c[0], grad_c[1]);
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const SpikeParams<acc_t>&, const acc_t (&)[1],
+                                     const acc_t (&carry)[1], acc_t (&grad_initial)[1],
+                                     acc_t (&)[3]) {
+    grad_initial[0] = carry[0];
+  }
+};
+
+// The model of a (convention, reset) pair of lif_fwd / lif_bwd.
+template <int kConv, int kReset>
+using LifModel = typename std::conditional<kConv == kConvSnntorch, SnntorchLif<kReset>,
+                                           SpikingjellyLif<kReset>>::type;
+
+// Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
+template <int kBlock, class M, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline void neuron_forward_lanes(const NeuronForwardArgs<scalar_t, acc_t>& a,
+                                                 int64_t lane0, int n) {
+  LaneConstant<kBlock, acc_t> c[M::kConstants];
+  for (int q = 0; q < M::kConstants; ++q) c[q].load(a.constants[q], a.H, lane0);
+  acc_t state[M::kStates][kBlock];
+  for (int s = 0; s < M::kStates; ++s) load_initial<kBlock>(state[s], a.initial[s], lane0, n);
+  const auto o = M::template options<acc_t>(a.flags, acc_t(0));
   // Chunks as in lif_forward_lanes: a chunk's input loads all go before its chain.
   for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
     const int steps = chunk_steps(a.T, t0);
@@ -763,150 +956,135 @@ C10_HOST_DEVICE inline void spike_forward_lanes(const SpikeForwardArgs<scalar_t,
     for (int k = 0; k < kChunk; ++k) {
       if (k >= steps) continue;
       const int64_t off = (t0 + k) * a.lanes + lane0;
-      scalar_t* spk = a.spikes + off;
-      scalar_t* mem = a.membrane + off;
+      scalar_t* rows[M::kRows];
+      for (int r = 0; r < M::kRows; ++r) rows[r] = a.rows[r] + off;
       // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
       for (int j = 0; j < n; ++j) {
-        const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
-        const acc_t h = round_to_storage<scalar_t>(
-            spike_charge<kConv, kReset>(state[j], in[k][j], p, decay_input));
-        const acc_t s = spike_fire<kConv>(h - p.threshold);
-        spk[j] = static_cast<scalar_t>(s);
-        mem[j] = static_cast<scalar_t>(h);
-        // Kept at the input's precision, like the membrane: the state a step returns (and the
-        // next per-step call starts from) is the one the next step of this loop charges from.
-        state[j] = round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(h, s, p));
+        acc_t st[M::kStates], out[M::kRows];
+        for (int s = 0; s < M::kStates; ++s) st[s] = state[s][j];
+        M::template forward<scalar_t>(M::params(c, j), o, in[k][j], st, out);
+        for (int r = 0; r < M::kRows; ++r) rows[r][j] = static_cast<scalar_t>(out[r]);
+        for (int s = 0; s < M::kStates; ++s) state[s][j] = st[s];
       }
     }
   }
-  for (int j = 0; j < n; ++j) a.state[lane0 + j] = static_cast<scalar_t>(state[j]);
+  for (int s = 0; s < M::kStates; ++s) {
+    for (int j = 0; j < n; ++j) a.state[s][lane0 + j] = static_cast<scalar_t>(state[s][j]);
+  }
 }
 
-// From t = T - 1 down to 0, one pass per step; absent streams read as zeros.
-template <int kBlock, int kConv, int kReset, int kSurrogate, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline void spike_backward_lanes(const SpikeBackwardArgs<scalar_t, acc_t>& a,
-                                                 int64_t lane0, int n) {
-  if (a.grad_spikes == nullptr && a.grad_membrane == nullptr && a.grad_state == nullptr) {
+// Runs model M's backward from t = T - 1 down to 0 for lanes [lane0, lane0 + n); absent streams
+// read as zeros.
+template <int kBlock, class M, int kSurrogate, typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline void neuron_backward_lanes(const NeuronBackwardArgs<scalar_t, acc_t>& a,
+                                                  int64_t lane0, int n) {
+  GivenGrads given;
+  bool any_given = false;
+  for (int r = 0; r < M::kRows; ++r) any_given |= given.rows[r] = a.grad_rows[r] != nullptr;
+  for (int s = 0; s < M::kStates; ++s) any_given |= given.state[s] = a.grad_state[s] != nullptr;
+  if (!any_given) {
     // Nothing reaches the loss: every gradient is zero (autograd would run no node at all).
     for (int64_t t = 0; t < a.T; ++t) {
       for (int j = 0; j < n; ++j) a.grad_input[t * a.lanes + lane0 + j] = scalar_t(0);
     }
     for (int j = 0; j < n; ++j) {
-      if (a.grad_initial != nullptr) a.grad_initial[lane0 + j] = scalar_t(0);
-      if (a.grad_decay != nullptr) a.grad_decay[lane0 + j] = acc_t(0);
-      if (a.grad_threshold != nullptr) a.grad_threshold[lane0 + j] = acc_t(0);
+      for (int s = 0; s < M::kStates; ++s) {
+        if (a.grad_initial[s] != nullptr) a.grad_initial[s][lane0 + j] = scalar_t(0);
+      }
+      for (int q = 0; q < M::kConstants; ++q) {
+        if (a.grad_constants[q] != nullptr) a.grad_constants[q][lane0 + j] = acc_t(0);
+      }
     }
     return;
   }
-  LaneConstant<kBlock, acc_t> decay, threshold, reset_value;
-  acc_t carry[kBlock], carry_s[kBlock], g_decay[kBlock], g_threshold[kBlock];
-  acc_t cur[kBlock];  // the membrane of step t
+  LaneConstant<kBlock, acc_t> c[M::kConstants];
+  for (int q = 0; q < M::kConstants; ++q) c[q].load(a.constants[q], a.H, lane0);
+  acc_t carry[M::kCarries][kBlock], grad_c[M::kConstants][kBlock];
+  acc_t cur[M::kStates][kBlock];  // the saved rows of step t
   const ZeroRow<kBlock, scalar_t> zero_row;
   const scalar_t* const zeros = zero_row.get();
-  decay.load(a.decay, a.H, lane0);
-  threshold.load(a.threshold, a.H, lane0);
-  reset_value.load(a.reset_value, a.H, lane0);
-  const scalar_t* last = a.membrane + (a.T - 1) * a.lanes + lane0;
-  for (int j = 0; j < n; ++j) {
-    carry_s[j] = g_decay[j] = g_threshold[j] = acc_t(0);
-    cur[j] = static_cast<acc_t>(last[j]);
+  const scalar_t* initial[M::kStates];
+  for (int s = 0; s < M::kStates; ++s) {
+    initial[s] = a.initial[s] != nullptr ? a.initial[s] + lane0 : zeros;
+    const scalar_t* last = a.saved[s] + (a.T - 1) * a.lanes + lane0;
+    // The state after the last step is what the state carries stand for.
+    const scalar_t* grad_state = a.grad_state[s] != nullptr ? a.grad_state[s] + lane0 : zeros;
+    for (int j = 0; j < n; ++j) {
+      cur[s][j] = static_cast<acc_t>(last[j]);
+      carry[s][j] = static_cast<acc_t>(read_or_zero(grad_state, j));
+    }
   }
-  // The state after the last step (m_{T-1} resp. v_{T-1}) is what the carry stands for.
-  const scalar_t* grad_state = a.grad_state != nullptr ? a.grad_state + lane0 : zeros;
-  for (int j = 0; j < n; ++j) carry[j] = static_cast<acc_t>(read_or_zero(grad_state, j));
-  const bool need_x = kConv == kConvSpikingjelly && a.decay_input && a.grad_decay != nullptr;
-  // Read once: a.alpha is a float the compiler would otherwise have to reload after every store to
-  // grad_input (they may alias), which keeps the CPU loop from vectorising; flags as 0/1 floats.
-  const acc_t alpha = a.alpha;
-  const acc_t decay_input = a.decay_input ? acc_t(1) : acc_t(0);
-  const acc_t detach_reset = a.detach_reset ? acc_t(1) : acc_t(0);
-  const scalar_t* initial = a.initial != nullptr ? a.initial + lane0 : zeros;
-  // Which values reach the loss, as autograd through the reference loop sees them (flags of t only,
-  // the same for every lane). Terms of values the loss does not reach are not formed: autograd never
-  // runs those nodes, and on an infinite or NaN membrane 0 * inf (or 0 * sigma'(NaN)) would make NaN
-  // where the reference has a number. snnTorch: m_t reaches it through its row, its spike or m_{t+1};
-  // its spike function through s_t or, not detached, through the reset r_{t+1} of the next charge.
-  // SpikingJelly: v_t through h_{t+1} (after the last step: the returned state); s_t through its row
-  // or, not detached, through the reset; h_t through its row, s_t or v_t, so at every step once
-  // anything reaches the loss (the case that nothing does returned zeros above).
-  const bool spikes_given = a.grad_spikes != nullptr;
-  const bool membrane_given = a.grad_membrane != nullptr;
-  const bool resets_pass = !a.detach_reset && kReset != kSpikeResetNone;
-  bool next_reached = a.grad_state != nullptr;  // m_{t+1} resp. h_{t+1}; after the last: the state
-  // Chunks as in lif_backward_lanes: a chunk's loads (upstream gradients, the previous membrane,
+  for (int j = 0; j < n; ++j) {
+    for (int e = M::kStates; e < M::kCarries; ++e) carry[e][j] = acc_t(0);
+    for (int q = 0; q < M::kConstants; ++q) grad_c[q][j] = acc_t(0);
+  }
+  // Read once into locals: a.alpha is a float the compiler would otherwise have to reload after
+  // every store to grad_input (they may alias), which keeps the CPU loop from vectorising.
+  const auto o = M::template options<acc_t>(a.flags, a.alpha);
+  const bool need_x = M::needs_input(a.flags, a.grad_constants[0] != nullptr);
+  typename M::Reach reach = M::reach_after_last(given);
+  // Chunks as in lif_backward_lanes: a chunk's loads (upstream gradients, the previous saved rows,
   // the input) all go before its chain; slot i holds step t0 + i.
   const int64_t last_chunk = a.T > 0 ? (a.T - 1) / kChunk * kChunk : -1;
   for (int64_t t0 = last_chunk; t0 >= 0; t0 -= kChunk) {
     const int steps = chunk_steps(a.T, t0);
-    StagedRow<kBlock, scalar_t, acc_t> gs_in[kChunk], gm_in[kChunk], x_in[kChunk], prev_in[kChunk];
+    StagedRow<kBlock, scalar_t, acc_t> g_in[M::kRows][kChunk], prev_in[M::kStates][kChunk],
+        x_in[kChunk];
     SNN_UNROLL
     for (int i = 0; i < kChunk; ++i) {
       if (i >= steps) continue;
       const int64_t t = t0 + i;
       const int64_t off = t * a.lanes + lane0;
-      gs_in[i].load(a.grad_spikes != nullptr ? a.grad_spikes + off : zeros);
-      gm_in[i].load(a.grad_membrane != nullptr ? a.grad_membrane + off : zeros);
+      for (int r = 0; r < M::kRows; ++r) {
+        g_in[r][i].load(a.grad_rows[r] != nullptr ? a.grad_rows[r] + off : zeros);
+      }
       x_in[i].load(need_x ? a.input + off : zeros);
-      // The membrane of step t - 1, or at t = 0 the initial state.
-      prev_in[i].load(t > 0 ? a.membrane + off - a.lanes : initial);
+      // The saved rows of step t - 1, or at t = 0 the initial state.
+      for (int s = 0; s < M::kStates; ++s) {
+        prev_in[s][i].load(t > 0 ? a.saved[s] + off - a.lanes : initial[s]);
+      }
     }
     SNN_UNROLL
     for (int i = kChunk - 1; i >= 0; --i) {
       if (i >= steps) continue;
       const int64_t t = t0 + i;
-      acc_t spike_flag, reset_flag = acc_t(0);
-      if (kConv == kConvSnntorch) {
-        const bool r_next = t < a.T - 1 && next_reached && resets_pass;
-        spike_flag = spikes_given || r_next ? acc_t(1) : acc_t(0);
-        next_reached = membrane_given || spikes_given || next_reached;
-      } else {
-        const bool v_reached = next_reached;
-        const bool s_reached = spikes_given || (v_reached && resets_pass);
-        const bool h_reached = membrane_given || s_reached || v_reached;
-        spike_flag = s_reached ? acc_t(1) : acc_t(0);
-        reset_flag = v_reached && resets_pass ? acc_t(1) : acc_t(0);
-        next_reached = h_reached;
-      }
+      const auto flags = M::reach(reach, given, o, t, a.T);
       scalar_t* gx = a.grad_input + t * a.lanes + lane0;
       const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
       // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
       for (int j = 0; j < n; ++j) {
-        const SpikeParams<acc_t> p{decay[j], threshold[j], reset_value[j]};
-        const acc_t prev_value = prev_in[i][j];
-        acc_t grad_x;
-        if (kConv == kConvSnntorch) {
-          grad_x = snntorch_bwd_step<kReset, kSurrogate>(
-              gs_in[i][j], gm_in[i][j], cur[j], prev_value, p, alpha, detach_reset, spike_flag,
-              carry[j], carry_s[j], g_decay[j], g_threshold[j]);
-        } else {
-          // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
-          const acc_t v_prev =
-              after_first > acc_t(0)
-                  ? round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(
-                        prev_value, spike_fire<kConv>(prev_value - p.threshold), p))
-                  : prev_value;
-          grad_x = spikingjelly_bwd_step<kReset, kSurrogate>(
-              gs_in[i][j], gm_in[i][j], cur[j], v_prev, x_in[i][j], p, alpha, decay_input,
-              reset_flag, spike_flag, carry[j], g_decay[j], g_threshold[j]);
+        acc_t saved[M::kStates], prev[M::kStates], grads[M::kRows], car[M::kCarries];
+        acc_t gc[M::kConstants];
+        for (int s = 0; s < M::kStates; ++s) {
+          saved[s] = cur[s][j];
+          prev[s] = prev_in[s][i][j];
         }
+        for (int r = 0; r < M::kRows; ++r) grads[r] = g_in[r][i][j];
+        for (int e = 0; e < M::kCarries; ++e) car[e] = carry[e][j];
+        for (int q = 0; q < M::kConstants; ++q) gc[q] = grad_c[q][j];
+        const acc_t grad_x = M::template backward<kSurrogate, scalar_t>(
+            M::params(c, j), o, flags, after_first, x_in[i][j], saved, prev, grads, car, gc);
         gx[j] = static_cast<scalar_t>(grad_x);
-        cur[j] = prev_value;
+        for (int e = 0; e < M::kCarries; ++e) carry[e][j] = car[e];
+        for (int q = 0; q < M::kConstants; ++q) grad_c[q][j] = gc[q];
+        for (int s = 0; s < M::kStates; ++s) cur[s][j] = prev[s];
       }
     }
   }
-  // r_0 = [m_{-1} - theta > 0] reaches the loss through m_0 unless detached.
-  const bool r0_reached = a.T > 0 && next_reached && resets_pass;
   for (int j = 0; j < n; ++j) {
-    acc_t grad_initial = carry[j];
-    if (kConv == kConvSnntorch && r0_reached) {
-      // r_0 also depends on the initial membrane and the threshold.
-      const acc_t sg = surrogate_grad<kSurrogate>(cur[j] - threshold[j], alpha);
-      grad_initial += carry_s[j] * sg;
-      g_threshold[j] -= carry_s[j] * sg;
+    acc_t init[M::kStates], car[M::kCarries], grad_init[M::kStates], gc[M::kConstants];
+    for (int s = 0; s < M::kStates; ++s) init[s] = cur[s][j];
+    for (int e = 0; e < M::kCarries; ++e) car[e] = carry[e][j];
+    for (int q = 0; q < M::kConstants; ++q) gc[q] = grad_c[q][j];
+    M::template finish<kSurrogate>(reach, o, a.T, M::params(c, j), init, car, grad_init, gc);
+    for (int s = 0; s < M::kStates; ++s) {
+      if (a.grad_initial[s] != nullptr) {
+        a.grad_initial[s][lane0 + j] = static_cast<scalar_t>(grad_init[s]);
+      }
     }
-    if (a.grad_initial != nullptr) a.grad_initial[lane0 + j] = static_cast<scalar_t>(grad_initial);
-    if (a.grad_decay != nullptr) a.grad_decay[lane0 + j] = g_decay[j];
-    if (a.grad_threshold != nullptr) a.grad_threshold[lane0 + j] = g_threshold[j];
+    for (int q = 0; q < M::kConstants; ++q) {
+      if (a.grad_constants[q] != nullptr) a.grad_constants[q][lane0 + j] = gc[q];
+    }
   }
 }
 

@@ -31,16 +31,18 @@ __global__ void __launch_bounds__(kThreads)
 
 template <int kConv, int kReset, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    lif_spike_forward_kernel(const SpikeForwardArgs<scalar_t, acc_t> args) {
+    lif_spike_forward_kernel(const NeuronForwardArgs<scalar_t, acc_t> args) {
   const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (lane < args.lanes) spike_forward_lanes<1, kConv, kReset>(args, lane, 1);
+  if (lane < args.lanes) neuron_forward_lanes<1, LifModel<kConv, kReset>>(args, lane, 1);
 }
 
 template <int kConv, int kReset, int kSurrogate, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    lif_spike_backward_kernel(const SpikeBackwardArgs<scalar_t, acc_t> args) {
+    lif_spike_backward_kernel(const NeuronBackwardArgs<scalar_t, acc_t> args) {
   const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (lane < args.lanes) spike_backward_lanes<1, kConv, kReset, kSurrogate>(args, lane, 1);
+  if (lane < args.lanes) {
+    neuron_backward_lanes<1, LifModel<kConv, kReset>, kSurrogate>(args, lane, 1);
+  }
 }
 
 unsigned int num_blocks(int64_t lanes) {
@@ -79,7 +81,7 @@ struct BackwardCuda : CudaLaunch {
 
 struct LifForwardCuda : CudaLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset>
-  void operator()(const SpikeForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+  void operator()(const NeuronForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>) const {
     lif_spike_forward_kernel<kConv, kReset><<<num_blocks(args.lanes), kThreads, 0,
                                               c10::cuda::getCurrentCUDAStream()>>>(args);
@@ -89,7 +91,7 @@ struct LifForwardCuda : CudaLaunch {
 
 struct LifBackwardCuda : CudaLaunch {
   template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
-  void operator()(const SpikeBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+  void operator()(const NeuronBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
                   IntConstant<kReset>, IntConstant<kSurrogate>) const {
     lif_spike_backward_kernel<kConv, kReset, kSurrogate><<<num_blocks(args.lanes), kThreads, 0,
                                                            c10::cuda::getCurrentCUDAStream()>>>(
