@@ -226,24 +226,10 @@ int64_t cpu_grain(int64_t T) {
 template <typename acc_t>
 class TiledConstants {
  public:
-  template <typename scalar_t>
-  ForwardArgs<scalar_t, acc_t> operator()(ForwardArgs<scalar_t, acc_t> a) {
-    tile_graded(a);
-    return a;
-  }
-  template <typename scalar_t>
-  BackwardArgs<scalar_t, acc_t> operator()(BackwardArgs<scalar_t, acc_t> a) {
-    tile_graded(a);
-    return a;
-  }
-  template <typename scalar_t>
-  NeuronForwardArgs<scalar_t, acc_t> operator()(NeuronForwardArgs<scalar_t, acc_t> a) {
-    tile_model(a);
-    return a;
-  }
-  template <typename scalar_t>
-  NeuronBackwardArgs<scalar_t, acc_t> operator()(NeuronBackwardArgs<scalar_t, acc_t> a) {
-    tile_model(a);
+  // The arguments of one call with their constants tiled (the graded neuron's ratio added).
+  template <typename Args>
+  Args operator()(Args a) {
+    tile_args(a);
     return a;
   }
 
@@ -263,6 +249,14 @@ class TiledConstants {
     }
     return out.data();
   }
+  template <typename scalar_t>
+  void tile_args(ForwardArgs<scalar_t, acc_t>& a) { tile_graded(a); }
+  template <typename scalar_t>
+  void tile_args(BackwardArgs<scalar_t, acc_t>& a) { tile_graded(a); }
+  template <typename scalar_t>
+  void tile_args(NeuronForwardArgs<scalar_t, acc_t>& a) { tile_model(a); }
+  template <typename scalar_t>
+  void tile_args(NeuronBackwardArgs<scalar_t, acc_t>& a) { tile_model(a); }
   template <typename Args>
   void tile_graded(Args& a) {
     a.decay = tile(a.decay, a.H, a.lanes, 0);

@@ -767,12 +767,37 @@ struct GivenGrads {
   bool state[kMaxStreams];
 };
 
+// What both binary-spike LIF conventions share: rows spikes and membrane, one state whose saved
+// row is the membrane, constants decay, threshold, reset value, and the forward step.
+template <int kConv, int kReset>
+struct BinaryLif {
+  static constexpr int kStates = 1, kConstants = 3, kRows = 2, kSavedRow0 = 1;
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE SpikeParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
+                                                   int j) {
+    return {c[0][j], c[1][j], c[2][j]};
+  }
+  // The membrane and (SpikingJelly) the state after the reset are kept at the input's precision:
+  // the state a step returns (and the next per-step call starts from) is the one the next step of
+  // this loop charges from, and the backward reads the stored membrane.
+  template <typename scalar_t, typename acc_t, typename Options>
+  static C10_HOST_DEVICE void forward(const SpikeParams<acc_t>& p, const Options& o, acc_t x,
+                                      acc_t (&state)[1], acc_t (&out)[2]) {
+    const acc_t h =
+        round_to_storage<scalar_t>(spike_charge<kConv, kReset>(state[0], x, p, o.decay_input));
+    const acc_t s = spike_fire<kConv>(h - p.threshold);
+    out[0] = s;
+    out[1] = h;
+    state[0] = round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(h, s, p));
+  }
+};
+
 // Binary-spike LIF in the snnTorch convention (see the equations above). Rows: spikes, membrane;
 // state m (its saved row: the membrane, row 1); carries dL/dm_t, dL/ds_t through r_{t+1};
 // constants decay (beta), threshold, reset value.
 template <int kReset>
-struct SnntorchLif {
-  static constexpr int kStates = 1, kConstants = 3, kRows = 2, kSavedRow0 = 1, kCarries = 2;
+struct SnntorchLif : BinaryLif<kConvSnntorch, kReset> {
+  static constexpr int kCarries = 2;
   template <typename acc_t>
   struct Options {
     bool decay_input;
@@ -792,21 +817,6 @@ struct SnntorchLif {
     const bool detach = (flags & kFlagDetachReset) != 0;
     return {(flags & kFlagDecayInput) != 0, alpha, detach ? acc_t(1) : acc_t(0),
             !detach && kReset != kSpikeResetNone};
-  }
-  template <int kBlock, typename acc_t>
-  static C10_HOST_DEVICE SpikeParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
-                                                   int j) {
-    return {c[0][j], c[1][j], c[2][j]};
-  }
-  template <typename scalar_t, typename acc_t>
-  static C10_HOST_DEVICE void forward(const SpikeParams<acc_t>& p, const Options<acc_t>& o,
-                                      acc_t x, acc_t (&state)[1], acc_t (&out)[2]) {
-    const acc_t h = round_to_storage<scalar_t>(
-        spike_charge<kConvSnntorch, kReset>(state[0], x, p, o.decay_input));
-    const acc_t s = spike_fire<kConvSnntorch>(h - p.threshold);
-    out[0] = s;
-    out[1] = h;
-    state[0] = round_to_storage<scalar_t>(spike_next_state<kConvSnntorch, kReset>(h, s, p));
   }
   static C10_HOST_DEVICE bool needs_input(int, bool) { return false; }
   static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
@@ -852,8 +862,8 @@ struct SnntorchLif {
 // the reset); state v (after the reset), rebuilt in the backward from the saved h_{t-1}; one carry
 // dL/dv_t; constants decay (tau), threshold, reset value.
 template <int kReset>
-struct SpikingjellyLif {
-  static constexpr int kStates = 1, kConstants = 3, kRows = 2, kSavedRow0 = 1, kCarries = 1;
+struct SpikingjellyLif : BinaryLif<kConvSpikingjelly, kReset> {
+  static constexpr int kCarries = 1;
   template <typename acc_t>
   struct Options {
     bool decay_input;
@@ -873,23 +883,6 @@ struct SpikingjellyLif {
     const bool decay_input = (flags & kFlagDecayInput) != 0;
     return {decay_input, alpha, decay_input ? acc_t(1) : acc_t(0),
             (flags & kFlagDetachReset) == 0};
-  }
-  template <int kBlock, typename acc_t>
-  static C10_HOST_DEVICE SpikeParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
-                                                   int j) {
-    return {c[0][j], c[1][j], c[2][j]};
-  }
-  template <typename scalar_t, typename acc_t>
-  static C10_HOST_DEVICE void forward(const SpikeParams<acc_t>& p, const Options<acc_t>& o,
-                                      acc_t x, acc_t (&state)[1], acc_t (&out)[2]) {
-    const acc_t h = round_to_storage<scalar_t>(
-        spike_charge<kConvSpikingjelly, kReset>(state[0], x, p, o.decay_input));
-    const acc_t s = spike_fire<kConvSpikingjelly>(h - p.threshold);
-    out[0] = s;
-    out[1] = h;
-    // Kept at the input's precision, like the membrane: the state a step returns (and the next
-    // per-step call starts from) is the one the next step of this loop charges from.
-    state[0] = round_to_storage<scalar_t>(spike_next_state<kConvSpikingjelly, kReset>(h, s, p));
   }
   // x_t is read only for tau's gradient with decay_input.
   static C10_HOST_DEVICE bool needs_input(int flags, bool grad_decay) {
