@@ -11,6 +11,7 @@ Rows:
                          shares. Each library's child also times this Linear-only pass, alternating
                          with its full pass; "neuron s" is the median of (full - Linear-only).
   snn_cuda.Leaky         fused, snnTorch's semantics      snn_cuda.LIFNode   fused, SpikingJelly's
+  snn_cuda.IFNode        fused, SpikingJelly's IFNode      spikingjelly.IFNode  its own, as LIFNode
   snntorch.Leaky         snnTorch's neuron called once per time step (it has no multi-step form)
   spikingjelly.LIFNode   step_mode="m": on CPU its registered float32 CPU op (a per-step loop in
                          PyTorch), on CUDA whatever provider it selects (Triton/CuPy/torch)
@@ -48,7 +49,11 @@ from common import (  # noqa: E402
     time_median,
 )
 
-LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snntorch.Leaky", "spikingjelly.LIFNode")
+LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode", "snntorch.Leaky",
+             "spikingjelly.LIFNode", "spikingjelly.IFNode")
+# Each of ours against the module it replaces.
+ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
+            "snn_cuda.IFNode": "spikingjelly.IFNode"}
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
 TAU = 1.0 / (1.0 - BETA)
 
@@ -97,6 +102,14 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
         def forward():
             neuron.reset()
             return neuron(linear(x))
+    elif library == "snn_cuda.IFNode":
+        import snn_cuda
+
+        neuron = snn_cuda.IFNode(step_mode="m").to(device)
+
+        def forward():
+            neuron.reset()
+            return neuron(linear(x))
     elif library == "snntorch.Leaky":
         import snntorch
 
@@ -116,6 +129,14 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
         from spikingjelly.activation_based import functional, neuron as sj_neuron
 
         neuron = sj_neuron.LIFNode(tau=TAU, step_mode="m").to(device)
+
+        def forward():
+            functional.reset_net(neuron)
+            return neuron(linear(x))
+    elif library == "spikingjelly.IFNode":
+        from spikingjelly.activation_based import functional, neuron as sj_neuron
+
+        neuron = sj_neuron.IFNode(step_mode="m").to(device)
 
         def forward():
             functional.reset_net(neuron)
@@ -215,12 +236,20 @@ def main(argv=None) -> None:
                 mine = r.get(key)
                 ok = t_peer and mine and mine > 0 and r["library"] != "linear"
                 speedups.append(t_peer / mine if ok else None)
+        original = next((x for x in rows if x["n"] == r["n"] and x["library"] == ORIGINAL.get(r["library"])),
+                        None)
+        for key in ("seconds", "neuron_seconds"):
+            ok = original is not None and original.get(key) and r.get(key)
+            speedups.append(original[key] / r[key] if ok else None)
         (r["speedup_vs_snntorch"], r["speedup_vs_spikingjelly"],
-         r["neuron_speedup_vs_snntorch"], r["neuron_speedup_vs_spikingjelly"]) = speedups
+         r["neuron_speedup_vs_snntorch"], r["neuron_speedup_vs_spikingjelly"],
+         r["speedup_vs_original"], r["neuron_speedup_vs_original"]) = speedups
         table.append([r["n"], r["library"], r["seconds"], r.get("neuron_seconds"), *speedups,
                       r["peak_bytes"] / 2**20])
-    headers = ["n", "library", "fwd+bwd s", "neuron s", "x vs snntorch", "x vs spikingjelly",
-               "neuron x vs snntorch", "neuron x vs spikingjelly", "peak MB"]
+    headers = ["n", "library", "fwd+bwd s", "neuron s", "x vs snntorch.Leaky",
+               "x vs spikingjelly.LIFNode", "neuron x vs snntorch.Leaky",
+               "neuron x vs spikingjelly.LIFNode", "x vs its original", "neuron x vs its original",
+               "peak MB"]
     print()
     print(f"Linear(n, n) + LIF, T={args.T}, batch={args.batch}, float32, {args.device}, "
           f"median of {args.repeats} after {args.warmup} warm-up")

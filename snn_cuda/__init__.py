@@ -3,9 +3,9 @@
 - :func:`spiking_recurrence`: the fused op (``[T, *batch, H]`` in, ``(states, outputs)`` out).
 - :mod:`snn_cuda.reference`: the same thing as a plain per-step loop, the oracle.
 - :class:`SpikingNeuronLayer`: the seed's spiking layer over a whole sequence.
-- :func:`lif`, :func:`lif_step`, :class:`Leaky`, :class:`LIFNode`: binary-spike LIF neurons with
-  surrogate gradients, fused; ``Leaky`` and ``LIFNode`` are drop-in replacements for snnTorch's and
-  SpikingJelly's, :class:`SpikingNeuronLayerRNN` for the seed's layer (called per step, or a whole
+- :func:`lif`, :func:`lif_step`, :class:`Leaky`, :class:`LIFNode`, :class:`IFNode`: binary-spike
+  LIF (and IF) neurons with surrogate gradients, fused; ``Leaky``, ``LIFNode`` and ``IFNode`` are
+  drop-in replacements for snnTorch's and SpikingJelly's, :class:`SpikingNeuronLayerRNN` for the seed's layer (called per step, or a whole
   sequence with ``step_mode="m"``).
 - :func:`convert` swaps those originals in a model for the fused ones; :func:`run_sequence` runs a
   per-step model over a whole sequence layer by layer.
@@ -16,7 +16,7 @@ from . import reference, surrogate
 from .convert import convert, run_sequence
 from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
-from .neurons import LIFNode, Leaky
+from .neurons import IFNode, LIFNode, Leaky
 from .ops import (
     LIFFunction,
     SpikingRecurrenceFunction,
@@ -32,6 +32,7 @@ __version__ = "0.3.1"
 
 __all__ = [
     "LIFFunction",
+    "IFNode",
     "LIFNode",
     "Leaky",
     "NonSpikingNet",

@@ -1,7 +1,7 @@
 """Existing models, fused without a rewrite.
 
-- :func:`convert` replaces every snnTorch ``Leaky``, SpikingJelly ``LIFNode`` and the seed's
-  ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
+- :func:`convert` replaces every snnTorch ``Leaky``, SpikingJelly ``LIFNode``/``IFNode`` and the
+  seed's ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
   (the same ``Parameter`` objects, so an optimizer built before still trains them), buffers,
   ``state_dict`` keys, state and hooks.
 - :func:`run_sequence` runs a model written for one time step per call over a whole
@@ -19,7 +19,7 @@ from torch import nn
 
 from . import _peers
 from .layers import SpikingNeuronLayerRNN
-from .neurons import LIFNode, Leaky
+from .neurons import IFNode, LIFNode, Leaky
 
 _HOOK_DICTS = (
     "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -82,21 +82,30 @@ def _from_snntorch_leaky(m) -> Leaky:
     return new
 
 
-def _from_spikingjelly_lifnode(m) -> LIFNode:
+def _from_spikingjelly_node(m, cls, **constants):
+    """SpikingJelly's LIFNode or IFNode as ours (``cls``), with its state and options."""
     if getattr(m, "_neuron_precision", None) is not None:
         raise ValueError(
-            "convert: this LIFNode has a neuron precision set (SpikingJelly's reduced-precision "
-            f"modes, {m._neuron_precision!r}); the fused kernel computes in the input's dtype"
+            f"convert: this {type(m).__name__} has a neuron precision set (SpikingJelly's "
+            f"reduced-precision modes, {m._neuron_precision!r}); the fused kernel computes in the "
+            "input's dtype"
         )
-    new = LIFNode(
-        tau=m.tau, decay_input=m.decay_input, v_threshold=m.v_threshold, v_reset=m.v_reset,
-        surrogate_function=m.surrogate_function, detach_reset=m.detach_reset,
-        step_mode=m.step_mode, store_v_seq=m.store_v_seq,
+    new = cls(
+        v_threshold=m.v_threshold, v_reset=m.v_reset, surrogate_function=m.surrogate_function,
+        detach_reset=m.detach_reset, step_mode=m.step_mode, store_v_seq=m.store_v_seq, **constants,
     )
     _carry_over(m, new)
     new.v = m.v
     new.v_seq = m.v_seq
     return new
+
+
+def _from_spikingjelly_lifnode(m) -> LIFNode:
+    return _from_spikingjelly_node(m, LIFNode, tau=m.tau, decay_input=m.decay_input)
+
+
+def _from_spikingjelly_ifnode(m) -> IFNode:
+    return _from_spikingjelly_node(m, IFNode)
 
 
 def _is_seed_layer(m) -> bool:
@@ -127,14 +136,18 @@ def _converters() -> Dict[type, Callable]:
     lifnode = _peers.peer_class("spikingjelly.activation_based.neuron", "LIFNode")
     if lifnode is not None:
         table[lifnode] = _from_spikingjelly_lifnode
+    ifnode = _peers.peer_class("spikingjelly.activation_based.neuron", "IFNode")
+    if ifnode is not None:
+        table[ifnode] = _from_spikingjelly_ifnode
     return table
 
 
 def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
-    """Replaces, in place, every ``snntorch.Leaky``, SpikingJelly ``neuron.LIFNode`` and the seed's
-    ``SpikingNeuronLayerRNN`` (a class of that name with ``fc``, ``decay_multiplier``,
+    """Replaces, in place, every ``snntorch.Leaky``, SpikingJelly ``neuron.LIFNode`` / ``IFNode``
+    and the seed's ``SpikingNeuronLayerRNN`` (a class of that name with ``fc``, ``decay_multiplier``,
     ``threshold``, ``penalty_threshold`` and ``reset_state``) in ``model`` by the fused drop-in
-    (:class:`snn_cuda.Leaky`, :class:`snn_cuda.LIFNode`, :class:`snn_cuda.SpikingNeuronLayerRNN`)
+    (:class:`snn_cuda.Leaky`, :class:`snn_cuda.LIFNode`, :class:`snn_cuda.IFNode`,
+    :class:`snn_cuda.SpikingNeuronLayerRNN`)
     with the same options, parameters (the same objects), buffers, ``state_dict`` keys, state,
     hooks and train/eval mode. Returns the model (or its replacement if the model itself is one).
 

@@ -489,19 +489,26 @@ class LIFNode(CheckedConstants, MemoryModule):
             ):
                 raise ValueError(f"snn_cuda.LIFNode: tau must be a finite float > 1, got {tau!r}")
             tau = float(tau)
+        check_flag(decay_input, "decay_input", "snn_cuda.LIFNode")
+        self.decay_input = decay_input
+        self._register_constant("tau", tau, learn_tau)
+        self._init_node(v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
+                        store_v_seq, learn_threshold)
+
+    def _init_node(self, v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
+                   store_v_seq, learn_threshold) -> None:
+        """What LIFNode and IFNode set up alike."""
+        name = f"snn_cuda.{type(self).__name__}"
         if v_reset is not None and (isinstance(v_reset, bool) or not isinstance(v_reset, (int, float))):
-            raise ValueError(f"snn_cuda.LIFNode: v_reset must be a float or None, got {v_reset!r}")
+            raise ValueError(f"{name}: v_reset must be a float or None, got {v_reset!r}")
         self.step_mode = step_mode
         self.surrogate_function = _surrogate.resolve(
-            surrogate_function, _surrogate.SPIKINGJELLY_DEFAULT, "snn_cuda.LIFNode surrogate_function"
+            surrogate_function, _surrogate.SPIKINGJELLY_DEFAULT, f"{name} surrogate_function"
         )
-        check_flag(decay_input, "decay_input", "snn_cuda.LIFNode")
-        check_flag(detach_reset, "detach_reset", "snn_cuda.LIFNode")
-        check_flag(store_v_seq, "store_v_seq", "snn_cuda.LIFNode")
-        self.decay_input = decay_input
+        check_flag(detach_reset, "detach_reset", name)
+        check_flag(store_v_seq, "store_v_seq", name)
         self.v_reset = None if v_reset is None else float(v_reset)
         self.detach_reset = detach_reset
-        self._register_constant("tau", tau, learn_tau)
         self._register_constant("v_threshold", v_threshold, learn_threshold)
         self.register_memory("v", 0.0 if self.v_reset is None else self.v_reset)
         self.store_v_seq = store_v_seq
@@ -568,24 +575,29 @@ class LIFNode(CheckedConstants, MemoryModule):
 
     def _kernel_args(self, step: torch.Tensor):
         return dict(
-            convention="spikingjelly",
             reset="subtract" if self.v_reset is None else "hard",
             reset_value=0.0 if self.v_reset is None else self.v_reset,
-            decay_input=self.decay_input,
             detach_reset=self.detach_reset,
             surrogate=self.surrogate_function,
             initial=self._initial(step),
+            **self._charge_args(),
         )
+
+    def _charge_args(self):
+        return dict(convention="spikingjelly", decay_input=self.decay_input)
+
+    def _decay(self):
+        return self.tau
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 2:
             raise ValueError(
-                "snn_cuda.LIFNode: a multi-step input must be a sequence [T, N, ...] (at least 2 "
+                f"snn_cuda.{type(self).__name__}: a multi-step input must be a sequence [T, N, ...] (at least 2 "
                 f"dims); got {_describe(x_seq)}. For one step, use step_mode='s'."
             )
         if x_seq.shape[0] == 0:
-            raise ValueError("snn_cuda.LIFNode: the sequence is empty (T = 0)")
-        spikes, h, v = lif(x_seq, self.tau, self.v_threshold, return_state=True,
+            raise ValueError(f"snn_cuda.{type(self).__name__}: the sequence is empty (T = 0)")
+        spikes, h, v = lif(x_seq, self._decay(), self.v_threshold, return_state=True,
                            **self._kernel_args(x_seq[0]))
         self.v = v  # V after the last step's reset, from the kernel
         self.v_seq = self._after_reset(h, spikes) if self.store_v_seq else None
@@ -593,8 +605,9 @@ class LIFNode(CheckedConstants, MemoryModule):
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"snn_cuda.LIFNode: the input must be a tensor [N, ...], got {type(x).__name__}")
-        spikes, _, self.v = lif_step(x, self.tau, self.v_threshold, return_state=True,
+            raise TypeError(f"snn_cuda.{type(self).__name__}: the input must be a tensor [N, ...], "
+                            f"got {type(x).__name__}")
+        spikes, _, self.v = lif_step(x, self._decay(), self.v_threshold, return_state=True,
                                      **self._kernel_args(x))
         if self.store_v_seq:
             step = self.v.unsqueeze(0)
@@ -612,6 +625,55 @@ class LIFNode(CheckedConstants, MemoryModule):
         return (
             f"tau={show(self.tau)}, decay_input={self.decay_input}, v_threshold="
             f"{show(self.v_threshold)}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
+            f"step_mode={self.step_mode}, surrogate={self.surrogate_function.name}"
+            f"(alpha={self.surrogate_function.alpha:g})"
+        )
+
+
+class IFNode(LIFNode):
+    """SpikingJelly's ``IFNode``, fused: :class:`LIFNode` without the leak.
+
+    Arguments as ``spikingjelly.activation_based.neuron.IFNode`` (SpikingJelly 2.0)::
+
+        H[t] = V[t-1] + X[t]
+        S[t] = H(H[t] - v_threshold)          (backward: ``surrogate_function``; default Sigmoid(4))
+        v_reset=None (soft):  V[t] = H[t] - S[t] * v_threshold
+        v_reset=float (hard): V[t] = S[t] * v_reset + (1 - S[t]) * H[t]
+
+    The same memory-module behaviour as :class:`LIFNode` (step modes, ``reset``/``detach``,
+    ``store_v_seq``); ``v_threshold`` may be a tensor and learnable with ``learn_threshold``. One
+    fused kernel call per call (``lif`` with ``convention="spikingjelly_if"``).
+    """
+
+    def __init__(
+        self,
+        v_threshold: Union[Number, torch.Tensor] = 1.0,
+        v_reset: Optional[Number] = 0.0,
+        surrogate_function=None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        *,
+        learn_threshold: bool = False,
+    ):
+        super(LIFNode, self).__init__()  # what LIFNode's own super().__init__() runs
+        self._init_node(v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
+                        store_v_seq, learn_threshold)
+
+    def _constant_rules(self):
+        return {"v_threshold": (False, ""), "v_reset": (False, "")}
+
+    def _charge_args(self):
+        return dict(convention="spikingjelly_if")
+
+    def _decay(self):
+        return None
+
+    def extra_repr(self) -> str:
+        threshold = self.v_threshold
+        shown = threshold if not isinstance(threshold, torch.Tensor) else f"tensor{tuple(threshold.shape)}"
+        return (
+            f"v_threshold={shown}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
             f"step_mode={self.step_mode}, surrogate={self.surrogate_function.name}"
             f"(alpha={self.surrogate_function.alpha:g})"
         )

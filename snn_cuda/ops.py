@@ -523,7 +523,7 @@ def outside_inference(state: torch.Tensor) -> torch.Tensor:
 # ================================================================================================
 # Binary spikes with surrogate gradients: torch.ops.snn_cuda.lif_fwd / lif_bwd.
 
-CONVENTIONS = ("snntorch", "spikingjelly")
+CONVENTIONS = ("snntorch", "spikingjelly", "spikingjelly_if")
 LIF_RESETS = ("subtract", "hard", "none")  # "none": the snntorch convention only
 
 
@@ -630,13 +630,29 @@ def check_lif_values(convention: str, decay, threshold, reset_value, op: str) ->
     check_tensor_values(op, *items)
 
 
+def if_decay(convention: str, decay, decay_input, op: str):
+    """``convention="spikingjelly_if"`` (SpikingJelly's IFNode) has no leak: ``decay`` must be None
+    and ``decay_input`` left at its default; returns the constant the kernel is given (it does not
+    read it). Other conventions: ``decay`` unchanged."""
+    if convention != "spikingjelly_if":
+        return decay
+    if decay is not None:
+        raise ValueError(f'{op}: convention "spikingjelly_if" (IFNode) has no decay; pass decay=None, '
+                         f"got {decay!r}")
+    if decay_input is not True:
+        raise ValueError(f'{op}: convention "spikingjelly_if" (IFNode) has no decay_input; leave it at '
+                         f"True, got {decay_input!r}")
+    return 1.0
+
+
 def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool], surrogate,
                         decay_input: bool = True):
     """Checks the options and fills in the convention's defaults: (detach_reset, Surrogate)."""
     check_flag(detach_reset, "detach_reset", "lif", allow_none=True)
     check_flag(decay_input, "decay_input", "lif")
     if convention not in CONVENTIONS:
-        raise ValueError(f'lif: convention must be "snntorch" or "spikingjelly", got {convention!r}')
+        raise ValueError('lif: convention must be "snntorch", "spikingjelly" or "spikingjelly_if", '
+                         f'got {convention!r}')
     if reset not in LIF_RESETS:
         raise ValueError(f'lif: reset must be "subtract", "hard" or "none", got {reset!r}')
     if reset == "none" and convention != "snntorch":
@@ -698,7 +714,7 @@ def prepare_lif(input: torch.Tensor, initial, params, names):
 
 def lif(
     input: torch.Tensor,
-    decay: Param,
+    decay: Optional[Param],
     threshold: Param = 1.0,
     *,
     convention: str = "snntorch",
@@ -714,7 +730,9 @@ def lif(
 
     ``convention="snntorch"`` computes snnTorch's ``Leaky`` (``decay`` is beta; the reset at step t
     uses the spike of step t - 1), ``convention="spikingjelly"`` SpikingJelly's ``LIFNode``
-    (``decay`` is tau; charge, fire and reset in one step), each operation for operation; the
+    (``decay`` is tau; charge, fire and reset in one step), ``convention="spikingjelly_if"``
+    SpikingJelly's ``IFNode`` (no leak: ``H[t] = V[t-1] + X[t]``; pass ``decay=None``), each
+    operation for operation; the
     equations are in ``csrc/spiking_recurrence.h`` and docs/semantics.md. ``reset="subtract"`` subtracts the
     threshold after a spike (soft reset); ``reset="hard"`` sets the membrane to ``reset_value``
     (snnTorch's ``"zero"`` is ``reset_value=0``); ``reset="none"`` (snntorch convention only) never
@@ -752,6 +770,7 @@ def lif(
     """
     check_flag(return_state, "return_state", "lif")
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
+    decay = if_decay(convention, decay, decay_input, "lif")
     check_lif_values(convention, decay, threshold, reset_value, "lif")
     flat_input, initial, (dec, thr, rv), restore = prepare_lif(
         input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
@@ -806,7 +825,7 @@ class LIFStepFunction(LIFFunction):
 
 def lif_step(
     input: torch.Tensor,
-    decay: Param,
+    decay: Optional[Param],
     threshold: Param = 1.0,
     *,
     convention: str = "snntorch",
@@ -828,6 +847,7 @@ def lif_step(
     check_strided(input, "lif_step: input")
     check_flag(return_state, "return_state", "lif_step")
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
+    decay = if_decay(convention, decay, decay_input, "lif_step")
     check_lif_values(convention, decay, threshold, reset_value, "lif_step")
     step_shape = tuple(input.shape)
     sequence = input.reshape(1, *step_shape) if input.dim() > 0 else input.reshape(1, 1)

@@ -6,7 +6,7 @@ The fused op (:func:`snn_cuda.spiking_recurrence`) must give the same results an
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -138,7 +138,7 @@ def _stored(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def lif(
     input: torch.Tensor,
-    decay: Param,
+    decay: Optional[Param],
     threshold: Param = 1.0,
     *,
     convention: str = "snntorch",
@@ -151,9 +151,10 @@ def lif(
     return_state: bool = False,
 ):
     """Same signature, semantics and results as :func:`snn_cuda.lif`, as a plain loop."""
-    from .ops import prepare_lif, resolve_lif_options
+    from .ops import if_decay, prepare_lif, resolve_lif_options
 
     detach_reset, spec = resolve_lif_options(convention, reset, detach_reset, surrogate, decay_input)
+    decay = if_decay(convention, decay, decay_input, "lif")
     x, initial, (decay, threshold, reset_value), restore = prepare_lif(
         input, initial, (decay, threshold, reset_value), ("decay", "threshold", "reset_value")
     )
@@ -196,7 +197,9 @@ def lif(
             v = state
             tau = decay
             # Charge.
-            if decay_input:
+            if convention == "spikingjelly_if":  # IFNode: no leak
+                h = v + x_t
+            elif decay_input:
                 h = v + (x_t - (v - rest)) / tau
             else:
                 h = v - (v - rest) / tau + x_t

@@ -48,7 +48,7 @@ def test_bench_peers_tiny(tmp_path):
     assert "| n | library | fwd+bwd s |" in out
     result = json.load(open(tmp_path / "p.json"))
     libraries = {r["library"] for r in result["rows"]}
-    assert {"linear", "snn_cuda.Leaky", "snn_cuda.LIFNode"} <= libraries
+    assert {"linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode"} <= libraries
     for r in result["rows"]:
         assert r["seconds"] > 0
         if r["library"] != "linear":
@@ -56,8 +56,11 @@ def test_bench_peers_tiny(tmp_path):
         else:
             assert r["spike_rate"] is None
     # The peers are in the table when installed (CI installs them), and said to be missing if not.
-    for peer in ("snntorch.Leaky", "spikingjelly.LIFNode"):
+    for peer in ("snntorch.Leaky", "spikingjelly.LIFNode", "spikingjelly.IFNode"):
         assert (peer in libraries) == (result["versions"][peer] is not None)
+    for r in result["rows"]:  # each of ours against the module it replaces, when installed
+        if r["library"] == "snn_cuda.IFNode" and "spikingjelly.IFNode" in libraries:
+            assert r["speedup_vs_original"] > 0
 
 
 def test_bench_surrogates_tiny():

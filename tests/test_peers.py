@@ -261,6 +261,65 @@ def test_lifnode_matches_spikingjelly(rng, dtype, v_reset, decay_input, detach_r
         assert p_grad.abs().max() > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("v_reset,detach_reset", list(itertools.product([None, 0.0, "random"], [True, False])))
+def test_ifnode_matches_spikingjelly(rng, dtype, v_reset, detach_reset):
+    """snn_cuda.IFNode against SpikingJelly's IFNode, multi-step, two calls: spikes, v_seq, v equal;
+    the input gradient to rounding."""
+    if v_reset == "random":
+        v_reset = float(rand_uniform((), -0.4, 0.3, rng))
+    for surrogate_name in ["Sigmoid", "ATan", "SuperSpike"]:
+        T, N, H = randint(rng, 100, 250), randint(rng, 2, 5), randint(rng, 4, 20)
+        kwargs = dict(
+            v_threshold=float(rand_uniform((), 0.6, 1.4, rng)), v_reset=v_reset,
+            surrogate_function=sj_surrogate(rng, surrogate_name), detach_reset=detach_reset,
+            step_mode="m", store_v_seq=True,
+        )
+        # No leak: a mean input of ~0.2 per step fires every few steps.
+        x = (torch.randn(T, N, H, generator=rng) * 0.8 + 0.2).to(dtype)
+        up_spk = torch.randn(T, N, H, generator=rng).to(dtype)
+        up_v = torch.randn(T, N, H, generator=rng).to(dtype)
+        results = []
+        for cls in (sj_neuron.IFNode, snn_cuda.IFNode):
+            node = cls(**kwargs)
+            xx = x.clone().requires_grad_()
+            k = T // 3
+            spikes = torch.cat([node(xx[:k]), node(xx[k:])])
+            v_seq, v_last = node.v_seq, node.v
+            loss = (spikes * up_spk).sum() + (v_seq * up_v[k:]).sum() + v_last.sum()
+            results.append((spikes, v_seq, v_last, torch.autograd.grad(loss, xx)[0]))
+        label = f"{kwargs} {dtype}"
+        (p_spk, p_vseq, p_v, p_grad), (spk, vseq, v, grad) = results
+        assert spk.dtype == p_spk.dtype == dtype
+        assert torch.equal(spk, p_spk), f"spikes differ: {label}"
+        assert torch.equal(vseq, p_vseq), f"v_seq differs: {label}"
+        assert torch.equal(v, p_v), f"v differs: {label}"
+        assert_fires_and_resets(spk)
+        err = rel_err(grad, p_grad)
+        assert err <= GRAD_TOL[dtype], f"grad input: relative error {err:.3e}: {label}"
+        assert p_grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("v_reset", [None, 0.0])
+def test_ifnode_single_step_reset_net_and_convert(rng, v_reset):
+    """step_mode='s' step by step, functional.reset_net, and convert() of SpikingJelly's IFNode."""
+    x = torch.randn(40, 3, 6, generator=rng, dtype=torch.float64) * 0.8 + 0.3
+    peer = sj_neuron.IFNode(v_reset=v_reset, store_v_seq=True)
+    ours = snn_cuda.IFNode(v_reset=v_reset, store_v_seq=True)
+    converted = snn_cuda.convert(torch.nn.Sequential(sj_neuron.IFNode(v_reset=v_reset, store_v_seq=True)))
+    assert isinstance(converted[0], snn_cuda.IFNode) and not isinstance(converted[0], sj_neuron.IFNode)
+    for _ in range(2):
+        p = torch.stack([peer(x[t]) for t in range(x.shape[0])])
+        for node in (ours, converted[0]):
+            o = torch.stack([node(x[t]) for t in range(x.shape[0])])
+            assert torch.equal(o, p)
+            assert torch.equal(node.v, peer.v)
+            assert torch.equal(node.v_seq, peer.v_seq)
+            sj_functional.reset_net(torch.nn.Sequential(node))
+        sj_functional.reset_net(torch.nn.Sequential(peer))
+        assert ours.v == peer.v == (0.0 if v_reset is None else v_reset)
+
+
 @pytest.mark.parametrize("v_reset", [None, 0.0])
 def test_lifnode_single_step_and_reset_net(rng, v_reset):
     """step_mode='s' (SpikingJelly's default) step by step, then functional.reset_net on both."""

@@ -83,7 +83,8 @@ def instantiations(block):
             out.append(("lif_backward_lanes", dt,
                         f"lif_backward_lanes<{block}, {reset}, {dt}, {dt}>(const BackwardArgs<{dt}, {dt}>&, int64_t, int)"))
         for conv, resets in (("kConvSnntorch", ("kSpikeResetSubtract", "kSpikeResetHard", "kSpikeResetNone")),
-                             ("kConvSpikingjelly", ("kSpikeResetSubtract", "kSpikeResetHard"))):
+                             ("kConvSpikingjelly", ("kSpikeResetSubtract", "kSpikeResetHard")),
+                             ("kConvSpikingjellyIf", ("kSpikeResetSubtract", "kSpikeResetHard"))):
             for reset in resets:
                 model = f"LifModel<{conv}, {reset}>"
                 out.append(("neuron_forward_lanes", dt,

@@ -132,8 +132,10 @@ void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
 int parse_convention(c10::string_view convention) {
   if (convention == "snntorch") return kConvSnntorch;
   if (convention == "spikingjelly") return kConvSpikingjelly;
-  TORCH_CHECK(false, "lif: convention must be \"snntorch\" or \"spikingjelly\", got \"",
-              std::string(convention), "\"");
+  if (convention == "spikingjelly_if") return kConvSpikingjellyIf;
+  TORCH_CHECK(false,
+              "lif: convention must be \"snntorch\", \"spikingjelly\" or \"spikingjelly_if\", "
+              "got \"", std::string(convention), "\"");
 }
 
 int parse_spike_reset(c10::string_view reset, int convention) {
@@ -528,7 +530,8 @@ TORCH_LIBRARY(snn_cuda, m) {
       "Tensor grad_decay, Tensor grad_threshold, Tensor grad_penalty, Tensor grad_initial)");
   // Binary spikes (see the math header). input: [T, *batch, H]; initial: [*batch, H] or None
   // (zeros); decay (beta or tau), threshold, reset_value: [H] in the accumulation dtype.
-  // convention: "snntorch" | "spikingjelly"; reset: "subtract" | "hard" | "none" (snntorch only).
+  // convention: "snntorch" | "spikingjelly" | "spikingjelly_if" (IFNode: decay is not read);
+  // reset: "subtract" | "hard" | "none" (snntorch only).
   // Returns spikes (0/1 in input's dtype), the membrane (snnTorch: m_t; SpikingJelly: h_t before
   // reset) and the state carried past the last step, [*batch, H] (snnTorch: m_{T-1}; SpikingJelly:
   // v_{T-1} after its reset; the initial state, or zeros, when T = 0).

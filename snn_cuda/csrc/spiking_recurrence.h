@@ -481,7 +481,9 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
 // each step, so the forward and the backward (which reads the stored membrane) see the same values,
 // and a sequence equals its steps chained through the returned state.
 
-enum SpikeConvention : int { kConvSnntorch = 0, kConvSpikingjelly = 1 };
+// kConvSpikingjellyIf: SpikingJelly's IFNode, the SpikingJelly convention without the leak:
+//       h_t = v_{t-1} + x_t        (fire and reset as kConvSpikingjelly; `decay` is not read)
+enum SpikeConvention : int { kConvSnntorch = 0, kConvSpikingjelly = 1, kConvSpikingjellyIf = 2 };
 // kSpikeResetNone (no reset: the membrane only leaks) exists for the snnTorch convention only.
 enum SpikeReset : int { kSpikeResetSubtract = 0, kSpikeResetHard = 1, kSpikeResetNone = 2 };
 enum SurrogateKind : int {
@@ -586,6 +588,8 @@ C10_HOST_DEVICE inline acc_t spike_charge(acc_t state, acc_t input, const SpikeP
     const acc_t r = state - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     if (kReset == kSpikeResetSubtract) return (p.decay * state + input) - r * p.threshold;
     return p.decay * ((acc_t(1) - r) * state + r * p.reset_value) + input;
+  } else if (kConv == kConvSpikingjellyIf) {
+    return state + input;
   } else {
     const acc_t rest = kReset == kSpikeResetHard ? p.reset_value : acc_t(0);
     return decay_input ? state + (input - (state - rest)) / p.decay
@@ -659,8 +663,9 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
 //   handles "none" before any step. Products with values that may be infinite or NaN (h,
 //   sigma'(z)) are only formed for values that do, as autograd only runs the nodes the loss
 //   reaches (see neuron_backward_lanes).
+// kLeak false: IFNode's step (h_t = v_{t-1} + x_t): no tau, dL/dv_{t-1} = dL/dx_t = dL/dh_t.
 // Returns dL/dx_t.
-template <int kReset, int kSurrogate, typename acc_t>
+template <int kReset, int kSurrogate, bool kLeak, typename acc_t>
 C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, acc_t v_prev,
                                                    acc_t x, const SpikeParams<acc_t>& p,
                                                    acc_t alpha, acc_t decay_input,
@@ -689,6 +694,10 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
   const acc_t spike_term = s_reached > acc_t(0) ? spike_product : acc_t(0);
   const acc_t g = gh + carry * dv_dh + spike_term;  // dL/dh_t
   grad_threshold -= spike_term;
+  if (!kLeak) {  // IF: h_t = v_{t-1} + x_t
+    carry = g;
+    return g;
+  }
   const acc_t tau2 = p.decay * p.decay;
   // dh/dtau: -(x - (v - rest)) / tau^2 with decay_input, (v - rest) / tau^2 without.
   const acc_t decay_term = decay_input > acc_t(0) ? -(g * ((x - (v_prev - rest)) / tau2))
@@ -861,8 +870,9 @@ struct SnntorchLif : BinaryLif<kConvSnntorch, kReset> {
 // Binary-spike LIF in the SpikingJelly convention. Rows: spikes, membrane h_t (charged, before
 // the reset); state v (after the reset), rebuilt in the backward from the saved h_{t-1}; one carry
 // dL/dv_t; constants decay (tau), threshold, reset value.
-template <int kReset>
-struct SpikingjellyLif : BinaryLif<kConvSpikingjelly, kReset> {
+template <int kReset, int kConv = kConvSpikingjelly>
+struct SpikingjellyLif : BinaryLif<kConv, kReset> {
+  static constexpr bool kLeak = kConv == kConvSpikingjelly;  // else IFNode: no tau
   static constexpr int kCarries = 1;
   template <typename acc_t>
   struct Options {
@@ -886,7 +896,7 @@ struct SpikingjellyLif : BinaryLif<kConvSpikingjelly, kReset> {
   }
   // x_t is read only for tau's gradient with decay_input.
   static C10_HOST_DEVICE bool needs_input(int flags, bool grad_decay) {
-    return (flags & kFlagDecayInput) != 0 && grad_decay;
+    return kLeak && (flags & kFlagDecayInput) != 0 && grad_decay;
   }
   static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
     return {given.state[0]};
@@ -910,12 +920,12 @@ struct SpikingjellyLif : BinaryLif<kConvSpikingjelly, kReset> {
     // v_{t-1}: the initial state at t = 0, else h_{t-1} after its reset, as the forward had it.
     const acc_t v_prev =
         after_first > acc_t(0)
-            ? round_to_storage<scalar_t>(spike_next_state<kConvSpikingjelly, kReset>(
-                  prev[0], spike_fire<kConvSpikingjelly>(prev[0] - p.threshold), p))
+            ? round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(
+                  prev[0], spike_fire<kConv>(prev[0] - p.threshold), p))
             : prev[0];
-    return spikingjelly_bwd_step<kReset, kSurrogate>(grad_rows[0], grad_rows[1], saved[0], v_prev,
-                                                     x, p, o.alpha, o.decay_input_flag, f.reset,
-                                                     f.spike, carry[0], grad_c[0], grad_c[1]);
+    return spikingjelly_bwd_step<kReset, kSurrogate, kLeak>(
+        grad_rows[0], grad_rows[1], saved[0], v_prev, x, p, o.alpha, o.decay_input_flag, f.reset,
+        f.spike, carry[0], grad_c[0], grad_c[1]);
   }
   template <int kSurrogate, typename acc_t>
   static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
@@ -929,7 +939,7 @@ struct SpikingjellyLif : BinaryLif<kConvSpikingjelly, kReset> {
 // The model of a (convention, reset) pair of lif_fwd / lif_bwd.
 template <int kConv, int kReset>
 using LifModel = typename std::conditional<kConv == kConvSnntorch, SnntorchLif<kReset>,
-                                           SpikingjellyLif<kReset>>::type;
+                                           SpikingjellyLif<kReset, kConv>>::type;
 
 // Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
 template <int kBlock, class M, typename scalar_t, typename acc_t>

@@ -285,11 +285,17 @@ void dispatch_lif_mode(int convention, int reset, const F& f) {
     } else {
       f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetNone>{});
     }
-  } else {
+  } else if (convention == kConvSpikingjelly) {
     if (reset == kSpikeResetSubtract) {
       f(IntConstant<kConvSpikingjelly>{}, IntConstant<kSpikeResetSubtract>{});
     } else {
       f(IntConstant<kConvSpikingjelly>{}, IntConstant<kSpikeResetHard>{});
+    }
+  } else {
+    if (reset == kSpikeResetSubtract) {
+      f(IntConstant<kConvSpikingjellyIf>{}, IntConstant<kSpikeResetSubtract>{});
+    } else {
+      f(IntConstant<kConvSpikingjellyIf>{}, IntConstant<kSpikeResetHard>{});
     }
   }
 }
