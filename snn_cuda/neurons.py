@@ -645,17 +645,9 @@ class IFNode(LIFNode):
     fused kernel call per call (``lif`` with ``convention="spikingjelly_if"``).
     """
 
-    def __init__(
-        self,
-        v_threshold: Union[Number, torch.Tensor] = 1.0,
-        v_reset: Optional[Number] = 0.0,
-        surrogate_function=None,
-        detach_reset: bool = False,
-        step_mode: str = "s",
-        store_v_seq: bool = False,
-        *,
-        learn_threshold: bool = False,
-    ):
+    def __init__(self, v_threshold: Union[Number, torch.Tensor] = 1.0, v_reset: Optional[Number] = 0.0,
+                 surrogate_function=None, detach_reset: bool = False, step_mode: str = "s",
+                 store_v_seq: bool = False, *, learn_threshold: bool = False):
         super(LIFNode, self).__init__()  # what LIFNode's own super().__init__() runs
         self._init_node(v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
                         store_v_seq, learn_threshold)

@@ -220,45 +220,57 @@ def sj_surrogate(rng, name):
 SJ_OPTIONS = list(itertools.product([None, 0.0, "random"], [True, False], [True, False]))
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("v_reset,decay_input,detach_reset", SJ_OPTIONS)
-def test_lifnode_matches_spikingjelly(rng, dtype, v_reset, decay_input, detach_reset):
+def assert_node_matches(peer_cls, our_cls, kwargs, x, rng):
+    """A SpikingJelly node and ours in multi-step mode, called twice (the second call continues
+    from the membrane the first left): spikes, v_seq and v equal, the input gradient of a loss on
+    all three to rounding."""
+    T, dtype = x.shape[0], x.dtype
+    up_spk = torch.randn(x.shape, generator=rng).to(dtype)
+    up_v = torch.randn(x.shape, generator=rng).to(dtype)
+    results = []
+    for cls in (peer_cls, our_cls):
+        node = cls(**kwargs)
+        xx = x.clone().requires_grad_()
+        k = T // 3
+        spikes = torch.cat([node(xx[:k]), node(xx[k:])])
+        v_seq, v_last = node.v_seq, node.v
+        loss = (spikes * up_spk).sum() + (v_seq * up_v[k:]).sum() + v_last.sum()
+        results.append((spikes, v_seq, v_last, torch.autograd.grad(loss, xx)[0]))
+    label = f"{our_cls.__name__} {kwargs} {dtype}"
+    (p_spk, p_vseq, p_v, p_grad), (spk, vseq, v, grad) = results
+    assert spk.dtype == p_spk.dtype == dtype
+    assert torch.equal(spk, p_spk), f"spikes differ: {label}"
+    assert torch.equal(vseq, p_vseq), f"v_seq differs: {label}"
+    assert torch.equal(v, p_v), f"v differs: {label}"
+    assert_fires_and_resets(spk)
+    err = rel_err(grad, p_grad)
+    assert err <= GRAD_TOL[dtype], f"grad input: relative error {err:.3e}: {label}"
+    assert p_grad.abs().max() > 0
+
+
+def sj_cases(rng, v_reset, detach_reset):
+    """Per SpikingJelly surrogate: a shape (T, N, H) and the options both node kinds share.
+    At least 8 lanes: with 2-4 the draw sometimes gave fewer than the 20 resets a case needs to
+    test the reset (a guard failure, not a wrong result; seen at SNN_TEST_SEED=1583823670)."""
     if v_reset == "random":
         v_reset = float(rand_uniform((), -0.4, 0.3, rng))
     for surrogate_name in ["Sigmoid", "ATan", "SuperSpike"]:
-        # At least 8 lanes: with 2-4 the draw sometimes gave fewer than the 20 resets the case needs
-        # to test the reset (a guard failure, not a wrong result; seen at SNN_TEST_SEED=1583823670).
-        T, N, H = randint(rng, 100, 250), randint(rng, 2, 5), randint(rng, 4, 20)
-        kwargs = dict(
-            tau=float(rand_uniform((), 1.2, 5.0, rng)), decay_input=decay_input,
+        shape = (randint(rng, 100, 250), randint(rng, 2, 5), randint(rng, 4, 20))
+        yield shape, dict(
             v_threshold=float(rand_uniform((), 0.6, 1.4, rng)), v_reset=v_reset,
             surrogate_function=sj_surrogate(rng, surrogate_name), detach_reset=detach_reset,
             step_mode="m", store_v_seq=True,
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("v_reset,decay_input,detach_reset", SJ_OPTIONS)
+def test_lifnode_matches_spikingjelly(rng, dtype, v_reset, decay_input, detach_reset):
+    for shape, common in sj_cases(rng, v_reset, detach_reset):
+        kwargs = dict(common, tau=float(rand_uniform((), 1.2, 5.0, rng)), decay_input=decay_input)
         scale = 1.0 if decay_input else 1.0 / kwargs["tau"]
-        x = ((torch.randn(T, N, H, generator=rng) * 1.2 + 1.2) * scale).to(dtype)
-        up_spk = torch.randn(T, N, H, generator=rng).to(dtype)
-        up_v = torch.randn(T, N, H, generator=rng).to(dtype)
-        results = []
-        for cls in (sj_neuron.LIFNode, snn_cuda.LIFNode):
-            node = cls(**kwargs)
-            xx = x.clone().requires_grad_()
-            # Two calls: the second continues from the membrane the first left.
-            k = T // 3
-            spikes = torch.cat([node(xx[:k]), node(xx[k:])])
-            v_seq, v_last = node.v_seq, node.v
-            loss = (spikes * up_spk).sum() + (v_seq * up_v[k:]).sum() + v_last.sum()
-            results.append((spikes, v_seq, v_last, torch.autograd.grad(loss, xx)[0]))
-        label = f"{kwargs} {dtype}"
-        (p_spk, p_vseq, p_v, p_grad), (spk, vseq, v, grad) = results
-        assert spk.dtype == p_spk.dtype == dtype
-        assert torch.equal(spk, p_spk), f"spikes differ: {label}"
-        assert torch.equal(vseq, p_vseq), f"v_seq differs: {label}"
-        assert torch.equal(v, p_v), f"v differs: {label}"
-        assert_fires_and_resets(spk)
-        err = rel_err(grad, p_grad)
-        assert err <= GRAD_TOL[dtype], f"grad input: relative error {err:.3e}: {label}"
-        assert p_grad.abs().max() > 0
+        x = ((torch.randn(shape, generator=rng) * 1.2 + 1.2) * scale).to(dtype)
+        assert_node_matches(sj_neuron.LIFNode, snn_cuda.LIFNode, kwargs, x, rng)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -266,75 +278,34 @@ def test_lifnode_matches_spikingjelly(rng, dtype, v_reset, decay_input, detach_r
 def test_ifnode_matches_spikingjelly(rng, dtype, v_reset, detach_reset):
     """snn_cuda.IFNode against SpikingJelly's IFNode, multi-step, two calls: spikes, v_seq, v equal;
     the input gradient to rounding."""
-    if v_reset == "random":
-        v_reset = float(rand_uniform((), -0.4, 0.3, rng))
-    for surrogate_name in ["Sigmoid", "ATan", "SuperSpike"]:
-        T, N, H = randint(rng, 100, 250), randint(rng, 2, 5), randint(rng, 4, 20)
-        kwargs = dict(
-            v_threshold=float(rand_uniform((), 0.6, 1.4, rng)), v_reset=v_reset,
-            surrogate_function=sj_surrogate(rng, surrogate_name), detach_reset=detach_reset,
-            step_mode="m", store_v_seq=True,
-        )
+    for shape, kwargs in sj_cases(rng, v_reset, detach_reset):
         # No leak: a mean input of ~0.2 per step fires every few steps.
-        x = (torch.randn(T, N, H, generator=rng) * 0.8 + 0.2).to(dtype)
-        up_spk = torch.randn(T, N, H, generator=rng).to(dtype)
-        up_v = torch.randn(T, N, H, generator=rng).to(dtype)
-        results = []
-        for cls in (sj_neuron.IFNode, snn_cuda.IFNode):
-            node = cls(**kwargs)
-            xx = x.clone().requires_grad_()
-            k = T // 3
-            spikes = torch.cat([node(xx[:k]), node(xx[k:])])
-            v_seq, v_last = node.v_seq, node.v
-            loss = (spikes * up_spk).sum() + (v_seq * up_v[k:]).sum() + v_last.sum()
-            results.append((spikes, v_seq, v_last, torch.autograd.grad(loss, xx)[0]))
-        label = f"{kwargs} {dtype}"
-        (p_spk, p_vseq, p_v, p_grad), (spk, vseq, v, grad) = results
-        assert spk.dtype == p_spk.dtype == dtype
-        assert torch.equal(spk, p_spk), f"spikes differ: {label}"
-        assert torch.equal(vseq, p_vseq), f"v_seq differs: {label}"
-        assert torch.equal(v, p_v), f"v differs: {label}"
-        assert_fires_and_resets(spk)
-        err = rel_err(grad, p_grad)
-        assert err <= GRAD_TOL[dtype], f"grad input: relative error {err:.3e}: {label}"
-        assert p_grad.abs().max() > 0
+        x = (torch.randn(shape, generator=rng) * 0.8 + 0.2).to(dtype)
+        assert_node_matches(sj_neuron.IFNode, snn_cuda.IFNode, kwargs, x, rng)
 
 
 @pytest.mark.parametrize("v_reset", [None, 0.0])
-def test_ifnode_single_step_reset_net_and_convert(rng, v_reset):
-    """step_mode='s' step by step, functional.reset_net, and convert() of SpikingJelly's IFNode."""
-    x = torch.randn(40, 3, 6, generator=rng, dtype=torch.float64) * 0.8 + 0.3
-    peer = sj_neuron.IFNode(v_reset=v_reset, store_v_seq=True)
-    ours = snn_cuda.IFNode(v_reset=v_reset, store_v_seq=True)
-    converted = snn_cuda.convert(torch.nn.Sequential(sj_neuron.IFNode(v_reset=v_reset, store_v_seq=True)))
-    assert isinstance(converted[0], snn_cuda.IFNode) and not isinstance(converted[0], sj_neuron.IFNode)
+@pytest.mark.parametrize("kind", ["LIFNode", "IFNode"])
+def test_node_single_step_reset_net_and_convert(rng, kind, v_reset):
+    """step_mode='s' (SpikingJelly's default) step by step, then functional.reset_net; ours built
+    directly and by convert() of SpikingJelly's module."""
+    peer_cls, ours_cls = getattr(sj_neuron, kind), getattr(snn_cuda, kind)
+    scale, mean = (1.2, 1.0) if kind == "LIFNode" else (0.8, 0.3)
+    x = torch.randn(40, 3, 6, generator=rng, dtype=torch.float64) * scale + mean
+    peer = peer_cls(v_reset=v_reset, store_v_seq=True)
+    ours = ours_cls(v_reset=v_reset, store_v_seq=True)
+    converted = snn_cuda.convert(torch.nn.Sequential(peer_cls(v_reset=v_reset, store_v_seq=True)))[0]
+    assert isinstance(converted, ours_cls) and not isinstance(converted, peer_cls)
     for _ in range(2):
         p = torch.stack([peer(x[t]) for t in range(x.shape[0])])
-        for node in (ours, converted[0]):
+        for node in (ours, converted):
             o = torch.stack([node(x[t]) for t in range(x.shape[0])])
             assert torch.equal(o, p)
             assert torch.equal(node.v, peer.v)
             assert torch.equal(node.v_seq, peer.v_seq)
             sj_functional.reset_net(torch.nn.Sequential(node))
         sj_functional.reset_net(torch.nn.Sequential(peer))
-        assert ours.v == peer.v == (0.0 if v_reset is None else v_reset)
-
-
-@pytest.mark.parametrize("v_reset", [None, 0.0])
-def test_lifnode_single_step_and_reset_net(rng, v_reset):
-    """step_mode='s' (SpikingJelly's default) step by step, then functional.reset_net on both."""
-    x = torch.randn(40, 3, 6, generator=rng, dtype=torch.float64) * 1.2 + 1.0
-    peer = sj_neuron.LIFNode(v_reset=v_reset, store_v_seq=True)
-    ours = snn_cuda.LIFNode(v_reset=v_reset, store_v_seq=True)
-    for _ in range(2):
-        p = torch.stack([peer(x[t]) for t in range(x.shape[0])])
-        o = torch.stack([ours(x[t]) for t in range(x.shape[0])])
-        assert torch.equal(o, p)
-        assert torch.equal(ours.v, peer.v)
-        assert torch.equal(ours.v_seq, peer.v_seq)
-        sj_functional.reset_net(torch.nn.Sequential(peer))
-        sj_functional.reset_net(torch.nn.Sequential(ours))
-        assert ours.v == peer.v == (0.0 if v_reset is None else v_reset)
+        assert ours.v == converted.v == peer.v == (0.0 if v_reset is None else v_reset)
 
 
 def test_lifnode_learnable_tau_and_threshold(rng):
