@@ -145,3 +145,14 @@ def test_if_bad_arguments():
         snn_cuda.IFNode(v_reset="0")
     with pytest.raises(ValueError, match="v_threshold must be finite"):
         snn_cuda.IFNode(v_threshold=float("nan"))
+
+
+def test_ifnode_in_run_sequence_equals_the_per_step_loop():
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), snn_cuda.IFNode(v_reset=None))
+    x = torch.rand(15, 3, 6) * 0.8
+    loop = torch.stack([net(x[t]) for t in range(x.shape[0])])
+    net[1].reset()
+    whole = snn_cuda.run_sequence(net, x)
+    assert torch.equal(whole, loop)
+    assert 0 < loop.mean() < 1
