@@ -156,3 +156,26 @@ def test_ifnode_in_run_sequence_equals_the_per_step_loop():
     whole = snn_cuda.run_sequence(net, x)
     assert torch.equal(whole, loop)
     assert 0 < loop.mean() < 1
+
+
+def compare_devices(device, dtype, reset, surrogate):
+    """The kernel on ``device`` against the CPU kernel: forward bit for bit (no FMA contraction,
+    IEEE division on both), gradients to rounding (the sigmoid surrogate's exp differs by an ulp or
+    two between libm and CUDA)."""
+    x, threshold, initial, weights = draw((45, 3, 33), dtype, 6)
+    options = dict(reset=reset, surrogate=surrogate, reset_value=0.1 if reset == "hard" else 0.0)
+    on_cpu = run(snn_cuda.lif, x, threshold, initial, weights, **options)
+    on_device = run(snn_cuda.lif, *(t.to(device) for t in (x, threshold, initial, weights)), **options)
+    for a, e in zip(on_device[0], on_cpu[0]):
+        assert torch.equal(a.cpu(), e), (dtype, reset, surrogate)
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5}.get(dtype, 1e-2)
+    for a, e in zip(on_device[1], on_cpu[1]):
+        torch.testing.assert_close(a.cpu().double(), e.double(), rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible: the CUDA kernel cannot run here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reset", RESETS)
+def test_if_cuda_matches_cpu(dtype, reset):
+    for surrogate in SURROGATES:
+        compare_devices("cuda", dtype, reset, surrogate)
