@@ -61,6 +61,11 @@ def _describe(value) -> str:
     return f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
+def _shown(value):
+    """A constant in a module's repr: the float, or the tensor's shape."""
+    return value if not isinstance(value, torch.Tensor) else f"tensor{tuple(value.shape)}"
+
+
 class _PeerCompatible(nn.Module):
     """Instances derive from the peer's class when it is installed (see :mod:`snn_cuda._peers`)."""
 
@@ -619,15 +624,14 @@ class LIFNode(CheckedConstants, MemoryModule):
         return spikes
 
     def extra_repr(self) -> str:
-        def show(value):
-            return value if not isinstance(value, torch.Tensor) else f"tensor{tuple(value.shape)}"
-
-        return (
-            f"tau={show(self.tau)}, decay_input={self.decay_input}, v_threshold="
-            f"{show(self.v_threshold)}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
-            f"step_mode={self.step_mode}, surrogate={self.surrogate_function.name}"
-            f"(alpha={self.surrogate_function.alpha:g})"
+        return self._charge_repr() + (
+            f"v_threshold={_shown(self.v_threshold)}, v_reset={self.v_reset}, "
+            f"detach_reset={self.detach_reset}, step_mode={self.step_mode}, "
+            f"surrogate={self.surrogate_function.name}(alpha={self.surrogate_function.alpha:g})"
         )
+
+    def _charge_repr(self) -> str:
+        return f"tau={_shown(self.tau)}, decay_input={self.decay_input}, "
 
 
 class IFNode(LIFNode):
@@ -661,11 +665,5 @@ class IFNode(LIFNode):
     def _decay(self):
         return None
 
-    def extra_repr(self) -> str:
-        threshold = self.v_threshold
-        shown = threshold if not isinstance(threshold, torch.Tensor) else f"tensor{tuple(threshold.shape)}"
-        return (
-            f"v_threshold={shown}, v_reset={self.v_reset}, detach_reset={self.detach_reset}, "
-            f"step_mode={self.step_mode}, surrogate={self.surrogate_function.name}"
-            f"(alpha={self.surrogate_function.alpha:g})"
-        )
+    def _charge_repr(self) -> str:
+        return ""

@@ -797,15 +797,11 @@ class LIFStepFunction(LIFFunction):
     @staticmethod
     def forward(ctx, input, initial, decay, threshold, reset_value, convention: str, reset: str,
                 decay_input: bool, detach_reset: bool, surrogate: str, alpha: float, step_shape):
-        output = torch.ops.snn_cuda.lif_fwd(
-            input, initial, decay, threshold, reset_value, convention, reset, decay_input
-        )
-        LIFFunction.save_context(
-            ctx, (input, initial, decay, threshold, reset_value, convention, reset, decay_input,
-                  detach_reset, surrogate, alpha), output,
+        spikes, membrane, state = LIFFunction.forward(
+            ctx, input, initial, decay, threshold, reset_value, convention, reset, decay_input,
+            detach_reset, surrogate, alpha,
         )
         ctx.input_shape = input.shape
-        spikes, membrane, state = output
         return (torch.ops.aten._unsafe_view(spikes, step_shape),
                 torch.ops.aten._unsafe_view(membrane, step_shape),
                 torch.ops.aten._unsafe_view(state, step_shape))

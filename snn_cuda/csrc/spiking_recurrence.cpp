@@ -236,7 +236,9 @@ class TiledConstants {
   }
 
  private:
-  std::vector<acc_t> storage_[4 > kMaxStreams ? 4 : kMaxStreams];
+  // One slot per constant: the graded neuron's three and its ratio, or a model's kMaxStreams.
+  static constexpr int kSlots = kMaxStreams > 4 ? kMaxStreams : 4;
+  std::vector<acc_t> storage_[kSlots];
 
   static size_t length(int64_t H, int64_t lanes) {
     return static_cast<size_t>(std::min<int64_t>(lanes, H + kCpuBlock - 1));

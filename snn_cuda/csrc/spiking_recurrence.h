@@ -715,9 +715,10 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
 // A model describes one neuron per lane as a struct of static C10_HOST_DEVICE members:
 //   kStates     state variables carried from step to step (returned after the last step);
 //   kConstants  per-neuron constants, [H] arrays (tiled on the CPU, see LaneConstant);
-//   kRows       values written per step, [T, lanes] each; the first kStates rows after
-//               kSavedRow0 are what the backward reads back (the "saved" rows, one per state);
+//   kRows       values written per step, [T, lanes] each; per state, the op hands the backward
+//               the row it reads back (NeuronBackwardArgs::saved; LIF: the membrane);
 //   kCarries    gradients carried backwards in time (the first kStates are dL/d(state));
+//   options(flags, alpha)              the call's options, read once per block;
 //   params(c, j)                       lane j's constants;
 //   forward<scalar_t>(p, o, x, state, out)  one step, state updated in place;
 //   Reach, reach(...)                  which values reach the loss at each step, the same for every
@@ -780,7 +781,7 @@ struct GivenGrads {
 // row is the membrane, constants decay, threshold, reset value, and the forward step.
 template <int kConv, int kReset>
 struct BinaryLif {
-  static constexpr int kStates = 1, kConstants = 3, kRows = 2, kSavedRow0 = 1;
+  static constexpr int kStates = 1, kConstants = 3, kRows = 2;
   template <int kBlock, typename acc_t>
   static C10_HOST_DEVICE SpikeParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
                                                    int j) {
