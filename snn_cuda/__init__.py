@@ -7,6 +7,9 @@
   LIF (and IF) neurons with surrogate gradients, fused; ``Leaky``, ``LIFNode`` and ``IFNode`` are
   drop-in replacements for snnTorch's and SpikingJelly's, :class:`SpikingNeuronLayerRNN` for the seed's layer (called per step, or a whole
   sequence with ``step_mode="m"``).
+- :func:`synaptic`, :func:`synaptic_step`, :class:`Synaptic`: snnTorch's current-based
+  ``Synaptic`` neuron, fused (the generic neuron ops ``neuron_fwd`` / ``neuron_bwd``,
+  :class:`NeuronFunction`).
 - :func:`convert` swaps those originals in a model for the fused ones; :func:`run_sequence` runs a
   per-step model over a whole sequence layer by layer.
 - :func:`validate_parameters`: check the values of tensor neuron constants on every call.
@@ -16,7 +19,8 @@ from . import reference, surrogate
 from .convert import convert, run_sequence
 from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
-from .neurons import IFNode, LIFNode, Leaky
+from .neuron_ops import NeuronFunction, synaptic, synaptic_step
+from .neurons import IFNode, LIFNode, Leaky, Synaptic
 from .ops import (
     LIFFunction,
     SpikingRecurrenceFunction,
@@ -35,11 +39,13 @@ __all__ = [
     "IFNode",
     "LIFNode",
     "Leaky",
+    "NeuronFunction",
     "NonSpikingNet",
     "SpikingNet",
     "SpikingNeuronLayer",
     "SpikingNeuronLayerRNN",
     "SpikingRecurrenceFunction",
+    "Synaptic",
     "convert",
     "is_validating_parameters",
     "lif",
@@ -49,5 +55,7 @@ __all__ = [
     "set_validate_parameters",
     "spiking_recurrence",
     "surrogate",
+    "synaptic",
+    "synaptic_step",
     "validate_parameters",
 ]

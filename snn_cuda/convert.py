@@ -1,6 +1,6 @@
 """Existing models, fused without a rewrite.
 
-- :func:`convert` replaces every snnTorch ``Leaky``, SpikingJelly ``LIFNode``/``IFNode`` and the
+- :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic``, SpikingJelly ``LIFNode``/``IFNode`` and the
   seed's ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
   (the same ``Parameter`` objects, so an optimizer built before still trains them), buffers,
   ``state_dict`` keys, state and hooks.
@@ -19,7 +19,7 @@ from torch import nn
 
 from . import _peers
 from .layers import SpikingNeuronLayerRNN
-from .neurons import IFNode, LIFNode, Leaky
+from .neurons import IFNode, LIFNode, Leaky, Synaptic
 
 _HOOK_DICTS = (
     "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -82,6 +82,20 @@ def _from_snntorch_leaky(m) -> Leaky:
     return new
 
 
+def _from_snntorch_synaptic(m) -> Synaptic:
+    new = Synaptic(
+        alpha=m.alpha.detach(), beta=m.beta.detach(), threshold=m.threshold.detach(),
+        spike_grad=m.spike_grad, surrogate_disable=m.surrogate_disable, init_hidden=m.init_hidden,
+        inhibition=m.inhibition, learn_alpha=isinstance(m.alpha, nn.Parameter),
+        learn_beta=isinstance(m.beta, nn.Parameter),
+        learn_threshold=isinstance(m.threshold, nn.Parameter),
+        reset_mechanism=_snntorch_mechanism(m), state_quant=m.state_quant, output=m.output,
+        reset_delay=m.reset_delay,
+    )
+    _carry_over(m, new)  # (graded_spikes_factor, syn and mem too)
+    return new
+
+
 def _from_spikingjelly_node(m, cls, **constants):
     """SpikingJelly's LIFNode or IFNode as ours (``cls``), with its state and options."""
     if getattr(m, "_neuron_precision", None) is not None:
@@ -133,6 +147,9 @@ def _converters() -> Dict[type, Callable]:
     snntorch = _peers.peer_class("snntorch", "Leaky")
     if snntorch is not None:
         table[snntorch] = _from_snntorch_leaky
+    synaptic = _peers.peer_class("snntorch", "Synaptic")
+    if synaptic is not None:
+        table[synaptic] = _from_snntorch_synaptic
     lifnode = _peers.peer_class("spikingjelly.activation_based.neuron", "LIFNode")
     if lifnode is not None:
         table[lifnode] = _from_spikingjelly_lifnode
@@ -143,11 +160,12 @@ def _converters() -> Dict[type, Callable]:
 
 
 def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
-    """Replaces, in place, every ``snntorch.Leaky``, SpikingJelly ``neuron.LIFNode`` / ``IFNode``
+    """Replaces, in place, every ``snntorch.Leaky`` / ``Synaptic``, SpikingJelly ``neuron.LIFNode`` /
+    ``IFNode``
     and the seed's ``SpikingNeuronLayerRNN`` (a class of that name with ``fc``, ``decay_multiplier``,
     ``threshold``, ``penalty_threshold`` and ``reset_state``) in ``model`` by the fused drop-in
-    (:class:`snn_cuda.Leaky`, :class:`snn_cuda.LIFNode`, :class:`snn_cuda.IFNode`,
-    :class:`snn_cuda.SpikingNeuronLayerRNN`)
+    (:class:`snn_cuda.Leaky`, :class:`snn_cuda.Synaptic`, :class:`snn_cuda.LIFNode`,
+    :class:`snn_cuda.IFNode`, :class:`snn_cuda.SpikingNeuronLayerRNN`)
     with the same options, parameters (the same objects), buffers, ``state_dict`` keys, state,
     hooks and train/eval mode. Returns the model (or its replacement if the model itself is one).
 
@@ -168,7 +186,7 @@ def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
         for original, make in table.items():
             if type(module) is original:
                 return make(module)
-            if isinstance(module, original) and not isinstance(module, (Leaky, LIFNode)):
+            if isinstance(module, original) and not isinstance(module, (Leaky, Synaptic, LIFNode)):
                 if strict:
                     raise TypeError(
                         f"convert: {type(module).__qualname__} subclasses {original.__qualname__} and "
@@ -271,7 +289,7 @@ def run_sequence(model: nn.Module, x_seq: torch.Tensor, *,
     ``init_hidden=True`` pattern and SpikingJelly's single-step nets. Each layer gets the whole
     sequence at once:
 
-    - fused neurons (:class:`snn_cuda.Leaky`, :class:`snn_cuda.LIFNode`,
+    - fused neurons (:class:`snn_cuda.Leaky`, :class:`snn_cuda.Synaptic`, :class:`snn_cuda.LIFNode`,
       :class:`snn_cuda.SpikingNeuronLayerRNN`): one kernel call over all ``T`` steps, continuing
       from and updating the state the per-step loop would have used and left (so
       ``snntorch.utils.reset`` / ``functional.reset_net`` before the call work as they do there);
@@ -309,7 +327,7 @@ def _run(module, x, per_sample, per_step, where):
             "it, as it would in the per-step loop, where that fails too (a neuron in the middle of a "
             "Sequential must return spikes only: snnTorch's init_hidden=True, output=False)"
         )
-    if isinstance(module, (Leaky, LIFNode, SpikingNeuronLayerRNN)):
+    if isinstance(module, (Leaky, Synaptic, LIFNode, SpikingNeuronLayerRNN)):
         return module.multi_step_forward(x)
     if type(module) is nn.Sequential or (isinstance(module, nn.Sequential)
                                          and type(module).forward is nn.Sequential.forward):

@@ -27,6 +27,7 @@ from torch import nn
 from . import _peers
 from . import surrogate as _surrogate
 from ._constants import CheckedConstants
+from .neuron_ops import synaptic, synaptic_step
 from .ops import TAU_WHY, check_flag, lif, lif_step
 
 Number = Union[float, int]
@@ -80,8 +81,142 @@ class _PeerCompatible(nn.Module):
 _RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 
 
+class _SnntorchNeuron(CheckedConstants, _PeerCompatible):
+    """What the drop-ins for snnTorch's neurons share: snnTorch's ``LIF`` options and constants,
+    the reset mechanism, the spike's ``graded_spikes_factor`` and ``surrogate_disable``,
+    ``reset_delay=False``, the class-wide ``reset_hidden`` / ``detach_hidden`` and the step modes.
+    Subclasses name their state buffers in ``_states`` and keep their instances in ``_live``."""
+
+    _states = ()
+    _live = weakref.WeakSet()
+
+    def _init_snntorch(self, beta, threshold, spike_grad, surrogate_disable, init_hidden,
+                       inhibition, learn_beta, learn_threshold, reset_mechanism, state_quant,
+                       output, graded_spikes_factor, learn_graded_spikes_factor, reset_delay,
+                       step_mode) -> None:
+        """snnTorch's ``LIF`` set-up: the options, then threshold, graded_spikes_factor,
+        reset_mechanism_val and beta."""
+        name = type(self).__name__
+        self._check_reset_mechanism(reset_mechanism)
+        if inhibition:
+            _reject(name, "inhibition", inhibition,
+                    "it lets only the most excited neuron of a layer fire, which couples the neurons")
+        if state_quant:
+            _reject(name, "state_quant", state_quant,
+                    "an arbitrary quantisation function cannot run inside the fused kernel")
+        self.surrogate_disable = bool(surrogate_disable)
+        self.surrogate = _surrogate.resolve(
+            None if surrogate_disable else spike_grad, _surrogate.SNNTORCH_DEFAULT,
+            f"snn_cuda.{name} spike_grad",
+        )
+        self.spike_grad = spike_grad
+        self.init_hidden = init_hidden
+        self.inhibition = False
+        self.state_quant = False
+        self.output = output
+        self.reset_delay = reset_delay
+        self.step_mode = check_step_mode(name, step_mode)
+        # snnTorch's names and registration order, so that state_dicts load both ways.
+        _tensor_param(self, "threshold", threshold, learn_threshold)
+        _tensor_param(self, "graded_spikes_factor", graded_spikes_factor, learn_graded_spikes_factor)
+        self.register_buffer("reset_mechanism_val", torch.as_tensor(_RESET_CODES[reset_mechanism]))
+        self._reset_mechanism = reset_mechanism
+        _tensor_param(self, "beta", beta, learn_beta)
+
+    def _finish_init(self) -> None:
+        """The state buffers (empty: "start from zeros"), the value checks, and the registries
+        that the class-wide resets and snnTorch's utilities walk."""
+        for name in self._states:
+            self.register_buffer(name, torch.zeros(0), persistent=False)
+        self._start_checking_constants()
+        type(self)._live.add(self)
+        snntorch = _peers.loaded("snntorch")
+        if snntorch is not None and isinstance(self, snntorch.SpikingNeuron):
+            snntorch.SpikingNeuron.instances.append(self)  # what snnTorch's reset_hidden walks
+
+    @staticmethod
+    def _check_reset_mechanism(reset_mechanism) -> None:
+        if reset_mechanism not in _RESET_CODES:
+            raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
+
+    @property
+    def reset_mechanism(self) -> str:
+        return self._reset_mechanism
+
+    @reset_mechanism.setter
+    def reset_mechanism(self, value: str) -> None:
+        self._check_reset_mechanism(value)
+        self.reset_mechanism_val = torch.as_tensor(_RESET_CODES[value], device=self.reset_mechanism_val.device)
+        self._reset_mechanism = value
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # A loaded reset_mechanism_val decides the mechanism, as snnTorch intends.
+        code = int(self.reset_mechanism_val)
+        names = {v: k for k, v in _RESET_CODES.items()}
+        if code not in names:
+            raise ValueError(f"snn_cuda.{type(self).__name__}: the loaded reset_mechanism_val {code} is not 0, 1 or 2")
+        self._reset_mechanism = names[code]
+
+    @classmethod
+    def reset_hidden(cls) -> None:
+        """Zeroes the state of every neuron of this class (class-wide, as snnTorch's)."""
+        for neuron in list(cls._live):
+            if isinstance(neuron, cls):
+                for name in neuron._states:
+                    state = getattr(neuron, name)
+                    setattr(neuron, name, torch.zeros_like(state, device=state.device))
+
+    @classmethod
+    def detach_hidden(cls) -> None:
+        """Detaches the state of every neuron of this class from its graph (truncated BPTT)."""
+        for neuron in list(cls._live):
+            if isinstance(neuron, cls):
+                for name in neuron._states:
+                    getattr(neuron, name).detach_()
+
+    def _graded(self, spk: torch.Tensor) -> torch.Tensor:
+        if self.surrogate_disable:
+            spk = spk.detach()
+        factor = self.graded_spikes_factor
+        # x * 1 == x exactly; skip the multiply only where reading the value costs no device sync
+        # (and not while tracing, where the value is not known).
+        if (factor.requires_grad or factor.device.type != "cpu" or factor.numel() != 1
+                or torch.compiler.is_compiling() or float(factor) != 1.0):
+            spk = spk * factor
+        return spk
+
+    def forward(self, input_: torch.Tensor, *states, **named_states):
+        if self.step_mode == "m":
+            return self.multi_step_forward(input_, *states, **named_states)
+        return self.single_step_forward(input_, *states, **named_states)
+
+    def _reset_now(self, spk, mem_t, initial, input_):
+        """snnTorch's ``reset_delay=False``: after the kernel's step (whose charge applied the
+        delayed reset r of the previous membrane), the spike of this step resets at once, less what
+        r already did: ``mem - (spk - r) * threshold`` ("subtract") or ``mem - (spk - r) * mem``
+        ("zero"); no change for "none". The spike's surrogate gradient flows through it, as there."""
+        if self._reset_mechanism == "none":
+            return mem_t
+        if self.surrogate_disable:
+            spk = spk.detach()
+        previous = initial if initial is not None else torch.zeros_like(input_)
+        r = (previous - self.threshold > 0).to(mem_t.dtype)
+        do_reset = spk - r
+        if self._reset_mechanism == "subtract":
+            return mem_t - do_reset * self.threshold
+        return mem_t - do_reset * mem_t
+
+    def extra_repr(self) -> str:
+        return (
+            f"reset_mechanism={self._reset_mechanism!r}, surrogate={self.surrogate.name}"
+            f"(alpha={self.surrogate.alpha:g}), init_hidden={self.init_hidden}, "
+            f"output={self.output}, step_mode={self.step_mode!r}"
+        )
+
+
 @_peers.peer_compatible("snntorch", "Leaky")
-class Leaky(CheckedConstants, _PeerCompatible):
+class Leaky(_SnntorchNeuron):
     """snnTorch's ``Leaky`` neuron, fused.
 
     Arguments, calls, return values and state handling as ``snntorch.Leaky`` (snnTorch 1.0): per
@@ -125,6 +260,7 @@ class Leaky(CheckedConstants, _PeerCompatible):
     """
 
     _live = weakref.WeakSet()  # every Leaky, for the class-wide reset_hidden / detach_hidden
+    _states = ("mem",)
 
     def __init__(
         self,
@@ -146,64 +282,13 @@ class Leaky(CheckedConstants, _PeerCompatible):
         step_mode: str = "s",
     ):
         nn.Module.__init__(self)  # not super(): with snnTorch installed the next base is its Leaky
-        self._check_reset_mechanism(reset_mechanism)
-        if inhibition:
-            _reject("Leaky", "inhibition", inhibition,
-                    "it lets only the most excited neuron of a layer fire, which couples the neurons")
-        if state_quant:
-            _reject("Leaky", "state_quant", state_quant,
-                    "an arbitrary quantisation function cannot run inside the fused kernel")
-        self.surrogate_disable = bool(surrogate_disable)
-        self.surrogate = _surrogate.resolve(
-            None if surrogate_disable else spike_grad, _surrogate.SNNTORCH_DEFAULT,
-            "snn_cuda.Leaky spike_grad",
-        )
-        self.spike_grad = spike_grad
-        self.init_hidden = init_hidden
-        self.inhibition = False
-        self.state_quant = False
-        self.output = output
-        self.reset_delay = reset_delay
-        self.step_mode = check_step_mode("Leaky", step_mode)
-        # snnTorch's names and registration order, so that state_dicts load both ways.
-        _tensor_param(self, "threshold", threshold, learn_threshold)
-        _tensor_param(self, "graded_spikes_factor", graded_spikes_factor, learn_graded_spikes_factor)
-        self.register_buffer("reset_mechanism_val", torch.as_tensor(_RESET_CODES[reset_mechanism]))
-        self._reset_mechanism = reset_mechanism
-        _tensor_param(self, "beta", beta, learn_beta)
-        self.register_buffer("mem", torch.zeros(0), persistent=False)
-        self._start_checking_constants()
-        Leaky._live.add(self)
-        snntorch = _peers.loaded("snntorch")
-        if snntorch is not None and isinstance(self, snntorch.SpikingNeuron):
-            snntorch.SpikingNeuron.instances.append(self)  # what snnTorch's reset_hidden walks
+        self._init_snntorch(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                            learn_beta, learn_threshold, reset_mechanism, state_quant, output,
+                            graded_spikes_factor, learn_graded_spikes_factor, reset_delay, step_mode)
+        self._finish_init()
 
     def _constant_rules(self):
         return {"beta": (False, ""), "threshold": (False, ""), "graded_spikes_factor": (False, "")}
-
-    @staticmethod
-    def _check_reset_mechanism(reset_mechanism) -> None:
-        if reset_mechanism not in _RESET_CODES:
-            raise ValueError("reset_mechanism must be set to either 'subtract', 'zero', or 'none'.")
-
-    @property
-    def reset_mechanism(self) -> str:
-        return self._reset_mechanism
-
-    @reset_mechanism.setter
-    def reset_mechanism(self, value: str) -> None:
-        self._check_reset_mechanism(value)
-        self.reset_mechanism_val = torch.as_tensor(_RESET_CODES[value], device=self.reset_mechanism_val.device)
-        self._reset_mechanism = value
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        # A loaded reset_mechanism_val decides the mechanism, as snnTorch intends.
-        code = int(self.reset_mechanism_val)
-        names = {v: k for k, v in _RESET_CODES.items()}
-        if code not in names:
-            raise ValueError(f"snn_cuda.Leaky: the loaded reset_mechanism_val {code} is not 0, 1 or 2")
-        self._reset_mechanism = names[code]
 
     # State, as snnTorch: self.mem holds the membrane; a shape that does not fit the input means
     # "start from zeros" (init_leaky() and reset_mem() return an empty tensor for that).
@@ -215,20 +300,6 @@ class Leaky(CheckedConstants, _PeerCompatible):
         """Deprecated in snnTorch; same as :meth:`reset_mem`."""
         return self.reset_mem()
 
-    @classmethod
-    def reset_hidden(cls) -> None:
-        """Zeroes the membrane of every ``Leaky`` (class-wide, as snnTorch's)."""
-        for neuron in list(Leaky._live):
-            if isinstance(neuron, cls):
-                neuron.mem = torch.zeros_like(neuron.mem, device=neuron.mem.device)
-
-    @classmethod
-    def detach_hidden(cls) -> None:
-        """Detaches the membrane of every ``Leaky`` from its graph (truncated BPTT)."""
-        for neuron in list(Leaky._live):
-            if isinstance(neuron, cls):
-                neuron.mem.detach_()
-
     def _kernel_args(self):
         return dict(
             convention="snntorch",
@@ -238,28 +309,12 @@ class Leaky(CheckedConstants, _PeerCompatible):
             surrogate=self.surrogate,
         )
 
-    def _graded(self, spk: torch.Tensor) -> torch.Tensor:
-        if self.surrogate_disable:
-            spk = spk.detach()
-        factor = self.graded_spikes_factor
-        # x * 1 == x exactly; skip the multiply only where reading the value costs no device sync
-        # (and not while tracing, where the value is not known).
-        if (factor.requires_grad or factor.device.type != "cpu" or factor.numel() != 1
-                or torch.compiler.is_compiling() or float(factor) != 1.0):
-            spk = spk * factor
-        return spk
-
     def _returns(self, spk, mem):
         if self.output:
             return spk, mem
         if self.init_hidden:
             return spk
         return spk, mem
-
-    def forward(self, input_: torch.Tensor, mem: Optional[torch.Tensor] = None):
-        if self.step_mode == "m":
-            return self.multi_step_forward(input_, mem)
-        return self.single_step_forward(input_, mem)
 
     def _take_mem(self, mem, step_shape):
         if self.init_hidden and mem is not None:
@@ -283,22 +338,6 @@ class Leaky(CheckedConstants, _PeerCompatible):
             mem_t = self._reset_now(spk, mem_t, initial, input_)
         self.mem = mem_t
         return self._returns(self._graded(spk), mem_t)
-
-    def _reset_now(self, spk, mem_t, initial, input_):
-        """snnTorch's ``reset_delay=False``: after the kernel's step (whose charge applied the
-        delayed reset r of the previous membrane), the spike of this step resets at once, less what
-        r already did: ``mem - (spk - r) * threshold`` ("subtract") or ``mem - (spk - r) * mem``
-        ("zero"); no change for "none". The spike's surrogate gradient flows through it, as there."""
-        if self._reset_mechanism == "none":
-            return mem_t
-        if self.surrogate_disable:
-            spk = spk.detach()
-        previous = initial if initial is not None else torch.zeros_like(input_)
-        r = (previous - self.threshold > 0).to(mem_t.dtype)
-        do_reset = spk - r
-        if self._reset_mechanism == "subtract":
-            return mem_t - do_reset * self.threshold
-        return mem_t - do_reset * mem_t
 
     def multi_step_forward(self, input_: torch.Tensor, mem: Optional[torch.Tensor] = None):
         """The whole sequence ``[T, batch, ...]`` in one kernel call: what calling the module once
@@ -332,12 +371,160 @@ class Leaky(CheckedConstants, _PeerCompatible):
         self.mem = initial
         return self._returns(self._graded(torch.stack(spikes)), torch.stack(membranes))
 
-    def extra_repr(self) -> str:
-        return (
-            f"reset_mechanism={self._reset_mechanism!r}, surrogate={self.surrogate.name}"
-            f"(alpha={self.surrogate.alpha:g}), init_hidden={self.init_hidden}, "
-            f"output={self.output}, step_mode={self.step_mode!r}"
+
+@_peers.peer_compatible("snntorch", "Synaptic")
+class Synaptic(_SnntorchNeuron):
+    """snnTorch's ``Synaptic`` neuron (current-based, second-order LIF), fused.
+
+    Arguments, calls, return values and state handling as ``snntorch.Synaptic`` (snnTorch 1.0): per
+    step, with ``r_t`` the previous membrane's detached spike (snnTorch's delayed reset)::
+
+        syn_t = alpha * syn_{t-1} + x_t
+        reset_mechanism="subtract":  mem_t = beta * mem_{t-1} + syn_t - r_t * threshold
+        reset_mechanism="zero":      mem_t = (beta * mem_{t-1} + syn_t) * (1 - r_t)
+        reset_mechanism="none":      mem_t = beta * mem_{t-1} + syn_t
+        spk_t = H(mem_t - threshold)   (backward: the spike_grad surrogate)
+
+    Called per step (the default, ``step_mode="s"``)::
+
+        lif = snn_cuda.Synaptic(alpha=0.9, beta=0.8)
+        syn, mem = lif.reset_mem()
+        for step in range(T):
+            spk, syn, mem = lif(cur[step], syn, mem)     # one fused kernel call per step
+
+    or with ``init_hidden=True`` inside an ``nn.Sequential`` called once per step (returns ``spk``,
+    or ``(spk, syn, mem)`` with ``output=True``); ``snntorch.utils.reset(net)``, ``reset_mem()``,
+    ``Synaptic.reset_hidden()`` and ``Synaptic.detach_hidden()`` work as in snnTorch. The whole
+    sequence in one kernel call: ``step_mode="m"`` (or :meth:`multi_step_forward`), which takes
+    ``[T, batch, ...]`` and returns ``(spk, syn, mem)`` stacked over time (``spk`` alone with
+    ``init_hidden=True`` and not ``output``), continuing from ``self.syn`` / ``self.mem``.
+
+    ``alpha`` and ``beta`` (clamped to [0, 1] in the forward, as in snnTorch) and ``threshold`` may
+    be floats or tensors broadcastable to one step, learnable with ``learn_alpha`` /
+    ``learn_beta`` / ``learn_threshold``. ``reset_delay=False`` runs one fused kernel call per step
+    plus the immediate reset (as :class:`Leaky`). Parameter and buffer names are snnTorch's, so
+    ``state_dict`` s load both ways. Not supported (``ValueError`` naming the option):
+    ``inhibition``, ``state_quant``, surrogates other than atan / fast_sigmoid / sigmoid. Spikes,
+    ``syn`` and ``mem`` have the input's dtype (snnTorch's membrane becomes float32 for float16
+    input).
+    """
+
+    _live = weakref.WeakSet()  # every Synaptic, for the class-wide reset_hidden / detach_hidden
+    _states = ("syn", "mem")
+
+    def __init__(
+        self,
+        alpha,
+        beta,
+        threshold=1.0,
+        spike_grad=None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        inhibition: bool = False,
+        learn_alpha: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        reset_mechanism: str = "subtract",
+        state_quant=False,
+        output: bool = False,
+        reset_delay: bool = True,
+        *,
+        step_mode: str = "s",
+    ):
+        nn.Module.__init__(self)  # not super(): with snnTorch installed the next base is its own
+        self._init_snntorch(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                            learn_beta, learn_threshold, reset_mechanism, state_quant, output,
+                            1.0, False, reset_delay, step_mode)
+        _tensor_param(self, "alpha", alpha, learn_alpha)
+        self._finish_init()
+
+    def _constant_rules(self):
+        return {"alpha": (False, ""), "beta": (False, ""), "threshold": (False, ""),
+                "graded_spikes_factor": (False, "")}
+
+    # State, as snnTorch: self.syn and self.mem; a shape that does not fit the input means "start
+    # from zeros" (reset_mem() returns empty tensors for that), for each on its own.
+    def reset_mem(self):
+        self.syn = torch.zeros_like(self.syn, device=self.syn.device)
+        self.mem = torch.zeros_like(self.mem, device=self.mem.device)
+        return self.syn, self.mem
+
+    def init_synaptic(self):
+        """Deprecated in snnTorch; same as :meth:`reset_mem`."""
+        return self.reset_mem()
+
+    def _returns(self, spk, syn, mem):
+        if self.output:
+            return spk, syn, mem
+        if self.init_hidden:
+            return spk
+        return spk, syn, mem
+
+    def _take_states(self, syn, mem, step_shape):
+        if self.init_hidden and (syn is not None or mem is not None):
+            raise TypeError("`mem` or `syn` should not be passed as an argument while `init_hidden=True`")
+        for name, value in (("syn", syn), ("mem", mem)):
+            if value is not None:
+                if not isinstance(value, torch.Tensor):
+                    raise TypeError(f"snn_cuda.Synaptic: {name} must be a tensor or None, got "
+                                    f"{type(value).__name__}")
+                setattr(self, name, value)
+        return tuple(None if tuple(state.shape) != tuple(step_shape) else state  # zeros
+                     for state in (self.syn, self.mem))
+
+    def _constants(self):
+        return self.alpha.clamp(0, 1), self.beta.clamp(0, 1), self.threshold
+
+    def single_step_forward(self, input_: torch.Tensor, syn: Optional[torch.Tensor] = None,
+                            mem: Optional[torch.Tensor] = None):
+        """One time step, exactly as ``snntorch.Synaptic.forward(input_, syn, mem)``."""
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"snn_cuda.Synaptic: input_ must be a tensor, got {type(input_).__name__}")
+        initial = self._take_states(syn, mem, input_.shape)
+        spk, syn_t, mem_t = synaptic_step(input_, *self._constants(), reset=self._reset_mechanism,
+                                          surrogate=self.surrogate, initial=initial)
+        if not self.reset_delay:
+            mem_t = self._reset_now(spk, mem_t, initial[1], input_)
+        self.syn, self.mem = syn_t, mem_t
+        return self._returns(self._graded(spk), syn_t, mem_t)
+
+    def multi_step_forward(self, input_: torch.Tensor, syn: Optional[torch.Tensor] = None,
+                           mem: Optional[torch.Tensor] = None):
+        """The whole sequence ``[T, batch, ...]`` in one kernel call: what calling the module once
+        per step and stacking the results gives, and the same state afterwards."""
+        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
+            raise ValueError(
+                "snn_cuda.Synaptic: a multi-step input must be a whole sequence [T, batch, ...] "
+                f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
+            )
+        initial = self._take_states(syn, mem, input_.shape[1:])
+        if not self.reset_delay:
+            # The immediate reset feeds the next step's charge: one fused kernel call per step.
+            return self._steps_immediate_reset(input_, initial)
+        spk, syn_rec, mem_rec, (syn_last, mem_last) = synaptic(
+            input_, *self._constants(), reset=self._reset_mechanism, surrogate=self.surrogate,
+            initial=initial, return_state=True,
         )
+        if input_.shape[0] > 0:
+            self.syn, self.mem = syn_last, mem_last  # tensors of their own: detach_hidden() works
+        return self._returns(self._graded(spk), syn_rec, mem_rec)
+
+    def _steps_immediate_reset(self, input_, initial):
+        rows = ([], [], [])
+        constants = self._constants()
+        syn, mem = initial
+        for step in input_.unbind(0):
+            spk, syn_t, mem_t = synaptic_step(step, *constants, reset=self._reset_mechanism,
+                                              surrogate=self.surrogate, initial=(syn, mem))
+            mem_t = self._reset_now(spk, mem_t, mem, step)
+            for row, value in zip(rows, (spk, syn_t, mem_t)):
+                row.append(value)
+            syn, mem = syn_t, mem_t
+        if not rows[0]:
+            return self._returns(*(input_.new_empty(input_.shape) for _ in range(3)))
+        self.syn, self.mem = syn, mem
+        spikes, syns, mems = (torch.stack(row) for row in rows)
+        return self._returns(self._graded(spikes), syns, mems)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -665,20 +665,20 @@ def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool
 
 
 def lif_param(value: Param, name: str, step_shape, flat: bool, dtype: torch.dtype,
-              device: torch.device) -> torch.Tensor:
+              device: torch.device, op: str = "lif") -> torch.Tensor:
     """``value`` as the kernel's per-lane parameter: [H] (``flat`` False, H = step_shape[-1]) or,
     for values that vary over more than the last dim, [prod(step_shape)] (``flat`` True).
     Differentiable through the broadcast and the cast."""
     if not flat:
-        return neuron_param(value, name, step_shape[-1], dtype, device, op="lif")
-    check_param_kind(value, name, "lif", device)
+        return neuron_param(value, name, step_shape[-1], dtype, device, op=op)
+    check_param_kind(value, name, op, device)
     if not isinstance(value, torch.Tensor):
         value = constant_row(float(value), 1, dtype, device)
     try:
         expanded = torch.broadcast_to(value.to(dtype), tuple(step_shape))
     except RuntimeError:
         raise ValueError(
-            f"lif: {name} of shape {tuple(value.shape)} does not broadcast to one step of the "
+            f"{op}: {name} of shape {tuple(value.shape)} does not broadcast to one step of the "
             f"input, shape {tuple(step_shape)}"
         ) from None
     return expanded.reshape(-1).contiguous()

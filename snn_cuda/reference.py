@@ -225,3 +225,54 @@ def lif(
     if return_state:
         return restore(spikes), restore(membranes), final_state
     return restore(spikes), restore(membranes)
+
+
+def synaptic(
+    input: torch.Tensor,
+    alpha: Param,
+    beta: Param,
+    threshold: Param = 1.0,
+    *,
+    reset: str = "subtract",
+    surrogate=None,
+    initial=None,
+    return_state: bool = False,
+):
+    """Same signature, semantics and results as :func:`snn_cuda.synaptic`, as a plain loop."""
+    from .neuron_ops import check_synaptic_options, prepare_neuron
+
+    spec = check_synaptic_options(reset, surrogate, "synaptic")
+    x, (syn0, mem0), (alpha, beta, threshold), restore = prepare_neuron(
+        "synaptic", input, initial, (alpha, beta, threshold), ("alpha", "beta", "threshold"),
+        ("syn", "mem"),
+    )
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
+    x = x.to(compute_dtype)
+    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    syn = zeros if syn0 is None else syn0.to(compute_dtype)
+    mem = zeros if mem0 is None else mem0.to(compute_dtype)
+    all_spikes, all_syn, all_mem = [], [], []
+    for x_t in x.unbind(0):
+        # The reset is the spike of the previous membrane, detached (as snnTorch's).
+        r = SurrogateSpike.apply(mem - threshold, spec, False).detach()
+        syn = _stored(alpha * syn + x_t, dtype)
+        base = beta * mem + syn
+        if reset == "subtract":
+            mem = base - r * threshold
+        elif reset == "zero":
+            mem = base - base * r
+        else:
+            mem = base
+        mem = _stored(mem, dtype)
+        all_spikes.append(SurrogateSpike.apply(mem - threshold, spec, False))
+        all_syn.append(syn)
+        all_mem.append(mem)
+    step_shape = input.shape[1:]
+    last = (syn.to(dtype).reshape(step_shape), mem.to(dtype).reshape(step_shape))
+    if not all_spikes:  # T = 0
+        empty = input.new_empty(input.shape)
+        rows = (empty, empty.clone(), empty.clone())
+    else:
+        rows = tuple(restore(torch.stack(r).to(dtype)) for r in (all_spikes, all_syn, all_mem))
+    return (*rows, last) if return_state else rows

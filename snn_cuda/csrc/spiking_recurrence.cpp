@@ -204,6 +204,83 @@ void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
               "forward's input");
 }
 
+
+ModelSpec parse_model(c10::string_view model, c10::string_view reset) {
+  TORCH_CHECK(model == "snntorch_synaptic",
+              "neuron: model must be \"snntorch_synaptic\", got \"", std::string(model), "\"");
+  ModelSpec spec{kModelSnntorchSynaptic, 0, 2, 3, 3, "snntorch_synaptic"};
+  if (reset == "subtract") {
+    spec.reset = kSpikeResetSubtract;
+  } else if (reset == "zero") {
+    spec.reset = kSpikeResetHard;
+  } else if (reset == "none") {
+    spec.reset = kSpikeResetNone;
+  } else {
+    TORCH_CHECK(false, "neuron: reset of model \"", spec.name,
+                "\" must be \"subtract\", \"zero\" or \"none\", got \"", std::string(reset), "\"");
+  }
+  return spec;
+}
+
+static void check_counts(const ModelSpec& spec, const char* op, const char* what, size_t given,
+                         int expected) {
+  TORCH_CHECK(given == static_cast<size_t>(expected), op, ": model \"", spec.name, "\" takes ",
+              expected, " ", what, ", got ", given);
+}
+
+static void check_neuron_constants(const ModelSpec& spec, const char* op, at::TensorList constants,
+                                   int64_t H, at::ScalarType dtype, const at::Device& device) {
+  check_counts(spec, op, "constants", constants.size(), spec.constants);
+  for (const auto& c : constants) check_param(c, "each constant", H, dtype, device, op);
+}
+
+void check_neuron_forward_inputs(const ModelSpec& spec, const at::Tensor& input,
+                                 const c10::List<c10::optional<at::Tensor>>& initial,
+                                 at::TensorList constants) {
+  check_excitation(input.sizes(), input.scalar_type(), "input", "neuron_fwd");
+  check_counts(spec, "neuron_fwd", "initial states (None for zeros)", initial.size(), spec.states);
+  check_neuron_constants(spec, "neuron_fwd", constants, input.size(-1), input.scalar_type(),
+                         input.device());
+  for (size_t s = 0; s < initial.size(); ++s) {
+    check_like(initial.get(s), "neuron_fwd", "each initial state (one step of input)",
+               input.sizes().slice(1), input.scalar_type(), input.device(), "input's");
+  }
+}
+
+void check_neuron_backward_inputs(const ModelSpec& spec,
+                                  const c10::List<c10::optional<at::Tensor>>& grad_rows,
+                                  const c10::List<c10::optional<at::Tensor>>& grad_state,
+                                  at::TensorList saved,
+                                  const c10::List<c10::optional<at::Tensor>>& initial,
+                                  const c10::optional<at::Tensor>& input,
+                                  at::TensorList constants, bool input_needed) {
+  const char* op = "neuron_bwd";
+  check_counts(spec, op, "saved rows (one per state)", saved.size(), spec.states);
+  check_counts(spec, op, "row gradients (None for zero)", grad_rows.size(), spec.rows);
+  check_counts(spec, op, "state gradients (None for zero)", grad_state.size(), spec.states);
+  check_counts(spec, op, "initial states (None for zeros)", initial.size(), spec.states);
+  const at::Tensor& like = saved[0];
+  check_excitation(like.sizes(), like.scalar_type(), "each saved row", op);
+  const auto dtype = like.scalar_type();
+  const auto device = like.device();
+  for (const auto& t : saved) {
+    check_like(t, op, "each saved row", like.sizes(), dtype, device, "the first saved row's");
+  }
+  check_neuron_constants(spec, op, constants, like.size(-1), dtype, device);
+  for (size_t r = 0; r < grad_rows.size(); ++r) {
+    check_like(grad_rows.get(r), op, "each row gradient", like.sizes(), dtype, device,
+               "the saved rows'");
+  }
+  for (size_t s = 0; s < grad_state.size(); ++s) {
+    check_like(grad_state.get(s), op, "each state gradient (one step of a row)",
+               like.sizes().slice(1), dtype, device, "the saved rows'");
+    check_like(initial.get(s), op, "each initial state (one step of a row)", like.sizes().slice(1),
+               dtype, device, "the saved rows'");
+  }
+  check_like(input, op, "input", like.sizes(), dtype, device, "the saved rows'");
+  TORCH_CHECK(!input_needed || input.has_value(), op, ": this gradient needs the forward's input");
+}
+
 namespace {
 
 // Lanes per block. Each time step of a block reads and writes runs of kCpuBlock contiguous
@@ -345,11 +422,10 @@ struct BackwardCpu : CpuLaunch {
   }
 };
 
-struct LifForwardCpu : CpuLaunch {
-  template <typename scalar_t, typename acc_t, int kConv, int kReset>
-  void operator()(const NeuronForwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
-                  IntConstant<kReset>) const {
-    using Model = LifModel<kConv, kReset>;
+// Any model of the generic interface (neuron_fwd / neuron_bwd; LIF's lif_fwd / lif_bwd too).
+struct ModelForwardCpu : CpuLaunch {
+  template <typename scalar_t, typename acc_t, class Model>
+  void operator()(const NeuronForwardArgs<scalar_t, acc_t>& given, ModelTag<Model>) const {
     TiledConstants<acc_t> tiled;
     const auto args = tiled(given);
     for_each_block_or_lane(
@@ -359,11 +435,10 @@ struct LifForwardCpu : CpuLaunch {
   }
 };
 
-struct LifBackwardCpu : CpuLaunch {
-  template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
-  void operator()(const NeuronBackwardArgs<scalar_t, acc_t>& given, IntConstant<kConv>,
-                  IntConstant<kReset>, IntConstant<kSurrogate>) const {
-    using Model = LifModel<kConv, kReset>;
+struct ModelBackwardCpu : CpuLaunch {
+  template <typename scalar_t, typename acc_t, class Model, int kSurrogate>
+  void operator()(const NeuronBackwardArgs<scalar_t, acc_t>& given, ModelTag<Model>,
+                  IntConstant<kSurrogate>) const {
     TiledConstants<acc_t> tiled;
     const auto args = tiled(given);
     for_each_block_or_lane(
@@ -374,6 +449,40 @@ struct LifBackwardCpu : CpuLaunch {
         [&](int64_t lane) { neuron_backward_lanes<1, Model, kSurrogate>(args, lane, 1); });
   }
 };
+
+struct LifForwardCpu : CpuLaunch {
+  template <typename scalar_t, typename acc_t, int kConv, int kReset>
+  void operator()(const NeuronForwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+                  IntConstant<kReset>) const {
+    ModelForwardCpu{}(args, ModelTag<LifModel<kConv, kReset>>{});
+  }
+};
+
+struct LifBackwardCpu : CpuLaunch {
+  template <typename scalar_t, typename acc_t, int kConv, int kReset, int kSurrogate>
+  void operator()(const NeuronBackwardArgs<scalar_t, acc_t>& args, IntConstant<kConv>,
+                  IntConstant<kReset>, IntConstant<kSurrogate> s) const {
+    ModelBackwardCpu{}(args, ModelTag<LifModel<kConv, kReset>>{}, s);
+  }
+};
+
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> neuron_fwd_cpu(
+    c10::string_view model, c10::string_view reset, const at::Tensor& input,
+    const c10::List<c10::optional<at::Tensor>>& initial, at::TensorList constants, int64_t flags) {
+  return run_neuron_forward(model, reset, input, initial, constants, flags, ModelForwardCpu{});
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> neuron_bwd_cpu(
+    c10::string_view model, c10::string_view reset,
+    const c10::List<c10::optional<at::Tensor>>& grad_rows,
+    const c10::List<c10::optional<at::Tensor>>& grad_state, at::TensorList saved,
+    const c10::List<c10::optional<at::Tensor>>& initial, const c10::optional<at::Tensor>& input,
+    at::TensorList constants, int64_t flags, c10::string_view surrogate, double alpha,
+    int64_t need_constants) {
+  return run_neuron_backward(model, reset, grad_rows, grad_state, saved, initial, input,
+                             constants, flags, surrogate, alpha, need_constants,
+                             ModelBackwardCpu{});
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_fwd_cpu(const at::Tensor& input,
                                                const c10::optional<at::Tensor>& initial,
@@ -552,6 +661,25 @@ TORCH_LIBRARY(snn_cuda, m) {
       "str reset, bool decay_input, bool detach_reset, str surrogate, float alpha, bool need_decay, "
       "bool need_threshold) -> (Tensor grad_input, Tensor grad_initial, Tensor grad_decay, "
       "Tensor grad_threshold)");
+  // Any model of the generic neuron interface (docs/design-neuron-interface.md), by name:
+  // "snntorch_synaptic" (reset "subtract" | "zero" | "none"). input: [T, *batch, H]; initial: one
+  // entry per state, [*batch, H] or None (zeros); constants: the model's, [H] each in the
+  // accumulation dtype; flags: NeuronFlag bits. Returns the rows written per step ([T, *batch, H]
+  // each) and the states after the last step ([*batch, H] each; the initial ones when T = 0).
+  // snntorch_synaptic: constants (alpha, beta, threshold), states (syn, mem), rows (spikes, syn,
+  // mem).
+  m.def(
+      "neuron_fwd(str model, str reset, Tensor input, Tensor?[] initial, Tensor[] constants, "
+      "int flags) -> (Tensor[] rows, Tensor[] state)");
+  // Grads are optional (None = zero), one per row and one per state; saved: per state the row the
+  // forward wrote for it (snntorch_synaptic: rows syn and mem); initial as the forward's;
+  // need_constants: bit q asks for constant q's gradient. Returns (grad_input, per state the
+  // gradient of its initial value, per constant its gradient [H]), zeros where not asked for.
+  m.def(
+      "neuron_bwd(str model, str reset, Tensor?[] grad_rows, Tensor?[] grad_state, "
+      "Tensor[] saved, Tensor?[] initial, Tensor? input, Tensor[] constants, int flags, "
+      "str surrogate, float alpha, int need_constants) -> (Tensor grad_input, "
+      "Tensor[] grad_initial, Tensor[] grad_constants)");
   // Tests only: the CPU kernels run the GPU's one-lane flavour of the loops while enabled. Returns
   // the previous setting. (snn_cuda.ops.gpu_lane_loops() is the context manager.)
   m.def("_set_gpu_lane_loops(bool enabled) -> bool", &set_gpu_lane_loops);
@@ -565,6 +693,8 @@ TORCH_LIBRARY_IMPL(snn_cuda, CPU, m) {
   m.impl("spiking_recurrence_bwd", &spiking_recurrence_bwd_cpu);
   m.impl("lif_fwd", &lif_fwd_cpu);
   m.impl("lif_bwd", &lif_bwd_cpu);
+  m.impl("neuron_fwd", &neuron_fwd_cpu);
+  m.impl("neuron_bwd", &neuron_bwd_cpu);
   m.impl("uniform_noise_", &uniform_noise_cpu);
 }
 

@@ -942,6 +942,122 @@ template <int kConv, int kReset>
 using LifModel = typename std::conditional<kConv == kConvSnntorch, SnntorchLif<kReset>,
                                            SpikingjellyLif<kReset, kConv>>::type;
 
+// snnTorch's Synaptic (a current-based, second-order LIF; reset_delay=True). States syn, mem; rows
+// spikes, syn, mem (the states' saved rows: rows 1 and 2); constants alpha, beta (both already
+// clamped to [0, 1], as snnTorch clamps them in its forward), threshold. Per lane, with
+// r_t = [mem_{t-1} - threshold > 0] (the previous membrane's spike, detached as in snnTorch):
+//     syn_t = alpha * syn_{t-1} + x_t
+//     b_t   = beta * mem_{t-1} + syn_t
+//     subtract: mem_t = b_t - r_t * threshold     hard ("zero"): mem_t = b_t - b_t * r_t
+//     none:     mem_t = b_t
+//     s_t = [mem_t - threshold > 0]
+// For float16/bfloat16 the arithmetic runs in float32 and syn_t and mem_t are rounded to the input
+// dtype each step (so a sequence equals its steps chained through the returned state).
+template <typename acc_t>
+struct SynapticParams {
+  acc_t alpha, beta, threshold;
+};
+
+template <int kReset>
+struct SnntorchSynaptic {
+  static constexpr int kStates = 2, kConstants = 3, kRows = 3, kCarries = 2;
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;  // the surrogate's scale
+  };
+  struct Reach {
+    bool mem_reached;  // mem_t reaches the loss (at every step, or at none: see reach)
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t spike, mem;  // s_t resp. mem_t reach the loss, as 0/1 floats (see snntorch_bwd_step)
+  };
+
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE SynapticParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
+                                                      int j) {
+    return {c[0][j], c[1][j], c[2][j]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
+    return {alpha};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const SynapticParams<acc_t>& p, const Options<acc_t>&,
+                                      acc_t x, acc_t (&state)[2], acc_t (&out)[3]) {
+    const acc_t mem_prev = state[1];
+    const acc_t r = mem_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    const acc_t syn = round_to_storage<scalar_t>(p.alpha * state[0] + x);
+    const acc_t b = p.beta * mem_prev + syn;
+    acc_t mem;
+    if (kReset == kSpikeResetSubtract) {
+      mem = b - r * p.threshold;
+    } else if (kReset == kSpikeResetHard) {
+      mem = b - b * r;
+    } else {
+      mem = b;
+    }
+    mem = round_to_storage<scalar_t>(mem);
+    out[0] = mem - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    out[1] = syn;
+    out[2] = mem;
+    state[0] = syn;
+    state[1] = mem;
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return false; }
+  // The reset is detached, so mem_t reaches the loss through its spike, its row or mem_{t+1}
+  // (through beta * mem_t): at every step once the spikes, the membrane rows or the last mem
+  // have a gradient, else at none. syn_t feeds mem_t and syn_{t+1}: it reaches the loss at every
+  // step once anything does (the backward returns zeros before any step when nothing does).
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.rows[0] || given.rows[2] || given.state[1]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>&, int64_t, int64_t) {
+    return {given.rows[0] ? acc_t(1) : acc_t(0), r.mem_reached ? acc_t(1) : acc_t(0)};
+  }
+  // saved = (syn_t, mem_t), prev = (syn_{t-1}, mem_{t-1}); carries dL/dsyn_t, dL/dmem_t through
+  // step t + 1; grad_c = (alpha, beta, threshold).
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const SynapticParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/,
+                                        acc_t /*x*/, const acc_t (&saved)[2],
+                                        const acc_t (&prev)[2], const acc_t (&grad_rows)[3],
+                                        acc_t (&carry)[2], acc_t (&grad_c)[3]) {
+    const acc_t sg = surrogate_grad<kSurrogate>(saved[1] - p.threshold, o.alpha);
+    const acc_t spike_product = grad_rows[0] * sg;  // computed, then selected (see lif_bwd_step)
+    const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+    const acc_t gm = grad_rows[2] + carry[1] + spike_term;  // dL/dmem_t
+    grad_c[2] -= spike_term;
+    const acc_t r = prev[1] - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    acc_t gb;  // dL/db_t
+    if (kReset == kSpikeResetSubtract) {
+      gb = gm;
+      grad_c[2] -= gm * r;
+    } else if (kReset == kSpikeResetHard) {
+      gb = gm - gm * r;
+    } else {
+      gb = gm;
+    }
+    const acc_t beta_product = gb * prev[1];
+    grad_c[1] += f.mem > acc_t(0) ? beta_product : acc_t(0);
+    const acc_t gs = gb + grad_rows[1] + carry[0];  // dL/dsyn_t = dL/dx_t
+    grad_c[0] += gs * prev[0];
+    carry[0] = gs * p.alpha;
+    carry[1] = gb * p.beta;
+    return gs;
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const SynapticParams<acc_t>&, const acc_t (&)[2],
+                                     const acc_t (&carry)[2], acc_t (&grad_initial)[2],
+                                     acc_t (&)[3]) {
+    grad_initial[0] = carry[0];
+    grad_initial[1] = carry[1];
+  }
+};
+
 // Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
 template <int kBlock, class M, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void neuron_forward_lanes(const NeuronForwardArgs<scalar_t, acc_t>& a,

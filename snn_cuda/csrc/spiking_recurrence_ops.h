@@ -12,6 +12,7 @@
 #include <cmath>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 namespace snn_cuda {
 
@@ -423,6 +424,182 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   });
   return {grad_input, grad_initial, sum_over_batch(grad_decay, H, decay),
           sum_over_batch(grad_threshold, H, decay)};
+}
+
+// ------------------------------------------------------------------------------------------------
+// The generic neuron ops (neuron_fwd / neuron_bwd): one schema for every model of the interface
+// (docs/design-neuron-interface.md). A model is named by a string and a reset; the launches get a
+// ModelTag<M> and run the generic lane loops with M.
+
+template <class M>
+struct ModelTag {
+  using type = M;
+};
+
+// A model's name, reset and sizes, as the op checks its arguments.
+struct ModelSpec {
+  int kind;
+  int reset;
+  int states, rows, constants;
+  const char* name;
+};
+
+enum NeuronModelKind : int { kModelSnntorchSynaptic = 0 };
+
+// "snntorch_synaptic" with "subtract" / "zero" / "none"; anything else is an error listing the
+// accepted names.
+ModelSpec parse_model(c10::string_view model, c10::string_view reset);
+
+// Calls f(ModelTag<M>{}) for the model of `spec`.
+template <typename F>
+void dispatch_model(const ModelSpec& spec, const F& f) {
+  switch (spec.reset) {
+    case kSpikeResetSubtract: f(ModelTag<SnntorchSynaptic<kSpikeResetSubtract>>{}); break;
+    case kSpikeResetHard: f(ModelTag<SnntorchSynaptic<kSpikeResetHard>>{}); break;
+    default: f(ModelTag<SnntorchSynaptic<kSpikeResetNone>>{}); break;
+  }
+}
+
+void check_neuron_forward_inputs(const ModelSpec& spec, const at::Tensor& input,
+                                 const c10::List<c10::optional<at::Tensor>>& initial,
+                                 at::TensorList constants);
+
+void check_neuron_backward_inputs(const ModelSpec& spec,
+                                  const c10::List<c10::optional<at::Tensor>>& grad_rows,
+                                  const c10::List<c10::optional<at::Tensor>>& grad_state,
+                                  at::TensorList saved,
+                                  const c10::List<c10::optional<at::Tensor>>& initial,
+                                  const c10::optional<at::Tensor>& input,
+                                  at::TensorList constants, bool input_needed);
+
+inline at::Tensor defined_or_empty(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->contiguous() : at::Tensor();
+}
+
+// The whole neuron_fwd operator but the loop launch: launch(args, ModelTag<M>) runs the lanes.
+// Returns (rows, each [T, *batch, H]; states after the last step, each [*batch, H]).
+template <typename Launch>
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_neuron_forward(
+    c10::string_view model, c10::string_view reset, const at::Tensor& input,
+    const c10::List<c10::optional<at::Tensor>>& initial, at::TensorList constants, int64_t flags,
+    const Launch& launch) {
+  const ModelSpec spec = parse_model(model, reset);
+  check_neuron_forward_inputs(spec, input, initial, constants);
+  [[maybe_unused]] const auto guard = launch.device_guard(input.device());
+  const at::Tensor x = input.contiguous();
+  std::vector<at::Tensor> init, consts, rows, states;
+  for (int s = 0; s < spec.states; ++s) init.push_back(defined_or_empty(initial.get(s)));
+  for (int q = 0; q < spec.constants; ++q) consts.push_back(constants[q].contiguous());
+  for (int r = 0; r < spec.rows; ++r) rows.push_back(at::empty_like(x));
+  for (int s = 0; s < spec.states; ++s) {
+    states.push_back(at::empty(x.sizes().slice(1), x.options()));
+    if (x.size(0) == 0) {  // no step: the state is the initial one
+      if (init[s].defined()) {
+        states[s].copy_(init[s]);
+      } else {
+        states[s].zero_();
+      }
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "neuron_fwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    NeuronForwardArgs<scalar_t, acc_t> a{};
+    a.input = x.const_data_ptr<scalar_t>();
+    for (int s = 0; s < spec.states; ++s) {
+      a.initial[s] = const_data_or_null<scalar_t>(init[s]);
+      a.state[s] = states[s].data_ptr<scalar_t>();
+    }
+    for (int r = 0; r < spec.rows; ++r) a.rows[r] = rows[r].data_ptr<scalar_t>();
+    for (int q = 0; q < spec.constants; ++q) a.constants[q] = consts[q].const_data_ptr<acc_t>();
+    a.T = x.size(0);
+    a.lanes = lanes_of(x);
+    a.H = x.size(-1);
+    a.flags = static_cast<int>(flags);
+    if (a.lanes == 0 || a.T == 0) return;
+    dispatch_model(spec, [&](auto tag) { launch(a, tag); });
+  });
+  return {rows, states};
+}
+
+// The whole neuron_bwd operator but the loop launch: launch(args, ModelTag<M>,
+// IntConstant<kSurrogate>). `saved` holds, per state, the row the forward wrote for it (the model's
+// saved rows); need_constants is a bit mask of the constants whose gradient is wanted. Returns
+// (grad_input, per state dL/d(initial) [*batch, H], per constant its gradient [H]); gradients not
+// asked for come back as zeros.
+template <typename Launch>
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> run_neuron_backward(
+    c10::string_view model, c10::string_view reset,
+    const c10::List<c10::optional<at::Tensor>>& grad_rows,
+    const c10::List<c10::optional<at::Tensor>>& grad_state, at::TensorList saved,
+    const c10::List<c10::optional<at::Tensor>>& initial, const c10::optional<at::Tensor>& input,
+    at::TensorList constants, int64_t flags, c10::string_view surrogate, double alpha,
+    int64_t need_constants, const Launch& launch) {
+  const ModelSpec spec = parse_model(model, reset);
+  const int surrogate_kind = parse_surrogate(surrogate);
+  TORCH_CHECK(std::isfinite(alpha) && alpha > 0, "neuron_bwd: alpha (the surrogate's scale) must "
+              "be finite and > 0, got ", alpha);
+  TORCH_CHECK(need_constants >= 0 && need_constants < (int64_t{1} << spec.constants),
+              "neuron_bwd: need_constants must be a bit mask of the model's ", spec.constants,
+              " constants, got ", need_constants);
+  const bool input_needed = false;  // no model of neuron_bwd reads its input yet
+  check_neuron_backward_inputs(spec, grad_rows, grad_state, saved, initial, input, constants,
+                               input_needed);
+  [[maybe_unused]] const auto guard = launch.device_guard(saved[0].device());
+  std::vector<at::Tensor> g_rows, g_state, kept, init, consts;
+  for (int r = 0; r < spec.rows; ++r) g_rows.push_back(defined_or_empty(grad_rows.get(r)));
+  for (int s = 0; s < spec.states; ++s) {
+    g_state.push_back(defined_or_empty(grad_state.get(s)));
+    kept.push_back(saved[s].contiguous());
+    init.push_back(defined_or_empty(initial.get(s)));
+  }
+  for (int q = 0; q < spec.constants; ++q) consts.push_back(constants[q].contiguous());
+  const at::Tensor& like = kept[0];
+  const int64_t T = like.size(0);
+  const int64_t lanes = lanes_of(like);
+  const int64_t H = like.size(-1);
+  const auto acc_options = like.options().dtype(at::toOpMathType(like.scalar_type()));
+  at::Tensor grad_input = at::empty_like(like);
+  std::vector<at::Tensor> grad_initial, grad_lanes;
+  for (int s = 0; s < spec.states; ++s) {
+    // Zero-filled so that T = 0 gives zero gradients without a launch.
+    grad_initial.push_back(zeros_unless_written(like.sizes().slice(1), like.options(), T));
+    if (T == 0 && g_state[s].defined()) grad_initial[s].copy_(g_state[s]);  // state = initial
+  }
+  for (int q = 0; q < spec.constants; ++q) {
+    grad_lanes.push_back((need_constants >> q) & 1 ? zeros_unless_written({lanes}, acc_options, T)
+                                                   : at::Tensor());
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, like.scalar_type(), "neuron_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    NeuronBackwardArgs<scalar_t, acc_t> a{};
+    for (int r = 0; r < spec.rows; ++r) a.grad_rows[r] = const_data_or_null<scalar_t>(g_rows[r]);
+    for (int s = 0; s < spec.states; ++s) {
+      a.grad_state[s] = const_data_or_null<scalar_t>(g_state[s]);
+      a.saved[s] = kept[s].const_data_ptr<scalar_t>();
+      a.initial[s] = const_data_or_null<scalar_t>(init[s]);
+      a.grad_initial[s] = grad_initial[s].data_ptr<scalar_t>();
+    }
+    a.input = nullptr;
+    for (int q = 0; q < spec.constants; ++q) {
+      a.constants[q] = consts[q].const_data_ptr<acc_t>();
+      a.grad_constants[q] = data_or_null<acc_t>(grad_lanes[q]);
+    }
+    a.alpha = static_cast<acc_t>(alpha);
+    a.grad_input = grad_input.data_ptr<scalar_t>();
+    a.T = T;
+    a.lanes = lanes;
+    a.H = H;
+    a.flags = static_cast<int>(flags);
+    if (a.lanes == 0 || a.T == 0) return;
+    dispatch_model(spec, [&](auto tag) {
+      dispatch_surrogate(surrogate_kind, [&](auto s) { launch(a, tag, s); });
+    });
+  });
+  std::vector<at::Tensor> grad_constants;
+  for (int q = 0; q < spec.constants; ++q) {
+    grad_constants.push_back(sum_over_batch(grad_lanes[q], H, consts[q]));
+  }
+  return {grad_input, grad_initial, grad_constants};
 }
 
 }  // namespace snn_cuda

@@ -45,6 +45,21 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Any model of the generic interface (neuron_fwd / neuron_bwd).
+template <class Model, typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    neuron_forward_kernel(const NeuronForwardArgs<scalar_t, acc_t> args) {
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (lane < args.lanes) neuron_forward_lanes<1, Model>(args, lane, 1);
+}
+
+template <class Model, int kSurrogate, typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    neuron_backward_kernel(const NeuronBackwardArgs<scalar_t, acc_t> args) {
+  const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (lane < args.lanes) neuron_backward_lanes<1, Model, kSurrogate>(args, lane, 1);
+}
+
 unsigned int num_blocks(int64_t lanes) {
   const int64_t blocks = (lanes + kThreads - 1) / kThreads;
   // gridDim.x is at most 2^31 - 1: 2.7e11 lanes at 128 threads a block.
@@ -100,6 +115,43 @@ struct LifBackwardCuda : CudaLaunch {
   }
 };
 
+struct ModelForwardCuda : CudaLaunch {
+  template <typename scalar_t, typename acc_t, class Model>
+  void operator()(const NeuronForwardArgs<scalar_t, acc_t>& args, ModelTag<Model>) const {
+    neuron_forward_kernel<Model><<<num_blocks(args.lanes), kThreads, 0,
+                                   c10::cuda::getCurrentCUDAStream()>>>(args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+struct ModelBackwardCuda : CudaLaunch {
+  template <typename scalar_t, typename acc_t, class Model, int kSurrogate>
+  void operator()(const NeuronBackwardArgs<scalar_t, acc_t>& args, ModelTag<Model>,
+                  IntConstant<kSurrogate>) const {
+    neuron_backward_kernel<Model, kSurrogate><<<num_blocks(args.lanes), kThreads, 0,
+                                                c10::cuda::getCurrentCUDAStream()>>>(args);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
+
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> neuron_fwd_cuda(
+    c10::string_view model, c10::string_view reset, const at::Tensor& input,
+    const c10::List<c10::optional<at::Tensor>>& initial, at::TensorList constants, int64_t flags) {
+  return run_neuron_forward(model, reset, input, initial, constants, flags, ModelForwardCuda{});
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> neuron_bwd_cuda(
+    c10::string_view model, c10::string_view reset,
+    const c10::List<c10::optional<at::Tensor>>& grad_rows,
+    const c10::List<c10::optional<at::Tensor>>& grad_state, at::TensorList saved,
+    const c10::List<c10::optional<at::Tensor>>& initial, const c10::optional<at::Tensor>& input,
+    at::TensorList constants, int64_t flags, c10::string_view surrogate, double alpha,
+    int64_t need_constants) {
+  return run_neuron_backward(model, reset, grad_rows, grad_state, saved, initial, input,
+                             constants, flags, surrogate, alpha, need_constants,
+                             ModelBackwardCuda{});
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lif_fwd_cuda(const at::Tensor& input,
                                                 const c10::optional<at::Tensor>& initial,
                                                 const at::Tensor& decay,
@@ -150,6 +202,8 @@ TORCH_LIBRARY_IMPL(snn_cuda, CUDA, m) {
   m.impl("spiking_recurrence_bwd", &spiking_recurrence_bwd_cuda);
   m.impl("lif_fwd", &lif_fwd_cuda);
   m.impl("lif_bwd", &lif_bwd_cuda);
+  m.impl("neuron_fwd", &neuron_fwd_cuda);
+  m.impl("neuron_bwd", &neuron_bwd_cuda);
 }
 
 }  // namespace snn_cuda

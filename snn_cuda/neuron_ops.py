@@ -1,0 +1,260 @@
+"""The generic neuron ops ``torch.ops.snn_cuda.neuron_fwd`` / ``neuron_bwd`` and what every model
+of the neuron interface shares on the Python side: the table of models (for the fake kernels and
+the autograd Function), the autograd Function, the argument preparation; and the functional form
+of each model that runs on them (:func:`synaptic`). See docs/design-neuron-interface.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from . import surrogate as _surrogate
+from .ops import (
+    Param,
+    accumulation_dtype,
+    check_excitation,
+    check_flag,
+    check_strided,
+    check_tensor_values,
+    check_value,
+    first_derivative_only,
+    initial_step,
+    lif_param,
+    _per_last_dim,
+    _same_device,
+)
+
+
+@dataclass(frozen=True)
+class NeuronModel:
+    """A model of the C++ interface, as the Python side needs to know it."""
+
+    name: str
+    resets: Tuple[str, ...]
+    states: Tuple[str, ...]      # carried between steps; the op returns them after the last step
+    rows: Tuple[str, ...]        # written per step, [T, *batch, H] each
+    constants: Tuple[str, ...]   # per neuron, [H] each in the accumulation dtype
+    saved_rows: Tuple[int, ...]  # per state, the row the backward reads back
+
+
+MODELS = {
+    "snntorch_synaptic": NeuronModel(
+        name="snntorch_synaptic",
+        resets=("subtract", "zero", "none"),
+        states=("syn", "mem"),
+        rows=("spikes", "syn", "mem"),
+        constants=("alpha", "beta", "threshold"),
+        saved_rows=(1, 2),
+    ),
+}
+
+
+def model_of(name: str) -> NeuronModel:
+    model = MODELS.get(name)
+    if model is None:
+        raise ValueError(f"neuron: model must be one of {sorted(MODELS)}, got {name!r}")
+    return model
+
+
+@torch.library.register_fake("snn_cuda::neuron_fwd")
+def _neuron_fwd_fake(model, reset, input, initial, constants, flags):
+    spec = model_of(model)
+    _same_device("neuron_fwd", input, **{f"initial[{i}]": t for i, t in enumerate(initial)},
+                 **{f"constants[{i}]": t for i, t in enumerate(constants)})
+    torch._check(input.dim() >= 2, lambda: "neuron_fwd: input must have at least 2 dims")
+    torch._check(len(initial) == len(spec.states), lambda: "neuron_fwd: one initial per state")
+    torch._check(len(constants) == len(spec.constants), lambda: "neuron_fwd: wrong constant count")
+    H = input.shape[-1]
+    for c in constants:
+        torch._check(c.dim() == 1 and c.shape[0] == H, lambda: "neuron_fwd: constants must be [H]")
+    return ([input.new_empty(input.shape) for _ in spec.rows],
+            [input.new_empty(input.shape[1:]) for _ in spec.states])
+
+
+@torch.library.register_fake("snn_cuda::neuron_bwd")
+def _neuron_bwd_fake(model, reset, grad_rows, grad_state, saved, initial, input, constants, flags,
+                     surrogate, alpha, need_constants):
+    spec = model_of(model)
+    like = saved[0]
+    _same_device("neuron_bwd", like, input=input,
+                 **{f"grad_rows[{i}]": t for i, t in enumerate(grad_rows)},
+                 **{f"grad_state[{i}]": t for i, t in enumerate(grad_state)},
+                 **{f"saved[{i}]": t for i, t in enumerate(saved)},
+                 **{f"initial[{i}]": t for i, t in enumerate(initial)},
+                 **{f"constants[{i}]": t for i, t in enumerate(constants)})
+    return (like.new_empty(like.shape), [like.new_empty(like.shape[1:]) for _ in spec.states],
+            [c.new_empty(c.shape) for c in constants])
+
+
+class NeuronFunction(torch.autograd.Function):
+    """Autograd for any model of ``neuron_fwd`` / ``neuron_bwd``.
+
+    ``apply(model, reset, flags, surrogate, alpha, input, *initial, *constants)`` with one initial
+    (or None) per state and the model's constants as [H] tensors; returns the rows, then the states
+    after the last step, each differentiable. Saved for the backward: the model's saved rows (one
+    input-sized tensor per state), the initial states given, the constants.
+    """
+
+    @staticmethod
+    def forward(ctx, model: str, reset: str, flags: int, surrogate: str, alpha: float, input,
+                *tensors):
+        # ctx-style (a separate setup_context costs ~40 us per call; docs/performance.md).
+        spec = MODELS[model]
+        S = len(spec.states)
+        initial, constants = list(tensors[:S]), list(tensors[S:])
+        rows, states = torch.ops.snn_cuda.neuron_fwd(model, reset, input, initial, constants, flags)
+        ctx.save_for_backward(*(rows[i] for i in spec.saved_rows), *initial, *constants)
+        ctx.set_materialize_grads(False)
+        ctx.config = (model, reset, flags, surrogate, alpha)
+        return (*rows, *states)
+
+    @staticmethod
+    @first_derivative_only
+    def backward(ctx, *grads):
+        model, reset, flags, surrogate, alpha = ctx.config
+        spec = MODELS[model]
+        S, R = len(spec.states), len(spec.rows)
+        saved = ctx.saved_tensors
+        kept, initial, constants = saved[:S], saved[S:2 * S], saved[2 * S:]
+        need = ctx.needs_input_grad
+        need_input, need_initial, need_constants = need[5], need[6:6 + S], need[6 + S:]
+        mask = sum(1 << q for q, wanted in enumerate(need_constants) if wanted)
+        grad_input, grad_initial, grad_constants = torch.ops.snn_cuda.neuron_bwd(
+            model, reset, list(grads[:R]), list(grads[R:]), list(kept), list(initial), None,
+            list(constants), flags, surrogate, alpha, mask,
+        )
+        return (
+            (None,) * 5
+            + (grad_input if need_input else None,)
+            + tuple(g if wanted else None for g, wanted in zip(grad_initial, need_initial))
+            + tuple(g if wanted else None for g, wanted in zip(grad_constants, need_constants))
+        )
+
+
+def prepare_neuron(op: str, input: torch.Tensor, initial, params: Sequence[Param],
+                   names: Sequence[str], states: Sequence[str]):
+    """Validates and lays out a model's arguments (as :func:`snn_cuda.ops.prepare_lif` for one
+    state). ``initial``: None, or one entry (None or a tensor shaped like one step) per state.
+    Returns (input, initial list, constants, restore): input possibly flattened to [T, L] (when a
+    constant varies over more than the last dim), the constants as [H] (or [L]) tensors in the
+    accumulation dtype, differentiable, and restore(t) giving a result back the input's shape."""
+    check_excitation(input, f"{op}: input", "[T, *batch, *features]")
+    acc = accumulation_dtype(input.dtype, f"{op}: input")
+    step_shape = input.shape[1:]
+    if initial is None:
+        initial = (None,) * len(states)
+    if not isinstance(initial, (tuple, list)) or len(initial) != len(states):
+        raise TypeError(f"{op}: initial must be None or a tuple of {len(states)} states "
+                        f"({', '.join(states)}), each a tensor or None; got {initial!r:.80}")
+    initial = [None if t is None else initial_step(t, input, f"{op} ({name})", "input")
+               for t, name in zip(initial, states)]
+    flat = not all(_per_last_dim(v, step_shape[-1]) for v in params)
+    constants = [lif_param(v, name, step_shape, flat, acc, input.device, op)
+                 for v, name in zip(params, names)]
+    if not flat:
+        return input, initial, constants, lambda t: t
+    shape = input.shape
+    input = input.reshape(shape[0], math.prod(shape[1:]))
+    initial = [None if t is None else t.reshape(-1) for t in initial]
+    return input, initial, constants, lambda t: t.reshape(shape)
+
+
+def _fresh(t: torch.Tensor, shape) -> torch.Tensor:
+    """``t`` with ``shape``, not as a view (a module's state must be detachable in place)."""
+    return t if tuple(t.shape) == tuple(shape) else torch.ops.aten._unsafe_view(t, tuple(shape))
+
+
+def _check_values(op: str, items) -> None:
+    for value, name in items:
+        if not isinstance(value, torch.Tensor):
+            check_value(value, name, op)
+    check_tensor_values(op, *((value, name, False, "") for value, name in items))
+
+
+def check_synaptic_options(reset: str, surrogate, op: str):
+    if reset not in MODELS["snntorch_synaptic"].resets:
+        raise ValueError(f'{op}: reset must be "subtract", "zero" or "none", got {reset!r}')
+    return _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, op)
+
+
+def synaptic(
+    input: torch.Tensor,
+    alpha: Param,
+    beta: Param,
+    threshold: Param = 1.0,
+    *,
+    reset: str = "subtract",
+    surrogate=None,
+    initial: Optional[Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]] = None,
+    return_state: bool = False,
+):
+    """snnTorch's ``Synaptic`` neuron (current-based, second-order LIF), all time steps in one
+    fused kernel call. Per step, with ``r_t`` the previous membrane's spike (detached, snnTorch's
+    delayed reset)::
+
+        syn_t = alpha * syn_{t-1} + x_t
+        mem_t = beta * mem_{t-1} + syn_t - r_t * threshold     (reset="subtract")
+        mem_t = (beta * mem_{t-1} + syn_t) * (1 - r_t)         (reset="zero", computed b - b * r_t)
+        mem_t = beta * mem_{t-1} + syn_t                       (reset="none")
+        spk_t = H(mem_t - threshold)     (backward: the surrogate's derivative; default atan(2))
+
+    ``alpha``, ``beta`` are used as given (``snn_cuda.Synaptic`` clamps them to [0, 1], as
+    snnTorch does); they, ``threshold`` and the initial states get gradients when they require
+    them. Constants are floats or tensors broadcastable to one step (usually ``[]`` or per neuron).
+
+    Args:
+        input: ``[T, *batch, *features]``, float64/32/16 or bfloat16, CPU or CUDA.
+        initial: None (zeros), or ``(syn, mem)`` before step 0, each a tensor shaped like one step
+            or None (zeros).
+        return_state: also return ``(syn, mem)`` after the last step (the next call's ``initial``).
+
+    Returns:
+        ``(spikes, syn, mem)`` shaped and typed like ``input``; with ``return_state``,
+        ``(spikes, syn, mem, (syn_last, mem_last))``.
+    """
+    op = "synaptic"
+    check_flag(return_state, "return_state", op)
+    spec = check_synaptic_options(reset, surrogate, op)
+    _check_values(op, ((alpha, "alpha"), (beta, "beta"), (threshold, "threshold")))
+    x, initial, constants, restore = prepare_neuron(
+        op, input, initial, (alpha, beta, threshold), ("alpha", "beta", "threshold"),
+        MODELS["snntorch_synaptic"].states,
+    )
+    spikes, syn, mem, syn_last, mem_last = NeuronFunction.apply(
+        "snntorch_synaptic", reset, 0, spec.name, spec.alpha, x, *initial, *constants
+    )
+    step_shape = input.shape[1:]
+    if return_state:
+        return (restore(spikes), restore(syn), restore(mem),
+                (_fresh(syn_last, step_shape), _fresh(mem_last, step_shape)))
+    return restore(spikes), restore(syn), restore(mem)
+
+
+def synaptic_step(
+    input: torch.Tensor,
+    alpha: Param,
+    beta: Param,
+    threshold: Param = 1.0,
+    *,
+    reset: str = "subtract",
+    surrogate=None,
+    initial: Optional[Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]] = None,
+):
+    """One time step of :func:`synaptic`: ``input`` is one step ``[*batch, *features]``;
+    returns ``(spk, syn, mem)`` of the input's shape, where ``syn`` and ``mem`` are fresh tensors
+    (the next step's ``initial``; they may be detached in place). The same kernel and numbers as
+    ``synaptic(input[None], ..., initial=initial)``."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"synaptic_step: input must be a torch.Tensor, got {type(input).__name__}")
+    check_strided(input, "synaptic_step: input")
+    step_shape = tuple(input.shape)
+    sequence = input.reshape(1, *step_shape) if input.dim() > 0 else input.reshape(1, 1)
+    if initial is not None and input.dim() == 0 and isinstance(initial, (tuple, list)):
+        initial = tuple(t.reshape(1) if isinstance(t, torch.Tensor) else t for t in initial)
+    spikes, _, _, (syn, mem) = synaptic(sequence, alpha, beta, threshold, reset=reset,
+                                        surrogate=surrogate, initial=initial, return_state=True)
+    return spikes.reshape(step_shape), _fresh(syn, step_shape), _fresh(mem, step_shape)
