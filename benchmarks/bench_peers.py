@@ -12,6 +12,7 @@ Rows:
                          with its full pass; "neuron s" is the median of (full - Linear-only).
   snn_cuda.Leaky         fused, snnTorch's semantics      snn_cuda.LIFNode   fused, SpikingJelly's
   snn_cuda.IFNode        fused, SpikingJelly's IFNode      spikingjelly.IFNode  its own, as LIFNode
+  snn_cuda.Synaptic      fused, snnTorch's Synaptic        snntorch.Synaptic  its own, per step
   snntorch.Leaky         snnTorch's neuron called once per time step (it has no multi-step form)
   spikingjelly.LIFNode   step_mode="m": on CPU its registered float32 CPU op (a per-step loop in
                          PyTorch), on CUDA whatever provider it selects (Triton/CuPy/torch)
@@ -49,12 +50,13 @@ from common import (  # noqa: E402
     time_median,
 )
 
-LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode", "snntorch.Leaky",
-             "spikingjelly.LIFNode", "spikingjelly.IFNode")
+LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode", "snn_cuda.Synaptic",
+             "snntorch.Leaky", "spikingjelly.LIFNode", "spikingjelly.IFNode", "snntorch.Synaptic")
 # Each of ours against the module it replaces.
 ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
-            "snn_cuda.IFNode": "spikingjelly.IFNode"}
+            "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic"}
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
+ALPHA = 0.8  # Synaptic's current decay
 TAU = 1.0 / (1.0 - BETA)
 
 
@@ -110,6 +112,27 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
         def forward():
             neuron.reset()
             return neuron(linear(x))
+    elif library == "snn_cuda.Synaptic":
+        import snn_cuda
+
+        neuron = snn_cuda.Synaptic(alpha=ALPHA, beta=BETA, step_mode="m").to(device)
+
+        def forward():
+            neuron.reset_mem()
+            return neuron(linear(x))[0]
+    elif library == "snntorch.Synaptic":
+        import snntorch
+
+        neuron = snntorch.Synaptic(alpha=ALPHA, beta=BETA).to(device)
+
+        def forward():
+            current = linear(x)
+            syn, mem = neuron.reset_mem()
+            spikes = []
+            for step in current.unbind(0):  # (unbind: see snntorch.Leaky)
+                spk, syn, mem = neuron(step, syn, mem)
+                spikes.append(spk)
+            return torch.stack(spikes)
     elif library == "snntorch.Leaky":
         import snntorch
 

@@ -148,6 +148,8 @@ STREAMS = {
     "lif_backward_kernel": (4, "graded backward: grad states, grad outputs, outputs, states"),
     "lif_spike_forward_kernel": (1, "LIF forward: the input"),
     "lif_spike_backward_kernel": (3, "LIF backward: grad spikes, grad membrane, membrane"),
+    "neuron_forward_kernel": (1, "model forward (Synaptic): the input"),
+    "neuron_backward_kernel": (3, "model backward (Synaptic): grad spikes, saved syn and mem rows"),
 }
 ELEMENT_BYTES = {"double": 8, "float": 4, "Half": 2, "BFloat16": 2}
 

@@ -95,7 +95,8 @@ fi
 
 # --- The CUDA tests first, as their own step, without -x: every failure is reported.
 step cuda_tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_cuda_build.py \
-  tests/test_if.py::test_if_cuda_matches_cpu -q -rs -p no:cacheprovider
+  tests/test_if.py::test_if_cuda_matches_cpu tests/test_synaptic.py::test_synaptic_cuda_matches_cpu \
+  -q -rs -p no:cacheprovider
 SANITIZER=$(command -v compute-sanitizer || true)
 if [ -z "$SANITIZER" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
   SANITIZER=$CUDA_HOME/bin/compute-sanitizer
@@ -127,5 +128,6 @@ step resources 30 "$PY" benchmarks/cuda_resources.py --model --json "$OUT/cuda_r
 # --- The rest of the suite, with what time is left (CI runs it on CPU already).
 step other_tests 120 "$PY" -m pytest tests -q -rs -p no:cacheprovider \
   --ignore=tests/test_cuda.py --ignore=tests/test_cuda_build.py \
-  --deselect tests/test_if.py::test_if_cuda_matches_cpu
+  --deselect tests/test_if.py::test_if_cuda_matches_cpu \
+  --deselect tests/test_synaptic.py::test_synaptic_cuda_matches_cpu
 finish

@@ -361,3 +361,32 @@ def test_synaptic_state_protocol_matches_snntorch():
         inhibiting = snn.Synaptic(alpha=0.5, beta=0.5, inhibition=True)
     with pytest.raises(ValueError, match="inhibition"):
         snn_cuda.convert(torch.nn.Sequential(inhibiting))
+
+
+def compare_devices(device, dtype, reset, surrogate):
+    """The kernel on ``device`` against the CPU kernel: forward bit for bit (no FMA contraction on
+    either), gradients to rounding (the sigmoid surrogate's exp differs by an ulp or two)."""
+    x, constants, initial, weights = draw((45, 3, 33), dtype, 9, reset)
+    on_cpu = run(snn_cuda.synaptic, x, constants, initial, weights, reset=reset, surrogate=surrogate)
+    moved = (t.to(device) for t in (x, *constants, *initial, weights))
+    x_d, a_d, b_d, t_d, s_d, m_d, w_d = moved
+    on_device = run(snn_cuda.synaptic, x_d, (a_d, b_d, t_d), (s_d, m_d), w_d, reset=reset,
+                    surrogate=surrogate)
+    for a, e in zip(on_device[0], on_cpu[0]):
+        assert torch.equal(a.cpu(), e), (dtype, reset, surrogate)
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5}.get(dtype, 1e-2)
+    for a, e in zip(on_device[1], on_cpu[1]):
+        torch.testing.assert_close(a.cpu().double(), e.double(), rtol=tol, atol=tol)
+
+
+def test_synaptic_device_comparison_runs_on_cpu():
+    """The comparison the CUDA test makes, CPU against CPU (so that it is known to run)."""
+    compare_devices("cpu", torch.float32, "zero", "sigmoid")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible: the CUDA kernel cannot run here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reset", RESETS)
+def test_synaptic_cuda_matches_cpu(dtype, reset):
+    for surrogate in SURROGATES:
+        compare_devices("cuda", dtype, reset, surrogate)

@@ -82,18 +82,21 @@ def instantiations(block):
                         f"lif_forward_lanes<{block}, {reset}, {dt}, {dt}>(const ForwardArgs<{dt}, {dt}>&, int64_t, int)"))
             out.append(("lif_backward_lanes", dt,
                         f"lif_backward_lanes<{block}, {reset}, {dt}, {dt}>(const BackwardArgs<{dt}, {dt}>&, int64_t, int)"))
-        for conv, resets in (("kConvSnntorch", ("kSpikeResetSubtract", "kSpikeResetHard", "kSpikeResetNone")),
-                             ("kConvSpikingjelly", ("kSpikeResetSubtract", "kSpikeResetHard")),
-                             ("kConvSpikingjellyIf", ("kSpikeResetSubtract", "kSpikeResetHard"))):
-            for reset in resets:
-                model = f"LifModel<{conv}, {reset}>"
-                out.append(("neuron_forward_lanes", dt,
-                            f"neuron_forward_lanes<{block}, {model}, {dt}, {dt}>"
-                            f"(const NeuronForwardArgs<{dt}, {dt}>&, int64_t, int)"))
-                for surrogate in range(4):
-                    out.append(("neuron_backward_lanes", dt,
-                                f"neuron_backward_lanes<{block}, {model}, {surrogate}, {dt}, {dt}>"
-                                f"(const NeuronBackwardArgs<{dt}, {dt}>&, int64_t, int)"))
+        all_resets = ("kSpikeResetSubtract", "kSpikeResetHard", "kSpikeResetNone")
+        models = [f"LifModel<{conv}, {reset}>"
+                  for conv, resets in (("kConvSnntorch", all_resets),
+                                       ("kConvSpikingjelly", all_resets[:2]),
+                                       ("kConvSpikingjellyIf", all_resets[:2]))
+                  for reset in resets]
+        models += [f"SnntorchSynaptic<{reset}>" for reset in all_resets]
+        for model in models:
+            out.append(("neuron_forward_lanes", dt,
+                        f"neuron_forward_lanes<{block}, {model}, {dt}, {dt}>"
+                        f"(const NeuronForwardArgs<{dt}, {dt}>&, int64_t, int)"))
+            for surrogate in range(4):
+                out.append(("neuron_backward_lanes", dt,
+                            f"neuron_backward_lanes<{block}, {model}, {surrogate}, {dt}, {dt}>"
+                            f"(const NeuronBackwardArgs<{dt}, {dt}>&, int64_t, int)"))
     return out
 
 
