@@ -13,6 +13,8 @@ Rows:
   snn_cuda.Leaky         fused, snnTorch's semantics      snn_cuda.LIFNode   fused, SpikingJelly's
   snn_cuda.IFNode        fused, SpikingJelly's IFNode      spikingjelly.IFNode  its own, as LIFNode
   snn_cuda.Synaptic      fused, snnTorch's Synaptic        snntorch.Synaptic  its own, per step
+  snn_cuda.norse.LIF/LI  fused, Norse's LIF and LI         norse.LIF/LI       its own (a per-step
+                                                            loop in Python over its step function)
   snntorch.Leaky         snnTorch's neuron called once per time step (it has no multi-step form)
   spikingjelly.LIFNode   step_mode="m": on CPU its registered float32 CPU op (a per-step loop in
                          PyTorch), on CUDA whatever provider it selects (Triton/CuPy/torch)
@@ -51,10 +53,12 @@ from common import (  # noqa: E402
 )
 
 LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode", "snn_cuda.Synaptic",
-             "snntorch.Leaky", "spikingjelly.LIFNode", "spikingjelly.IFNode", "snntorch.Synaptic")
+             "snn_cuda.norse.LIF", "snn_cuda.norse.LI", "snntorch.Leaky", "spikingjelly.LIFNode",
+             "spikingjelly.IFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI")
 # Each of ours against the module it replaces.
 ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
-            "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic"}
+            "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic",
+            "snn_cuda.norse.LIF": "norse.LIF", "snn_cuda.norse.LI": "norse.LI"}
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
 ALPHA = 0.8  # Synaptic's current decay
 TAU = 1.0 / (1.0 - BETA)
@@ -120,6 +124,15 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
         def forward():
             neuron.reset_mem()
             return neuron(linear(x))[0]
+    elif library in ("snn_cuda.norse.LIF", "snn_cuda.norse.LI", "norse.LIF", "norse.LI"):
+        if library.startswith("norse"):
+            import norse.torch as lib
+        else:
+            import snn_cuda.norse as lib
+        neuron = getattr(lib, library.rsplit(".", 1)[1])().to(device)  # Norse's default parameters
+
+        def forward():
+            return neuron(linear(x))[0]  # (a fresh state each call, from v_leak)
     elif library == "snntorch.Synaptic":
         import snntorch
 

@@ -10,8 +10,9 @@
 #   bash benchmarks/gpu_check.sh --dry-run [OUT_DIR]    # preflight and the plan only; no GPU needed
 #   PYTHON=/path/to/python3 TORCH_CUDA_ARCH_LIST=9.0 bash benchmarks/gpu_check.sh /tmp/out
 #   PEER_WHEELS=wheels/ bash benchmarks/gpu_check.sh    # a folder holding the wheels named in
-#       requirements-peers.txt (pip download --no-deps -r requirements-peers.txt -d wheels/ where
-#       there is internet): installs them offline, so the peer tests and benchmarks run on CUDA too.
+#       requirements-peers.txt (pip wheel --no-deps -r requirements-peers.txt -w wheels/ where
+#       there is internet: norse is an sdist, so it must be built into a wheel there): installs them
+#       offline, so the peer tests and benchmarks run on CUDA too.
 #   GPU_CHECK_BUDGET=540 (seconds, all steps together)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -96,7 +97,7 @@ fi
 # --- The CUDA tests first, as their own step, without -x: every failure is reported.
 step cuda_tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_cuda_build.py \
   tests/test_if.py::test_if_cuda_matches_cpu tests/test_synaptic.py::test_synaptic_cuda_matches_cpu \
-  -q -rs -p no:cacheprovider
+  tests/test_norse.py::test_norse_cuda_matches_cpu -q -rs -p no:cacheprovider
 SANITIZER=$(command -v compute-sanitizer || true)
 if [ -z "$SANITIZER" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
   SANITIZER=$CUDA_HOME/bin/compute-sanitizer
@@ -129,5 +130,6 @@ step resources 30 "$PY" benchmarks/cuda_resources.py --model --json "$OUT/cuda_r
 step other_tests 120 "$PY" -m pytest tests -q -rs -p no:cacheprovider \
   --ignore=tests/test_cuda.py --ignore=tests/test_cuda_build.py \
   --deselect tests/test_if.py::test_if_cuda_matches_cpu \
-  --deselect tests/test_synaptic.py::test_synaptic_cuda_matches_cpu
+  --deselect tests/test_synaptic.py::test_synaptic_cuda_matches_cpu \
+  --deselect tests/test_norse.py::test_norse_cuda_matches_cpu
 finish

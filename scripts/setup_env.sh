@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet -r requirements.txt
-# snnTorch and SpikingJelly, the oracles of tests/test_peers.py (see the file for why --no-deps).
+# snnTorch, SpikingJelly and Norse, the oracles of the parity tests (see the file for why --no-deps).
 .venv/bin/python -m pip install --quiet --no-deps -r requirements-peers.txt
 # --no-build-isolation: build against the torch just installed, not a second one.
 .venv/bin/python -m pip install --quiet --no-build-isolation --no-deps -e .

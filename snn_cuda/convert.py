@@ -1,7 +1,8 @@
 """Existing models, fused without a rewrite.
 
-- :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic``, SpikingJelly ``LIFNode``/``IFNode`` and the
-  seed's ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
+- :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic``, SpikingJelly
+  ``LIFNode``/``IFNode``, Norse ``LIF``/``LIFCell``/``LI``/``LICell`` and the seed's
+  ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
   (the same ``Parameter`` objects, so an optimizer built before still trains them), buffers,
   ``state_dict`` keys, state and hooks.
 - :func:`run_sequence` runs a model written for one time step per call over a whole
@@ -96,6 +97,15 @@ def _from_snntorch_synaptic(m) -> Synaptic:
     return new
 
 
+def _from_norse(m, cls):
+    """Norse's LIF / LIFCell / LI / LICell as ours: the same ``p`` (read on every call), ``dt`` and
+    ``record_states``."""
+    options = {"record_states": m.record_states} if hasattr(m, "record_states") else {}
+    new = cls(m.p, dt=m.dt, **options)
+    _carry_over(m, new)
+    return new
+
+
 def _from_spikingjelly_node(m, cls, **constants):
     """SpikingJelly's LIFNode or IFNode as ours (``cls``), with its state and options."""
     if getattr(m, "_neuron_precision", None) is not None:
@@ -156,12 +166,21 @@ def _converters() -> Dict[type, Callable]:
     ifnode = _peers.peer_class("spikingjelly.activation_based.neuron", "IFNode")
     if ifnode is not None:
         table[ifnode] = _from_spikingjelly_ifnode
+    if _peers.loaded("norse.torch") is not None:  # (a model holding Norse modules imported it)
+        from . import norse as fused_norse
+
+        for module, names in (("norse.torch.module.lif", ("LIF", "LIFCell")),
+                              ("norse.torch.module.leaky_integrator", ("LI", "LICell"))):
+            for name in names:
+                original = _peers.peer_class(module, name)
+                if original is not None:
+                    table[original] = (lambda m, cls=getattr(fused_norse, name): _from_norse(m, cls))
     return table
 
 
 def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
     """Replaces, in place, every ``snntorch.Leaky`` / ``Synaptic``, SpikingJelly ``neuron.LIFNode`` /
-    ``IFNode``
+    ``IFNode``, Norse ``LIF`` / ``LIFCell`` / ``LI`` / ``LICell`` (:mod:`snn_cuda.norse`)
     and the seed's ``SpikingNeuronLayerRNN`` (a class of that name with ``fc``, ``decay_multiplier``,
     ``threshold``, ``penalty_threshold`` and ``reset_state``) in ``model`` by the fused drop-in
     (:class:`snn_cuda.Leaky`, :class:`snn_cuda.Synaptic`, :class:`snn_cuda.LIFNode`,

@@ -39,6 +39,7 @@ class NeuronModel:
     rows: Tuple[str, ...]        # written per step, [T, *batch, H] each
     constants: Tuple[str, ...]   # per neuron, [H] each in the accumulation dtype
     saved_rows: Tuple[int, ...]  # per state, the row the backward reads back
+    needs_input: bool = False    # the backward reads the forward's input
 
 
 MODELS = {
@@ -49,6 +50,24 @@ MODELS = {
         rows=("spikes", "syn", "mem"),
         constants=("alpha", "beta", "threshold"),
         saved_rows=(1, 2),
+    ),
+    "norse_lif": NeuronModel(
+        name="norse_lif",
+        resets=("hard",),
+        states=("v", "i"),
+        rows=("spikes", "v", "i"),
+        constants=("dt * tau_mem_inv", "-dt * tau_syn_inv", "v_leak", "v_th", "v_reset"),
+        saved_rows=(1, 2),
+        needs_input=True,
+    ),
+    "norse_li": NeuronModel(
+        name="norse_li",
+        resets=("none",),
+        states=("v", "i"),
+        rows=("v", "i"),
+        constants=("dt * tau_mem_inv", "-dt * tau_syn_inv", "v_leak"),
+        saved_rows=(0, 1),
+        needs_input=True,
     ),
 }
 
@@ -107,7 +126,8 @@ class NeuronFunction(torch.autograd.Function):
         S = len(spec.states)
         initial, constants = list(tensors[:S]), list(tensors[S:])
         rows, states = torch.ops.snn_cuda.neuron_fwd(model, reset, input, initial, constants, flags)
-        ctx.save_for_backward(*(rows[i] for i in spec.saved_rows), *initial, *constants)
+        ctx.save_for_backward(*(rows[i] for i in spec.saved_rows), *initial, *constants,
+                              input if spec.needs_input else None)
         ctx.set_materialize_grads(False)
         ctx.config = (model, reset, flags, surrogate, alpha)
         return (*rows, *states)
@@ -119,12 +139,12 @@ class NeuronFunction(torch.autograd.Function):
         spec = MODELS[model]
         S, R = len(spec.states), len(spec.rows)
         saved = ctx.saved_tensors
-        kept, initial, constants = saved[:S], saved[S:2 * S], saved[2 * S:]
+        kept, initial, constants, input = saved[:S], saved[S:2 * S], saved[2 * S:-1], saved[-1]
         need = ctx.needs_input_grad
         need_input, need_initial, need_constants = need[5], need[6:6 + S], need[6 + S:]
         mask = sum(1 << q for q, wanted in enumerate(need_constants) if wanted)
         grad_input, grad_initial, grad_constants = torch.ops.snn_cuda.neuron_bwd(
-            model, reset, list(grads[:R]), list(grads[R:]), list(kept), list(initial), None,
+            model, reset, list(grads[:R]), list(grads[R:]), list(kept), list(initial), input,
             list(constants), flags, surrogate, alpha, mask,
         )
         return (
@@ -258,3 +278,126 @@ def synaptic_step(
     spikes, _, _, (syn, mem) = synaptic(sequence, alpha, beta, threshold, reset=reset,
                                         surrogate=surrogate, initial=initial, return_state=True)
     return spikes.reshape(step_shape), _fresh(syn, step_shape), _fresh(mem, step_shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Norse's current-based LIF and leaky integrator.
+
+NORSE_SURROGATE = _surrogate.Surrogate("super_spike", 1.0)  # Norse's method="super" (see norse.py)
+
+
+def norse_constants(dt, tau_syn_inv, tau_mem_inv, acc: torch.dtype):
+    """The kernel's a = dt * tau_mem_inv and b = -dt * tau_syn_inv, computed as Norse computes
+    ``dt * p.tau_mem_inv`` and ``-dt * p.tau_syn_inv`` (tensor ops in the constants' own dtype;
+    floats become tensors of the accumulation dtype), differentiable."""
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf:
+        raise ValueError(f"norse: dt must be a finite float > 0, got {dt!r}")
+
+    def as_tensor(value):
+        return value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=acc)
+
+    return dt * as_tensor(tau_mem_inv), -dt * as_tensor(tau_syn_inv)
+
+
+def _norse(op: str, model: str, input, constants, names, initial, surrogate, return_state):
+    check_flag(return_state, "return_state", op)
+    spec = _surrogate.resolve(surrogate, NORSE_SURROGATE, op)
+    check_excitation(input, f"{op}: input", "[T, *batch, *features]")
+    _check_values(op, [(v, n) for v, n in zip(constants, names)])
+    x, initial, kernel_constants, restore = prepare_neuron(op, input, initial, constants, names,
+                                                           ("v", "i"))
+    info = MODELS[model]
+    reset = info.resets[0]
+    outputs = NeuronFunction.apply(model, reset, 0, spec.name, spec.alpha, x, *initial,
+                                   *kernel_constants)
+    rows, (v_last, i_last) = outputs[:len(info.rows)], outputs[len(info.rows):]
+    step_shape = input.shape[1:]
+    rows = tuple(restore(r) for r in rows)
+    if return_state:
+        return (*rows, (_fresh(v_last, step_shape), _fresh(i_last, step_shape)))
+    return rows
+
+
+def _norse_args(op, input, dt, tau_syn_inv, tau_mem_inv):
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
+    _check_values(op, [(tau_syn_inv, "tau_syn_inv"), (tau_mem_inv, "tau_mem_inv")])
+    return norse_constants(dt, tau_syn_inv, tau_mem_inv, accumulation_dtype(input.dtype, f"{op}: input"))
+
+
+def norse_lif(
+    input: torch.Tensor,
+    tau_syn_inv: Param = 200.0,
+    tau_mem_inv: Param = 100.0,
+    v_leak: Param = 0.0,
+    v_th: Param = 1.0,
+    v_reset: Param = 0.0,
+    *,
+    dt: float = 0.001,
+    surrogate=None,
+    initial=None,
+    return_state: bool = False,
+):
+    """Norse's current-based LIF (``norse.torch.LIF`` / ``lif_feed_forward_step``), all time steps
+    in one fused kernel call. Per step (Euler, ``dt``)::
+
+        i_new = i + x_t
+        v_dec = v + dt * tau_mem_inv * ((v_leak - v) + i_new)
+        i_t   = i_new - dt * tau_syn_inv * i_new
+        z_t   = H(v_dec - v_th)          (backward: Norse's SuperSpike, 1 / (|z| + 1)^2)
+        v_t   = (1 - z_t) * v_dec + z_t * v_reset      (the reset passes the surrogate gradient)
+
+    Defaults are Norse's ``LIFParameters()``. Constants are floats or tensors broadcastable to one
+    step; tensors that require grad get their gradient. ``initial``: None, or ``(v, i)`` (each a
+    tensor shaped like one step, or None): ``v`` defaults to ``v_leak`` (detached, as Norse's
+    ``LIF`` starts), ``i`` to zeros.
+
+    Returns ``(spikes, v, i)`` shaped like ``input``; with ``return_state`` also ``(v, i)`` after the
+    last step.
+    """
+    a, b = _norse_args("norse_lif", input, dt, tau_syn_inv, tau_mem_inv)
+    initial = _norse_initial("norse_lif", input, initial, v_leak)
+    return _norse("norse_lif", "norse_lif", input, (a, b, v_leak, v_th, v_reset),
+                  ("tau_mem_inv", "tau_syn_inv", "v_leak", "v_th", "v_reset"), initial, surrogate,
+                  return_state)
+
+
+def norse_li(
+    input: torch.Tensor,
+    tau_syn_inv: Param = 200.0,
+    tau_mem_inv: Param = 100.0,
+    v_leak: Param = 0.0,
+    *,
+    dt: float = 0.001,
+    initial=None,
+    return_state: bool = False,
+):
+    """Norse's leaky integrator (``norse.torch.LI`` / ``li_feed_forward_step``): :func:`norse_lif`
+    without spike and reset (``v_t = v_dec``), the usual readout layer. Returns ``(v, i)`` shaped
+    like ``input``; with ``return_state`` also ``(v, i)`` after the last step."""
+    a, b = _norse_args("norse_li", input, dt, tau_syn_inv, tau_mem_inv)
+    initial = _norse_initial("norse_li", input, initial, v_leak)
+    return _norse("norse_li", "norse_li", input, (a, b, v_leak),
+                  ("tau_mem_inv", "tau_syn_inv", "v_leak"), initial, None, return_state)
+
+
+def _norse_initial(op, input, initial, v_leak):
+    """(v, i) with v defaulting to v_leak (detached, in the input's dtype) and i to None (zeros)."""
+    if initial is None:
+        initial = (None, None)
+    if not isinstance(initial, (tuple, list)) or len(initial) != 2:
+        raise TypeError(f"{op}: initial must be None or a tuple (v, i), each a tensor or None; got "
+                        f"{initial!r:.80}")
+    v0, i0 = initial
+    if v0 is None:
+        leak = v_leak.detach() if isinstance(v_leak, torch.Tensor) else torch.tensor(float(v_leak))
+        if isinstance(v_leak, torch.Tensor) and v_leak.device != input.device:
+            raise ValueError(f"{op}: v_leak must be on the input's device {input.device}, got "
+                             f"{v_leak.device}")
+        try:
+            v0 = torch.broadcast_to(leak.to(device=input.device, dtype=input.dtype),
+                                    tuple(input.shape[1:])).contiguous()
+        except RuntimeError:
+            raise ValueError(f"{op}: v_leak of shape {tuple(leak.shape)} does not broadcast to one "
+                             f"step of the input, shape {tuple(input.shape[1:])}") from None
+    return (v0, i0)

@@ -276,3 +276,66 @@ def synaptic(
     else:
         rows = tuple(restore(torch.stack(r).to(dtype)) for r in (all_spikes, all_syn, all_mem))
     return (*rows, last) if return_state else rows
+
+
+def _norse(input, constants, names, initial, surrogate, spiking, op):
+    """The loop of Norse's lif_feed_forward_step (spiking) / li_feed_forward_step, step by step."""
+    from .neuron_ops import NORSE_SURROGATE, prepare_neuron
+    from . import surrogate as _surrogate
+
+    spec = _surrogate.resolve(surrogate, NORSE_SURROGATE, op)
+    x, (v0, i0), constants, restore = prepare_neuron(op, input, initial, constants, names, ("v", "i"))
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
+    x = x.to(compute_dtype)
+    a, b, v_leak = constants[:3]
+    v = v0.to(compute_dtype)
+    i = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device) if i0 is None else i0.to(compute_dtype)
+    rows = ([], [], []) if spiking else ([], [])
+    for x_t in x.unbind(0):
+        i_new = i + x_t
+        dv = a * ((v_leak - v) + i_new)
+        v_decayed = v + dv
+        di = b * i_new
+        i = _stored(i_new + di, dtype)
+        if spiking:
+            v_th, v_reset = constants[3:]
+            z = SurrogateSpike.apply(v_decayed - v_th, spec, False)
+            v = _stored((1 - z) * v_decayed + z * v_reset, dtype)
+            rows[0].append(z)
+        else:
+            v = _stored(v_decayed, dtype)
+        rows[-2].append(v)
+        rows[-1].append(i)
+    step_shape = input.shape[1:]
+    last = (v.to(dtype).reshape(step_shape), i.to(dtype).reshape(step_shape))
+    if not rows[0]:
+        out = tuple(input.new_empty(input.shape) for _ in rows)
+    else:
+        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    return out, last
+
+
+def norse_lif(input, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, v_th=1.0, v_reset=0.0, *,
+              dt=0.001, surrogate=None, initial=None, return_state=False):
+    """Same signature, semantics and results as :func:`snn_cuda.norse_lif`, as a plain loop."""
+    from .neuron_ops import _norse_args, _norse_initial
+
+    a, b = _norse_args("norse_lif", input, dt, tau_syn_inv, tau_mem_inv)
+    initial = _norse_initial("norse_lif", input, initial, v_leak)
+    rows, last = _norse(input, (a, b, v_leak, v_th, v_reset),
+                        ("tau_mem_inv", "tau_syn_inv", "v_leak", "v_th", "v_reset"), initial,
+                        surrogate, True, "norse_lif")
+    return (*rows, last) if return_state else rows
+
+
+def norse_li(input, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, *, dt=0.001, initial=None,
+             return_state=False):
+    """Same signature, semantics and results as :func:`snn_cuda.norse_li`, as a plain loop."""
+    from .neuron_ops import _norse_args, _norse_initial
+
+    a, b = _norse_args("norse_li", input, dt, tau_syn_inv, tau_mem_inv)
+    initial = _norse_initial("norse_li", input, initial, v_leak)
+    rows, last = _norse(input, (a, b, v_leak), ("tau_mem_inv", "tau_syn_inv", "v_leak"), initial,
+                        None, False, "norse_li")
+    return (*rows, last) if return_state else rows

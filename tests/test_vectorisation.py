@@ -88,7 +88,7 @@ def instantiations(block):
                                        ("kConvSpikingjelly", all_resets[:2]),
                                        ("kConvSpikingjellyIf", all_resets[:2]))
                   for reset in resets]
-        models += [f"SnntorchSynaptic<{reset}>" for reset in all_resets]
+        models += [f"SnntorchSynaptic<{reset}>" for reset in all_resets] + ["NorseLif", "NorseLi"]
         for model in models:
             out.append(("neuron_forward_lanes", dt,
                         f"neuron_forward_lanes<{block}, {model}, {dt}, {dt}>"

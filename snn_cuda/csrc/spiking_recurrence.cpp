@@ -206,20 +206,37 @@ void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
 
 
 ModelSpec parse_model(c10::string_view model, c10::string_view reset) {
-  TORCH_CHECK(model == "snntorch_synaptic",
-              "neuron: model must be \"snntorch_synaptic\", got \"", std::string(model), "\"");
-  ModelSpec spec{kModelSnntorchSynaptic, 0, 2, 3, 3, "snntorch_synaptic"};
-  if (reset == "subtract") {
-    spec.reset = kSpikeResetSubtract;
-  } else if (reset == "zero") {
-    spec.reset = kSpikeResetHard;
-  } else if (reset == "none") {
-    spec.reset = kSpikeResetNone;
+  ModelSpec spec;
+  const char* resets;
+  if (model == "snntorch_synaptic") {
+    spec = {kModelSnntorchSynaptic, 0, 2, 3, 3, false, "snntorch_synaptic"};
+    resets = "\"subtract\", \"zero\" or \"none\"";
+    if (reset == "subtract") {
+      spec.reset = kSpikeResetSubtract;
+      return spec;
+    }
+    if (reset == "zero") {
+      spec.reset = kSpikeResetHard;
+      return spec;
+    }
+    if (reset == "none") {
+      spec.reset = kSpikeResetNone;
+      return spec;
+    }
+  } else if (model == "norse_lif") {
+    spec = {kModelNorseLif, kSpikeResetHard, 2, 3, 5, true, "norse_lif"};
+    resets = "\"hard\" (to v_reset)";
+    if (reset == "hard") return spec;
+  } else if (model == "norse_li") {
+    spec = {kModelNorseLi, kSpikeResetNone, 2, 2, 3, true, "norse_li"};
+    resets = "\"none\" (no spike)";
+    if (reset == "none") return spec;
   } else {
-    TORCH_CHECK(false, "neuron: reset of model \"", spec.name,
-                "\" must be \"subtract\", \"zero\" or \"none\", got \"", std::string(reset), "\"");
+    TORCH_CHECK(false, "neuron: model must be \"snntorch_synaptic\", \"norse_lif\" or "
+                "\"norse_li\", got \"", std::string(model), "\"");
   }
-  return spec;
+  TORCH_CHECK(false, "neuron: reset of model \"", spec.name, "\" must be ", resets, ", got \"",
+              std::string(reset), "\"");
 }
 
 static void check_counts(const ModelSpec& spec, const char* op, const char* what, size_t given,
@@ -313,8 +330,8 @@ class TiledConstants {
   }
 
  private:
-  // One slot per constant: the graded neuron's three and its ratio, or a model's kMaxStreams.
-  static constexpr int kSlots = kMaxStreams > 4 ? kMaxStreams : 4;
+  // One slot per constant: the graded neuron's three and its ratio, or a model's kMaxConstants.
+  static constexpr int kSlots = kMaxConstants > 4 ? kMaxConstants : 4;
   std::vector<acc_t> storage_[kSlots];
 
   static size_t length(int64_t H, int64_t lanes) {
@@ -352,7 +369,7 @@ class TiledConstants {
   }
   template <typename Args>
   void tile_model(Args& a) {
-    for (int q = 0; q < kMaxStreams; ++q) {
+    for (int q = 0; q < kMaxConstants; ++q) {
       if (a.constants[q] != nullptr) a.constants[q] = tile(a.constants[q], a.H, a.lanes, q);
     }
   }
@@ -662,17 +679,20 @@ TORCH_LIBRARY(snn_cuda, m) {
       "bool need_threshold) -> (Tensor grad_input, Tensor grad_initial, Tensor grad_decay, "
       "Tensor grad_threshold)");
   // Any model of the generic neuron interface (docs/design-neuron-interface.md), by name:
-  // "snntorch_synaptic" (reset "subtract" | "zero" | "none"). input: [T, *batch, H]; initial: one
+  // "snntorch_synaptic" (reset "subtract" | "zero" | "none"), "norse_lif" ("hard"), "norse_li"
+  // ("none"). input: [T, *batch, H]; initial: one
   // entry per state, [*batch, H] or None (zeros); constants: the model's, [H] each in the
   // accumulation dtype; flags: NeuronFlag bits. Returns the rows written per step ([T, *batch, H]
   // each) and the states after the last step ([*batch, H] each; the initial ones when T = 0).
   // snntorch_synaptic: constants (alpha, beta, threshold), states (syn, mem), rows (spikes, syn,
-  // mem).
+  // mem). norse_lif: constants (dt * tau_mem_inv, -dt * tau_syn_inv, v_leak, v_th, v_reset), states
+  // (v, i), rows (spikes, v, i). norse_li: constants (the first three), states and rows (v, i).
   m.def(
       "neuron_fwd(str model, str reset, Tensor input, Tensor?[] initial, Tensor[] constants, "
       "int flags) -> (Tensor[] rows, Tensor[] state)");
   // Grads are optional (None = zero), one per row and one per state; saved: per state the row the
-  // forward wrote for it (snntorch_synaptic: rows syn and mem); initial as the forward's;
+  // forward wrote for it (snntorch_synaptic: rows syn and mem; norse_*: rows v and i); input: the
+  // forward's, needed by the norse models (None otherwise); initial as the forward's;
   // need_constants: bit q asks for constant q's gradient. Returns (grad_input, per state the
   // gradient of its initial value, per constant its gradient [H]), zeros where not asked for.
   m.def(

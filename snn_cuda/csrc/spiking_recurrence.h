@@ -257,6 +257,16 @@ constexpr int kChunk = 8;
 #define SNN_LANE_LOOP
 #endif
 
+// Makes a step's reach flags (0/1 floats, the same for every lane) opaque to the host compiler.
+// Seeing that a flag is `b ? 1 : 0` for a bool b, gcc folds `flag > 0 ? product : 0` into a select
+// on the scalar bool, which it cannot vectorise (Norse's LIF backward stayed scalar); as unknown
+// floats they become a vector compare against a broadcast value.
+#if !defined(__CUDA_ARCH__) && (defined(__GNUC__) || defined(__clang__))
+#define SNN_OPAQUE(value) asm("" : "+m"(value))
+#else
+#define SNN_OPAQUE(value)
+#endif
+
 template <typename T>
 C10_HOST_DEVICE inline T min_of(T a, T b) {
   return a < b ? a : b;
@@ -739,7 +749,8 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
 // neuron_forward_lanes and neuron_backward_lanes do the rest for every model: chunks, staging,
 // streams that may be absent, per-lane arrays; the launches, ops and autograd are shared too.
 
-constexpr int kMaxStreams = 3;
+constexpr int kMaxStreams = 3;    // states, rows
+constexpr int kMaxConstants = 5;  // per-neuron constants (Norse's LIF has five)
 
 // A call's options, as bits.
 enum NeuronFlag : int { kFlagDecayInput = 1, kFlagDetachReset = 2 };
@@ -750,7 +761,7 @@ struct NeuronForwardArgs {
   const scalar_t* initial[kMaxStreams];  // per state: [lanes], nullable (zeros)
   scalar_t* rows[kMaxStreams];           // per row: [T, lanes]
   scalar_t* state[kMaxStreams];          // per state: [lanes], the state after the last step
-  const acc_t* constants[kMaxStreams];   // per constant: [H], or tiled on the CPU (LaneConstant)
+  const acc_t* constants[kMaxConstants];  // per constant: [H], or tiled on the CPU (LaneConstant)
   int64_t T;
   int64_t lanes;
   int64_t H;
@@ -764,11 +775,11 @@ struct NeuronBackwardArgs {
   const scalar_t* saved[kMaxStreams];       // per state: its saved row, [T, lanes], as written
   const scalar_t* initial[kMaxStreams];     // per state: [lanes], nullable (zeros)
   const scalar_t* input;                    // [T, lanes], nullable: read only if the model asks
-  const acc_t* constants[kMaxStreams];      // per constant: [H], or tiled on the CPU
+  const acc_t* constants[kMaxConstants];    // per constant: [H], or tiled on the CPU
   acc_t alpha;                              // the surrogate's scale
   scalar_t* grad_input;                     // [T, lanes]
   scalar_t* grad_initial[kMaxStreams];      // per state: [lanes], nullable
-  acc_t* grad_constants[kMaxStreams];       // per constant: [lanes] sums over time, nullable
+  acc_t* grad_constants[kMaxConstants];     // per constant: [lanes] sums over time, nullable
   int64_t T;
   int64_t lanes;
   int64_t H;
@@ -1068,6 +1079,175 @@ struct SnntorchSynaptic {
   }
 };
 
+// Norse's current-based LIF and leaky integrator (norse.torch.functional.lif.lif_feed_forward_step,
+// leaky_integrator.li_feed_forward_step), operation for operation. Constants a = dt * tau_mem_inv
+// and b = -dt * tau_syn_inv come computed by the caller (in the constants' dtype, as Norse's
+// `dt * p.tau_mem_inv` is a tensor), then v_leak and (LIF) v_th, v_reset. Per lane:
+//     i_new = i_{t-1} + x_t
+//     v_dec = v_{t-1} + a * ((v_leak - v_{t-1}) + i_new)
+//     i_t   = i_new + b * i_new
+//   LIF: z_t = [v_dec - v_th > 0],  v_t = (1 - z_t) * v_dec + z_t * v_reset   (the reset is not
+//        detached: the surrogate's gradient flows through it, as in Norse); rows z, v, i.
+//   LI:  v_t = v_dec (no spike); rows v, i.
+// The backward recomputes i_new and v_dec from the saved v_{t-1}, i_{t-1} and the input x_t.
+// float16/bfloat16: float32 arithmetic, v_t and i_t rounded to the input dtype each step.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t as_flag(bool b) {
+  return b ? acc_t(1) : acc_t(0);
+}
+
+template <typename acc_t>
+struct NorseParams {
+  acc_t a, b, v_leak, v_th, v_reset;
+};
+
+template <typename acc_t>
+struct NorseCharge {
+  acc_t i_new, w, v_dec, i_dec;
+};
+
+template <typename acc_t>
+C10_HOST_DEVICE inline NorseCharge<acc_t> norse_charge(acc_t v, acc_t i, acc_t x,
+                                                       const NorseParams<acc_t>& p) {
+  NorseCharge<acc_t> c;
+  c.i_new = i + x;
+  c.w = (p.v_leak - v) + c.i_new;
+  c.v_dec = v + p.a * c.w;
+  c.i_dec = c.i_new + p.b * c.i_new;
+  return c;
+}
+
+// The charge's backward: g_vdec = dL/dv_dec, gi = dL/di_t; vdec_reached, idec_reached as 0/1
+// floats (see snntorch_bwd_step). Adds the terms of a, b and v_leak (grad_c[0..2]); sets the
+// carries dL/dv_{t-1}, dL/di_{t-1} and returns dL/dx_t (= dL/di_new).
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t norse_charge_backward(acc_t g_vdec, acc_t gi, const NorseCharge<acc_t>& c,
+                                                   const NorseParams<acc_t>& p, acc_t vdec_reached,
+                                                   acc_t idec_reached, acc_t (&carry)[2],
+                                                   acc_t* grad_c) {
+  const acc_t b_product = gi * c.i_new;
+  grad_c[1] += idec_reached > acc_t(0) ? b_product : acc_t(0);
+  const acc_t a_product = g_vdec * c.w;
+  grad_c[0] += vdec_reached > acc_t(0) ? a_product : acc_t(0);
+  const acc_t g_w = g_vdec * p.a;
+  grad_c[2] += g_w;
+  const acc_t g_inew = (gi + gi * p.b) + g_w;
+  carry[0] = g_vdec - g_w;
+  carry[1] = g_inew;
+  return g_inew;
+}
+
+// Which of a Norse step's values reach the loss (the same for every lane): v_{t-1} reaches it
+// through v_dec_t, i_{t-1} through i_new_t; after the last step through the returned state.
+struct NorseReach {
+  bool v_next, i_next;
+};
+
+template <bool kSpiking>
+struct NorseModel {
+  static constexpr int kStates = 2, kCarries = 2;
+  static constexpr int kRows = kSpiking ? 3 : 2;
+  static constexpr int kConstants = kSpiking ? 5 : 3;
+  static constexpr int kRowV = kSpiking ? 1 : 0;  // rows: [z,] v, i
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;
+  };
+  using Reach = NorseReach;
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t v_new, spike, v_dec, i_dec;
+  };
+
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE NorseParams<acc_t> params(
+      const LaneConstant<kBlock, acc_t> (&c)[kConstants], int j) {
+    NorseParams<acc_t> p{c[0][j], c[1][j], c[2][j], acc_t(0), acc_t(0)};
+    if (kSpiking) {
+      p.v_th = c[kSpiking ? 3 : 0][j];
+      p.v_reset = c[kSpiking ? 4 : 0][j];
+    }
+    return p;
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
+    return {alpha};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const NorseParams<acc_t>& p, const Options<acc_t>&, acc_t x,
+                                      acc_t (&state)[2], acc_t (&out)[kRows]) {
+    const NorseCharge<acc_t> c = norse_charge(state[0], state[1], x, p);
+    acc_t v = c.v_dec;
+    if (kSpiking) {
+      const acc_t z = c.v_dec - p.v_th > acc_t(0) ? acc_t(1) : acc_t(0);
+      v = (acc_t(1) - z) * c.v_dec + z * p.v_reset;
+      out[0] = z;
+    }
+    state[0] = round_to_storage<scalar_t>(v);
+    state[1] = round_to_storage<scalar_t>(c.i_dec);
+    out[kRowV] = state[0];
+    out[kRowV + 1] = state[1];
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return true; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0], given.state[1]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>&, int64_t, int64_t) {
+    const bool v_new = given.rows[kRowV] || r.v_next;
+    const bool spike = kSpiking && (given.rows[0] || v_new);
+    const bool v_dec = kSpiking ? spike : v_new;
+    const bool i_dec = given.rows[kRowV + 1] || r.i_next;
+    r.v_next = v_dec;
+    r.i_next = i_dec || v_dec;  // i_new_t feeds v_dec_t and i_t
+    return {as_flag<acc_t>(v_new), as_flag<acc_t>(spike), as_flag<acc_t>(v_dec),
+            as_flag<acc_t>(i_dec)};
+  }
+  // saved = (v_t, i_t), prev = (v_{t-1}, i_{t-1}); carries dL/dv_t, dL/di_t through step t + 1;
+  // grad_c = (a, b, v_leak[, v_th, v_reset]).
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const NorseParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/, acc_t x,
+                                        const acc_t (&)[2], const acc_t (&prev)[2],
+                                        const acc_t (&grad_rows)[kRows], acc_t (&carry)[2],
+                                        acc_t (&grad_c)[kConstants]) {
+    const NorseCharge<acc_t> c = norse_charge(prev[0], prev[1], x, p);
+    const acc_t gv = grad_rows[kRowV] + carry[0];      // dL/dv_t
+    const acc_t gi = grad_rows[kRowV + 1] + carry[1];  // dL/di_t
+    acc_t g_vdec = gv;
+    if (kSpiking) {
+      // v_t = (1 - z) * v_dec + z * v_reset
+      const acc_t zc = c.v_dec - p.v_th;
+      const acc_t z = zc > acc_t(0) ? acc_t(1) : acc_t(0);
+      const acc_t sg = surrogate_grad<kSurrogate>(zc, o.alpha);
+      const acc_t reset_product = gv * (p.v_reset - c.v_dec);  // computed, then selected
+      const acc_t gz = grad_rows[0] + (f.v_new > acc_t(0) ? reset_product : acc_t(0));
+      const acc_t spike_product = gz * sg;
+      const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+      g_vdec = gv * (acc_t(1) - z) + spike_term;
+      grad_c[kSpiking ? 3 : 0] -= spike_term;
+      grad_c[kSpiking ? 4 : 0] += gv * z;
+    }
+    acc_t carry2[2];
+    const acc_t gx = norse_charge_backward(g_vdec, gi, c, p, f.v_dec, f.i_dec, carry2, grad_c);
+    carry[0] = carry2[0];
+    carry[1] = carry2[1];
+    return gx;
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const NorseParams<acc_t>&, const acc_t (&)[2],
+                                     const acc_t (&carry)[2], acc_t (&grad_initial)[2],
+                                     acc_t (&)[kConstants]) {
+    grad_initial[0] = carry[0];
+    grad_initial[1] = carry[1];
+  }
+};
+
+using NorseLif = NorseModel<true>;
+using NorseLi = NorseModel<false>;
+
 // Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
 template <int kBlock, class M, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void neuron_forward_lanes(const NeuronForwardArgs<scalar_t, acc_t>& a,
@@ -1178,7 +1358,8 @@ C10_HOST_DEVICE inline void neuron_backward_lanes(const NeuronBackwardArgs<scala
     for (int i = kChunk - 1; i >= 0; --i) {
       if (i >= steps) continue;
       const int64_t t = t0 + i;
-      const auto flags = M::reach(reach, given, o, t, a.T);
+      auto flags = M::reach(reach, given, o, t, a.T);
+      SNN_OPAQUE(flags);
       scalar_t* gx = a.grad_input + t * a.lanes + lane0;
       const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
       SNN_LANE_LOOP  // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)

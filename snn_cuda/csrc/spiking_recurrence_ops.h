@@ -441,22 +441,29 @@ struct ModelSpec {
   int kind;
   int reset;
   int states, rows, constants;
+  bool needs_input;  // the backward reads the forward's input
   const char* name;
 };
 
-enum NeuronModelKind : int { kModelSnntorchSynaptic = 0 };
+enum NeuronModelKind : int { kModelSnntorchSynaptic = 0, kModelNorseLif = 1, kModelNorseLi = 2 };
 
-// "snntorch_synaptic" with "subtract" / "zero" / "none"; anything else is an error listing the
-// accepted names.
+// "snntorch_synaptic" with "subtract" / "zero" / "none"; "norse_lif" with "hard" (to v_reset);
+// "norse_li" with "none". Anything else is an error listing the accepted names.
 ModelSpec parse_model(c10::string_view model, c10::string_view reset);
 
 // Calls f(ModelTag<M>{}) for the model of `spec`.
 template <typename F>
 void dispatch_model(const ModelSpec& spec, const F& f) {
-  switch (spec.reset) {
-    case kSpikeResetSubtract: f(ModelTag<SnntorchSynaptic<kSpikeResetSubtract>>{}); break;
-    case kSpikeResetHard: f(ModelTag<SnntorchSynaptic<kSpikeResetHard>>{}); break;
-    default: f(ModelTag<SnntorchSynaptic<kSpikeResetNone>>{}); break;
+  if (spec.kind == kModelNorseLif) {
+    f(ModelTag<NorseLif>{});
+  } else if (spec.kind == kModelNorseLi) {
+    f(ModelTag<NorseLi>{});
+  } else {
+    switch (spec.reset) {
+      case kSpikeResetSubtract: f(ModelTag<SnntorchSynaptic<kSpikeResetSubtract>>{}); break;
+      case kSpikeResetHard: f(ModelTag<SnntorchSynaptic<kSpikeResetHard>>{}); break;
+      default: f(ModelTag<SnntorchSynaptic<kSpikeResetNone>>{}); break;
+    }
   }
 }
 
@@ -541,7 +548,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> run_neu
   TORCH_CHECK(need_constants >= 0 && need_constants < (int64_t{1} << spec.constants),
               "neuron_bwd: need_constants must be a bit mask of the model's ", spec.constants,
               " constants, got ", need_constants);
-  const bool input_needed = false;  // no model of neuron_bwd reads its input yet
+  const bool input_needed = spec.needs_input;
   check_neuron_backward_inputs(spec, grad_rows, grad_state, saved, initial, input, constants,
                                input_needed);
   [[maybe_unused]] const auto guard = launch.device_guard(saved[0].device());
@@ -553,6 +560,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> run_neu
     init.push_back(defined_or_empty(initial.get(s)));
   }
   for (int q = 0; q < spec.constants; ++q) consts.push_back(constants[q].contiguous());
+  const at::Tensor x = input_needed ? input->contiguous() : at::Tensor();
   const at::Tensor& like = kept[0];
   const int64_t T = like.size(0);
   const int64_t lanes = lanes_of(like);
@@ -579,7 +587,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> run_neu
       a.initial[s] = const_data_or_null<scalar_t>(init[s]);
       a.grad_initial[s] = grad_initial[s].data_ptr<scalar_t>();
     }
-    a.input = nullptr;
+    a.input = input_needed ? x.const_data_ptr<scalar_t>() : nullptr;
     for (int q = 0; q < spec.constants; ++q) {
       a.constants[q] = consts[q].const_data_ptr<acc_t>();
       a.grad_constants[q] = data_or_null<acc_t>(grad_lanes[q]);
