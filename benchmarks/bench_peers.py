@@ -13,6 +13,7 @@ Rows:
   snn_cuda.Leaky         fused, snnTorch's semantics      snn_cuda.LIFNode   fused, SpikingJelly's
   snn_cuda.IFNode        fused, SpikingJelly's IFNode      spikingjelly.IFNode  its own, as LIFNode
   snn_cuda.Synaptic      fused, snnTorch's Synaptic        snntorch.Synaptic  its own, per step
+  snn_cuda.ParametricLIFNode  fused, SpikingJelly's PLIF   spikingjelly.ParametricLIFNode  its own
   snn_cuda.norse.LIF/LI  fused, Norse's LIF and LI         norse.LIF/LI       its own (a per-step
                                                             loop in Python over its step function)
   snntorch.Leaky         snnTorch's neuron called once per time step (it has no multi-step form)
@@ -52,13 +53,15 @@ from common import (  # noqa: E402
     time_median,
 )
 
-LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode", "snn_cuda.Synaptic",
-             "snn_cuda.norse.LIF", "snn_cuda.norse.LI", "snntorch.Leaky", "spikingjelly.LIFNode",
-             "spikingjelly.IFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI")
+LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode",
+             "snn_cuda.ParametricLIFNode", "snn_cuda.Synaptic", "snn_cuda.norse.LIF",
+             "snn_cuda.norse.LI", "snntorch.Leaky", "spikingjelly.LIFNode", "spikingjelly.IFNode",
+             "spikingjelly.ParametricLIFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI")
 # Each of ours against the module it replaces.
 ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
             "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic",
-            "snn_cuda.norse.LIF": "norse.LIF", "snn_cuda.norse.LI": "norse.LI"}
+            "snn_cuda.norse.LIF": "norse.LIF", "snn_cuda.norse.LI": "norse.LI",
+            "snn_cuda.ParametricLIFNode": "spikingjelly.ParametricLIFNode"}
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
 ALPHA = 0.8  # Synaptic's current decay
 TAU = 1.0 / (1.0 - BETA)
@@ -146,6 +149,17 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
                 spk, syn, mem = neuron(step, syn, mem)
                 spikes.append(spk)
             return torch.stack(spikes)
+    elif library in ("snn_cuda.ParametricLIFNode", "spikingjelly.ParametricLIFNode"):
+        if library.startswith("snn_cuda"):
+            import snn_cuda as lib
+        else:
+            from spikingjelly.activation_based import neuron as lib
+
+        neuron = lib.ParametricLIFNode(init_tau=TAU, step_mode="m").to(device)
+
+        def forward():
+            neuron.reset()  # (SpikingJelly's memory-module reset, as reset_net calls it)
+            return neuron(linear(x))
     elif library == "snntorch.Leaky":
         import snntorch
 
@@ -212,7 +226,9 @@ def child(args) -> dict:
     else:
         peak = peak_rss_bytes() - before
     # The fraction of (step, neuron) that spiked; for the Linear-only row there are no spikes.
-    spike_rate = float(out.float().mean()) if args.child != "linear" else None
+    # (The leaky integrators return membranes, not spikes: no rate.)
+    spiking = args.child != "linear" and not args.child.endswith(".LI")
+    spike_rate = float(out.float().mean()) if spiking else None
     del out
     for _ in range(args.warmup):
         full()

@@ -22,7 +22,7 @@ from .convert import convert, run_sequence
 from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
 from .neuron_ops import NeuronFunction, norse_li, norse_lif, synaptic, synaptic_step
-from .neurons import IFNode, LIFNode, Leaky, Synaptic
+from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, Synaptic
 from .ops import (
     LIFFunction,
     SpikingRecurrenceFunction,
@@ -34,7 +34,7 @@ from .ops import (
     validate_parameters,
 )
 
-__version__ = "0.3.1"
+__version__ = "0.4.0"
 
 __all__ = [
     "LIFFunction",
@@ -43,6 +43,7 @@ __all__ = [
     "Leaky",
     "NeuronFunction",
     "NonSpikingNet",
+    "ParametricLIFNode",
     "SpikingNet",
     "SpikingNeuronLayer",
     "SpikingNeuronLayerRNN",

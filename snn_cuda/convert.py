@@ -20,7 +20,7 @@ from torch import nn
 
 from . import _peers
 from .layers import SpikingNeuronLayerRNN
-from .neurons import IFNode, LIFNode, Leaky, Synaptic
+from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, Synaptic
 
 _HOOK_DICTS = (
     "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -132,6 +132,14 @@ def _from_spikingjelly_ifnode(m) -> IFNode:
     return _from_spikingjelly_node(m, IFNode)
 
 
+def _from_spikingjelly_plif(m) -> ParametricLIFNode:
+    # init_tau only sizes w here: _carry_over then hands over m's own w (the same Parameter).
+    w = m.w.detach()
+    new = _from_spikingjelly_node(m, ParametricLIFNode, decay_input=m.decay_input,
+                                  num_neurons=None if w.dim() == 0 else w.shape[0])
+    return new
+
+
 def _is_seed_layer(m) -> bool:
     return (type(m).__name__ == "SpikingNeuronLayerRNN" and not isinstance(m, SpikingNeuronLayerRNN)
             and isinstance(getattr(m, "fc", None), nn.Linear)
@@ -166,6 +174,9 @@ def _converters() -> Dict[type, Callable]:
     ifnode = _peers.peer_class("spikingjelly.activation_based.neuron", "IFNode")
     if ifnode is not None:
         table[ifnode] = _from_spikingjelly_ifnode
+    plif = _peers.peer_class("spikingjelly.activation_based.neuron", "ParametricLIFNode")
+    if plif is not None:
+        table[plif] = _from_spikingjelly_plif
     if _peers.loaded("norse.torch") is not None:  # (a model holding Norse modules imported it)
         from . import norse as fused_norse
 

@@ -854,3 +854,60 @@ class IFNode(LIFNode):
 
     def _charge_repr(self) -> str:
         return ""
+
+
+class ParametricLIFNode(LIFNode):
+    """SpikingJelly's ``ParametricLIFNode`` (PLIF), fused: :class:`LIFNode` with a learnable rate.
+
+    Arguments as ``spikingjelly.activation_based.neuron.ParametricLIFNode`` (SpikingJelly 2.0)::
+
+        q = sigmoid(w)                        (w = -log(init_tau - 1), a Parameter: 1/tau = q)
+        decay_input:  H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) * q
+        otherwise:    H[t] = V[t-1] - (V[t-1] - V_reset) * q + X[t]
+        fire and reset as LIFNode's
+
+    The charge multiplies by ``q`` (it does not divide by ``tau``), as SpikingJelly's does, so the
+    numbers are SpikingJelly's exactly. One ``w`` per layer, as there; ``num_neurons=H`` gives one
+    per neuron instead (``w`` of shape ``[H]``, the input's last dim). The same memory-module
+    behaviour as :class:`LIFNode`; ``v_threshold`` may be a tensor and learnable with
+    ``learn_threshold``. One fused kernel call per call (``lif`` with
+    ``convention="spikingjelly_plif"``; ``w``'s gradient comes back through ``sigmoid``).
+    """
+
+    def __init__(self, init_tau: float = 2.0, decay_input: bool = True,
+                 v_threshold: Union[Number, torch.Tensor] = 1.0, v_reset: Optional[Number] = 0.0,
+                 surrogate_function=None, detach_reset: bool = False, step_mode: str = "s",
+                 store_v_seq: bool = False, *, num_neurons: Optional[int] = None,
+                 learn_threshold: bool = False):
+        super(LIFNode, self).__init__()  # what LIFNode's own super().__init__() runs
+        if isinstance(init_tau, bool) or not isinstance(init_tau, (int, float)) or not (
+            math.isfinite(init_tau) and init_tau > 1.0
+        ):
+            raise ValueError(f"snn_cuda.ParametricLIFNode: init_tau must be a finite float > 1, got "
+                             f"{init_tau!r}")
+        if num_neurons is not None and (isinstance(num_neurons, bool) or not isinstance(num_neurons, int)
+                                        or num_neurons < 1):
+            raise ValueError(f"snn_cuda.ParametricLIFNode: num_neurons must be None (one w per layer) "
+                             f"or a positive int (one w per neuron), got {num_neurons!r}")
+        check_flag(decay_input, "decay_input", "snn_cuda.ParametricLIFNode")
+        self.decay_input = decay_input
+        init_w = -math.log(float(init_tau) - 1.0)
+        shape = () if num_neurons is None else (num_neurons,)
+        self.w = nn.Parameter(torch.full(shape, init_w))
+        self._init_node(v_threshold, v_reset, surrogate_function, detach_reset, step_mode,
+                        store_v_seq, learn_threshold)
+
+    def _constant_rules(self):
+        return {"w": (False, ""), "v_threshold": (False, ""), "v_reset": (False, "")}
+
+    def _charge_args(self):
+        return dict(convention="spikingjelly_plif", decay_input=self.decay_input)
+
+    def _decay(self):
+        return self.w.sigmoid()
+
+    def _charge_repr(self) -> str:
+        with torch.no_grad():
+            tau = 1.0 / self.w.sigmoid()
+        shown = f"{float(tau):g}" if tau.numel() == 1 else f"tensor{tuple(tau.shape)}"
+        return f"tau={shown}, decay_input={self.decay_input}, "

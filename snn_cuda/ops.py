@@ -523,7 +523,7 @@ def outside_inference(state: torch.Tensor) -> torch.Tensor:
 # ================================================================================================
 # Binary spikes with surrogate gradients: torch.ops.snn_cuda.lif_fwd / lif_bwd.
 
-CONVENTIONS = ("snntorch", "spikingjelly", "spikingjelly_if")
+CONVENTIONS = ("snntorch", "spikingjelly", "spikingjelly_if", "spikingjelly_plif")
 LIF_RESETS = ("subtract", "hard", "none")  # "none": the snntorch convention only
 
 
@@ -583,7 +583,7 @@ class LIFFunction(torch.autograd.Function):
          detach_reset, surrogate, alpha) = inputs
         membrane = output[1]
         need_decay = ctx.needs_input_grad[2]
-        keep_input = convention == "spikingjelly" and decay_input and need_decay
+        keep_input = convention in ("spikingjelly", "spikingjelly_plif") and decay_input and need_decay
         ctx.save_for_backward(
             membrane, initial, input if keep_input else None, decay, threshold, reset_value
         )
@@ -651,8 +651,8 @@ def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool
     check_flag(detach_reset, "detach_reset", "lif", allow_none=True)
     check_flag(decay_input, "decay_input", "lif")
     if convention not in CONVENTIONS:
-        raise ValueError('lif: convention must be "snntorch", "spikingjelly" or "spikingjelly_if", '
-                         f'got {convention!r}')
+        raise ValueError('lif: convention must be "snntorch", "spikingjelly", "spikingjelly_if" or '
+                         f'"spikingjelly_plif", got {convention!r}')
     if reset not in LIF_RESETS:
         raise ValueError(f'lif: reset must be "subtract", "hard" or "none", got {reset!r}')
     if reset == "none" and convention != "snntorch":
@@ -730,7 +730,9 @@ def lif(
 
     ``convention="snntorch"`` computes snnTorch's ``Leaky`` (``decay`` is beta; the reset at step t
     uses the spike of step t - 1), ``convention="spikingjelly"`` SpikingJelly's ``LIFNode``
-    (``decay`` is tau; charge, fire and reset in one step), ``convention="spikingjelly_if"``
+    (``decay`` is tau; charge, fire and reset in one step), ``convention="spikingjelly_plif"``
+    SpikingJelly's ``ParametricLIFNode`` (``decay`` is the rate ``q = sigmoid(w)``, which multiplies
+    the charge), ``convention="spikingjelly_if"``
     SpikingJelly's ``IFNode`` (no leak: ``H[t] = V[t-1] + X[t]``; pass ``decay=None``), each
     operation for operation; the
     equations are in ``csrc/spiking_recurrence.h`` and docs/semantics.md. ``reset="subtract"`` subtracts the

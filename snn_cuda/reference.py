@@ -199,6 +199,9 @@ def lif(
             # Charge.
             if convention == "spikingjelly_if":  # IFNode: no leak
                 h = v + x_t
+            elif convention == "spikingjelly_plif":  # ParametricLIFNode: decay is the rate q
+                q = decay
+                h = v + (x_t - (v - rest)) * q if decay_input else v - (v - rest) * q + x_t
             elif decay_input:
                 h = v + (x_t - (v - rest)) / tau
             else:

@@ -307,7 +307,7 @@ def test_sigmoid_surrogate_tails_are_finite_in_float32():
 
 def test_errors():
     x = torch.randn(5, 2, 3)
-    with pytest.raises(ValueError, match='convention must be "snntorch", "spikingjelly" or "spikingjelly_if", got \'norse\''):
+    with pytest.raises(ValueError, match='convention must be "snntorch", "spikingjelly", "spikingjelly_if" or "spikingjelly_plif", got \'norse\''):
         snn_cuda.lif(x, 0.9, convention="norse")
     with pytest.raises(ValueError, match='reset must be "subtract", "hard" or "none", got \'zero\''):
         snn_cuda.lif(x, 0.9, reset="zero")

@@ -86,7 +86,8 @@ def instantiations(block):
         models = [f"LifModel<{conv}, {reset}>"
                   for conv, resets in (("kConvSnntorch", all_resets),
                                        ("kConvSpikingjelly", all_resets[:2]),
-                                       ("kConvSpikingjellyIf", all_resets[:2]))
+                                       ("kConvSpikingjellyIf", all_resets[:2]),
+                                       ("kConvSpikingjellyPlif", all_resets[:2]))
                   for reset in resets]
         models += [f"SnntorchSynaptic<{reset}>" for reset in all_resets] + ["NorseLif", "NorseLi"]
         for model in models:

@@ -133,9 +133,10 @@ int parse_convention(c10::string_view convention) {
   if (convention == "snntorch") return kConvSnntorch;
   if (convention == "spikingjelly") return kConvSpikingjelly;
   if (convention == "spikingjelly_if") return kConvSpikingjellyIf;
+  if (convention == "spikingjelly_plif") return kConvSpikingjellyPlif;
   TORCH_CHECK(false,
-              "lif: convention must be \"snntorch\", \"spikingjelly\" or \"spikingjelly_if\", "
-              "got \"", std::string(convention), "\"");
+              "lif: convention must be \"snntorch\", \"spikingjelly\", \"spikingjelly_if\" or "
+              "\"spikingjelly_plif\", got \"", std::string(convention), "\"");
 }
 
 int parse_spike_reset(c10::string_view reset, int convention) {
@@ -200,8 +201,8 @@ void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
   check_like(initial, "lif_bwd", "initial (one step of membrane)", membrane.sizes().slice(1),
              dtype, device, "membrane's");
   TORCH_CHECK(!input_needed || input.has_value(),
-              "lif_bwd: tau's gradient with decay_input (convention \"spikingjelly\") needs the "
-              "forward's input");
+              "lif_bwd: tau's gradient with decay_input (convention \"spikingjelly\"; the rate's "
+              "with \"spikingjelly_plif\") needs the forward's input");
 }
 
 
@@ -658,7 +659,8 @@ TORCH_LIBRARY(snn_cuda, m) {
       "Tensor grad_decay, Tensor grad_threshold, Tensor grad_penalty, Tensor grad_initial)");
   // Binary spikes (see the math header). input: [T, *batch, H]; initial: [*batch, H] or None
   // (zeros); decay (beta or tau), threshold, reset_value: [H] in the accumulation dtype.
-  // convention: "snntorch" | "spikingjelly" | "spikingjelly_if" (IFNode: decay is not read);
+  // convention: "snntorch" | "spikingjelly" | "spikingjelly_if" (IFNode: decay is not read) |
+  // "spikingjelly_plif" (ParametricLIFNode: decay is the rate sigmoid(w));
   // reset: "subtract" | "hard" | "none" (snntorch only).
   // Returns spikes (0/1 in input's dtype), the membrane (snnTorch: m_t; SpikingJelly: h_t before
   // reset) and the state carried past the last step, [*batch, H] (snnTorch: m_{T-1}; SpikingJelly:

@@ -503,7 +503,17 @@ C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_
 
 // kConvSpikingjellyIf: SpikingJelly's IFNode, the SpikingJelly convention without the leak:
 //       h_t = v_{t-1} + x_t        (fire and reset as kConvSpikingjelly; `decay` is not read)
-enum SpikeConvention : int { kConvSnntorch = 0, kConvSpikingjelly = 1, kConvSpikingjellyIf = 2 };
+enum SpikeConvention : int {
+  kConvSnntorch = 0,
+  kConvSpikingjelly = 1,
+  kConvSpikingjellyIf = 2,
+  kConvSpikingjellyPlif = 3,
+};
+// kConvSpikingjellyPlif: SpikingJelly's ParametricLIFNode, the SpikingJelly convention with the
+// charge multiplied by a rate q = sigmoid(w) (`decay` holds q, computed by the caller):
+//       decay_input:  h_t = v_{t-1} + (x_t - (v_{t-1} - rest)) * q
+//       otherwise:    h_t = v_{t-1} - (v_{t-1} - rest) * q + x_t
+//
 // kSpikeResetNone (no reset: the membrane only leaks) exists for the snnTorch convention only.
 enum SpikeReset : int { kSpikeResetSubtract = 0, kSpikeResetHard = 1, kSpikeResetNone = 2 };
 enum SurrogateKind : int {
@@ -610,6 +620,10 @@ C10_HOST_DEVICE inline acc_t spike_charge(acc_t state, acc_t input, const SpikeP
     return p.decay * ((acc_t(1) - r) * state + r * p.reset_value) + input;
   } else if (kConv == kConvSpikingjellyIf) {
     return state + input;
+  } else if (kConv == kConvSpikingjellyPlif) {
+    const acc_t rest = kReset == kSpikeResetHard ? p.reset_value : acc_t(0);
+    return decay_input ? state + (input - (state - rest)) * p.decay
+                       : state - (state - rest) * p.decay + input;
   } else {
     const acc_t rest = kReset == kSpikeResetHard ? p.reset_value : acc_t(0);
     return decay_input ? state + (input - (state - rest)) / p.decay
@@ -683,9 +697,12 @@ C10_HOST_DEVICE inline acc_t snntorch_bwd_step(acc_t gs, acc_t gm, acc_t m, acc_
 //   handles "none" before any step. Products with values that may be infinite or NaN (h,
 //   sigma'(z)) are only formed for values that do, as autograd only runs the nodes the loss
 //   reaches (see neuron_backward_lanes).
-// kLeak false: IFNode's step (h_t = v_{t-1} + x_t): no tau, dL/dv_{t-1} = dL/dx_t = dL/dh_t.
-// Returns dL/dx_t.
-template <int kReset, int kSurrogate, bool kLeak, typename acc_t>
+// kCharge: kChargeTau (LIFNode: divides by tau), kChargeNone (IFNode, h_t = v_{t-1} + x_t: no tau,
+// dL/dv_{t-1} = dL/dx_t = dL/dh_t), kChargeRate (ParametricLIFNode: multiplies by q; the decay
+// gradient is q's). Returns dL/dx_t.
+enum ChargeKind : int { kChargeTau = 0, kChargeNone = 1, kChargeRate = 2 };
+
+template <int kReset, int kSurrogate, int kCharge, typename acc_t>
 C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, acc_t v_prev,
                                                    acc_t x, const SpikeParams<acc_t>& p,
                                                    acc_t alpha, acc_t decay_input,
@@ -714,9 +731,16 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
   const acc_t spike_term = s_reached > acc_t(0) ? spike_product : acc_t(0);
   const acc_t g = gh + carry * dv_dh + spike_term;  // dL/dh_t
   grad_threshold -= spike_term;
-  if (!kLeak) {  // IF: h_t = v_{t-1} + x_t
+  if (kCharge == kChargeNone) {  // IF: h_t = v_{t-1} + x_t
     carry = g;
     return g;
+  }
+  if (kCharge == kChargeRate) {  // PLIF: dh/dq = x - (v - rest) with decay_input, -(v - rest) without
+    const acc_t rate_term = decay_input > acc_t(0) ? g * (x - (v_prev - rest))
+                                                   : -(g * (v_prev - rest));
+    grad_decay += rate_term;
+    carry = g - g * p.decay;
+    return decay_input > acc_t(0) ? g * p.decay : g;
   }
   const acc_t tau2 = p.decay * p.decay;
   // dh/dtau: -(x - (v - rest)) / tau^2 with decay_input, (v - rest) / tau^2 without.
@@ -894,7 +918,9 @@ struct SnntorchLif : BinaryLif<kConvSnntorch, kReset> {
 // dL/dv_t; constants decay (tau), threshold, reset value.
 template <int kReset, int kConv = kConvSpikingjelly>
 struct SpikingjellyLif : BinaryLif<kConv, kReset> {
-  static constexpr bool kLeak = kConv == kConvSpikingjelly;  // else IFNode: no tau
+  static constexpr int kCharge = kConv == kConvSpikingjellyIf     ? kChargeNone
+                                 : kConv == kConvSpikingjellyPlif ? kChargeRate
+                                                                  : kChargeTau;
   static constexpr int kCarries = 1;
   template <typename acc_t>
   struct Options {
@@ -916,9 +942,9 @@ struct SpikingjellyLif : BinaryLif<kConv, kReset> {
     return {decay_input, alpha, decay_input ? acc_t(1) : acc_t(0),
             (flags & kFlagDetachReset) == 0};
   }
-  // x_t is read only for tau's gradient with decay_input.
+  // x_t is read only for tau's (q's) gradient with decay_input.
   static C10_HOST_DEVICE bool needs_input(int flags, bool grad_decay) {
-    return kLeak && (flags & kFlagDecayInput) != 0 && grad_decay;
+    return kCharge != kChargeNone && (flags & kFlagDecayInput) != 0 && grad_decay;
   }
   static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
     return {given.state[0]};
@@ -945,7 +971,7 @@ struct SpikingjellyLif : BinaryLif<kConv, kReset> {
             ? round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(
                   prev[0], spike_fire<kConv>(prev[0] - p.threshold), p))
             : prev[0];
-    return spikingjelly_bwd_step<kReset, kSurrogate, kLeak>(
+    return spikingjelly_bwd_step<kReset, kSurrogate, kCharge>(
         grad_rows[0], grad_rows[1], saved[0], v_prev, x, p, o.alpha, o.decay_input_flag, f.reset,
         f.spike, carry[0], grad_c[0], grad_c[1]);
   }

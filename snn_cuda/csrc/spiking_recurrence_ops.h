@@ -292,11 +292,17 @@ void dispatch_lif_mode(int convention, int reset, const F& f) {
     } else {
       f(IntConstant<kConvSpikingjelly>{}, IntConstant<kSpikeResetHard>{});
     }
-  } else {
+  } else if (convention == kConvSpikingjellyIf) {
     if (reset == kSpikeResetSubtract) {
       f(IntConstant<kConvSpikingjellyIf>{}, IntConstant<kSpikeResetSubtract>{});
     } else {
       f(IntConstant<kConvSpikingjellyIf>{}, IntConstant<kSpikeResetHard>{});
+    }
+  } else {
+    if (reset == kSpikeResetSubtract) {
+      f(IntConstant<kConvSpikingjellyPlif>{}, IntConstant<kSpikeResetSubtract>{});
+    } else {
+      f(IntConstant<kConvSpikingjellyPlif>{}, IntConstant<kSpikeResetHard>{});
     }
   }
 }
@@ -374,7 +380,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   const int surrogate_kind = parse_surrogate(surrogate);
   TORCH_CHECK(std::isfinite(alpha) && alpha > 0,
               "lif_bwd: alpha (the surrogate's scale) must be finite and > 0, got ", alpha);
-  const bool input_needed = conv == kConvSpikingjelly && decay_input && need_decay;
+  const bool input_needed =
+      (conv == kConvSpikingjelly || conv == kConvSpikingjellyPlif) && decay_input && need_decay;
   check_lif_backward_inputs(grad_spikes, grad_membrane, grad_state, membrane, initial, input,
                             decay, threshold, reset_value, input_needed);
   [[maybe_unused]] const auto guard = launch.device_guard(membrane.device());
