@@ -14,8 +14,12 @@ Rows:
   snn_cuda.IFNode        fused, SpikingJelly's IFNode      spikingjelly.IFNode  its own, as LIFNode
   snn_cuda.Synaptic      fused, snnTorch's Synaptic        snntorch.Synaptic  its own, per step
   snn_cuda.ParametricLIFNode  fused, SpikingJelly's PLIF   spikingjelly.ParametricLIFNode  its own
-  snn_cuda.norse.LIF/LI  fused, Norse's LIF and LI         norse.LIF/LI       its own (a per-step
-                                                            loop in Python over its step function)
+  snn_cuda.norse.LIF/LI/LSNN  fused, Norse's          norse.LIF/LI/LSNN  its own (a per-step
+                                                            loop in Python over its step function;
+                                                            its backward is O(T^2), see below)
+  norse.LIFCell          Norse's cell in a per-step loop over x.unbind(0): what a careful user
+                         writes instead of norse.LIF (whose loop indexes input[ts]: each step's
+                         backward writes a whole [T, ...] zero gradient)
   snntorch.Leaky         snnTorch's neuron called once per time step (it has no multi-step form)
   spikingjelly.LIFNode   step_mode="m": on CPU its registered float32 CPU op (a per-step loop in
                          PyTorch), on CUDA whatever provider it selects (Triton/CuPy/torch)
@@ -55,12 +59,14 @@ from common import (  # noqa: E402
 
 LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode",
              "snn_cuda.ParametricLIFNode", "snn_cuda.Synaptic", "snn_cuda.norse.LIF",
-             "snn_cuda.norse.LI", "snntorch.Leaky", "spikingjelly.LIFNode", "spikingjelly.IFNode",
-             "spikingjelly.ParametricLIFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI")
+             "snn_cuda.norse.LI", "snn_cuda.norse.LSNN", "snntorch.Leaky", "spikingjelly.LIFNode", "spikingjelly.IFNode",
+             "spikingjelly.ParametricLIFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI",
+             "norse.LSNN", "norse.LIFCell")
 # Each of ours against the module it replaces.
 ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
             "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic",
             "snn_cuda.norse.LIF": "norse.LIF", "snn_cuda.norse.LI": "norse.LI",
+            "snn_cuda.norse.LSNN": "norse.LSNN",
             "snn_cuda.ParametricLIFNode": "spikingjelly.ParametricLIFNode"}
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
 ALPHA = 0.8  # Synaptic's current decay
@@ -127,7 +133,8 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
         def forward():
             neuron.reset_mem()
             return neuron(linear(x))[0]
-    elif library in ("snn_cuda.norse.LIF", "snn_cuda.norse.LI", "norse.LIF", "norse.LI"):
+    elif library in ("snn_cuda.norse.LIF", "snn_cuda.norse.LI", "snn_cuda.norse.LSNN", "norse.LIF",
+                     "norse.LI", "norse.LSNN"):
         if library.startswith("norse"):
             import norse.torch as lib
         else:
@@ -136,6 +143,19 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
 
         def forward():
             return neuron(linear(x))[0]  # (a fresh state each call, from v_leak)
+    elif library == "norse.LIFCell":
+        import norse.torch as lib
+
+        neuron = lib.LIFCell().to(device)
+
+        def forward():
+            # Norse's cell over x.unbind(0), as a careful user writes the loop: Norse's own LIF
+            # module indexes input[ts], whose backward writes a whole [T, ...] gradient per step.
+            state, spikes = None, []
+            for step in linear(x).unbind(0):
+                z, state = neuron(step, state)
+                spikes.append(z)
+            return torch.stack(spikes)
     elif library == "snntorch.Synaptic":
         import snntorch
 

@@ -10,8 +10,9 @@
 - :func:`synaptic`, :func:`synaptic_step`, :class:`Synaptic`: snnTorch's current-based
   ``Synaptic`` neuron, fused (the generic neuron ops ``neuron_fwd`` / ``neuron_bwd``,
   :class:`NeuronFunction`).
-- :func:`norse_lif`, :func:`norse_li` and :mod:`snn_cuda.norse` (``LIF``, ``LIFCell``, ``LI``,
-  ``LICell``): Norse's current-based LIF and leaky integrator, fused.
+- :func:`norse_lif`, :func:`norse_lsnn`, :func:`norse_li` and :mod:`snn_cuda.norse` (``LIF``,
+  ``LIFCell``, ``LSNN``, ``LSNNCell``, ``LI``, ``LICell``): Norse's current-based LIF, adaptive LIF
+  and leaky integrator, fused.
 - :func:`convert` swaps those originals in a model for the fused ones; :func:`run_sequence` runs a
   per-step model over a whole sequence layer by layer.
 - :func:`validate_parameters`: check the values of tensor neuron constants on every call.
@@ -21,7 +22,7 @@ from . import reference, surrogate
 from .convert import convert, run_sequence
 from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
-from .neuron_ops import NeuronFunction, norse_li, norse_lif, synaptic, synaptic_step
+from .neuron_ops import NeuronFunction, norse_li, norse_lif, norse_lsnn, synaptic, synaptic_step
 from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, Synaptic
 from .ops import (
     LIFFunction,
@@ -55,6 +56,7 @@ __all__ = [
     "lif_step",
     "norse_li",
     "norse_lif",
+    "norse_lsnn",
     "reference",
     "run_sequence",
     "set_validate_parameters",

@@ -1,7 +1,8 @@
 """Existing models, fused without a rewrite.
 
 - :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic``, SpikingJelly
-  ``LIFNode``/``IFNode``, Norse ``LIF``/``LIFCell``/``LI``/``LICell`` and the seed's
+  ``LIFNode``/``IFNode``/``ParametricLIFNode``, Norse ``LIF``/``LIFCell``/``LSNN``/``LSNNCell``/
+  ``LI``/``LICell`` and the seed's
   ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
   (the same ``Parameter`` objects, so an optimizer built before still trains them), buffers,
   ``state_dict`` keys, state and hooks.
@@ -181,6 +182,7 @@ def _converters() -> Dict[type, Callable]:
         from . import norse as fused_norse
 
         for module, names in (("norse.torch.module.lif", ("LIF", "LIFCell")),
+                              ("norse.torch.module.lsnn", ("LSNN", "LSNNCell")),
                               ("norse.torch.module.leaky_integrator", ("LI", "LICell"))):
             for name in names:
                 original = _peers.peer_class(module, name)
@@ -191,7 +193,8 @@ def _converters() -> Dict[type, Callable]:
 
 def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
     """Replaces, in place, every ``snntorch.Leaky`` / ``Synaptic``, SpikingJelly ``neuron.LIFNode`` /
-    ``IFNode``, Norse ``LIF`` / ``LIFCell`` / ``LI`` / ``LICell`` (:mod:`snn_cuda.norse`)
+    ``IFNode`` / ``ParametricLIFNode``, Norse ``LIF`` / ``LIFCell`` / ``LSNN`` / ``LSNNCell`` / ``LI`` /
+    ``LICell`` (:mod:`snn_cuda.norse`)
     and the seed's ``SpikingNeuronLayerRNN`` (a class of that name with ``fc``, ``decay_multiplier``,
     ``threshold``, ``penalty_threshold`` and ``reset_state``) in ``model`` by the fused drop-in
     (:class:`snn_cuda.Leaky`, :class:`snn_cuda.Synaptic`, :class:`snn_cuda.LIFNode`,

@@ -60,6 +60,15 @@ MODELS = {
         saved_rows=(1, 2),
         needs_input=True,
     ),
+    "norse_lsnn": NeuronModel(
+        name="norse_lsnn",
+        resets=("hard",),
+        states=("v", "i", "b"),
+        rows=("spikes", "v", "i", "b"),
+        constants=("dt * tau_mem_inv", "-dt * tau_syn_inv", "dt * tau_adapt_inv", "v_leak", "v_th",
+                   "v_reset", "beta"),
+        saved_rows=(1, 2, 3),
+    ),
     "norse_li": NeuronModel(
         name="norse_li",
         resets=("none",),
@@ -401,3 +410,85 @@ def _norse_initial(op, input, initial, v_leak):
             raise ValueError(f"{op}: v_leak of shape {tuple(leak.shape)} does not broadcast to one "
                              f"step of the input, shape {tuple(input.shape[1:])}") from None
     return (v0, i0)
+
+
+def _default_state(op, input, value, name):
+    """A state defaulting to a constant (detached, in the input's dtype, one step's shape)."""
+    leak = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+    if isinstance(value, torch.Tensor) and value.device != input.device:
+        raise ValueError(f"{op}: {name} must be on the input's device {input.device}, got {value.device}")
+    try:
+        return torch.broadcast_to(leak.to(device=input.device, dtype=input.dtype),
+                                  tuple(input.shape[1:])).contiguous()
+    except RuntimeError:
+        raise ValueError(f"{op}: {name} of shape {tuple(leak.shape)} does not broadcast to one "
+                         f"step of the input, shape {tuple(input.shape[1:])}") from None
+
+
+def _lsnn_args(op, input, dt, tau_syn_inv, tau_mem_inv, tau_adapt_inv, v_leak, v_th, initial):
+    a, s = _norse_args(op, input, dt, tau_syn_inv, tau_mem_inv)
+    _check_values(op, [(tau_adapt_inv, "tau_adapt_inv")])
+    acc = accumulation_dtype(input.dtype, f"{op}: input")
+    c = dt * (tau_adapt_inv if isinstance(tau_adapt_inv, torch.Tensor)
+              else torch.tensor(float(tau_adapt_inv), dtype=acc))
+    if initial is None:
+        initial = (None, None, None)
+    if not isinstance(initial, (tuple, list)) or len(initial) != 3:
+        raise TypeError(f"{op}: initial must be None or a tuple (v, i, b), each a tensor or None; "
+                        f"got {initial!r:.80}")
+    v0, i0, b0 = initial
+    v0 = _default_state(op, input, v_leak, "v_leak") if v0 is None else v0
+    b0 = _default_state(op, input, v_th, "v_th") if b0 is None else b0
+    return (a, s, c), (v0, i0, b0)
+
+
+LSNN_NAMES = ("tau_mem_inv", "tau_syn_inv", "tau_adapt_inv", "v_leak", "v_th", "v_reset", "beta")
+
+
+def norse_lsnn(
+    input: torch.Tensor,
+    tau_syn_inv: Param = 200.0,
+    tau_mem_inv: Param = 100.0,
+    tau_adapt_inv: Param = 1.0 / 800,
+    v_leak: Param = 0.0,
+    v_th: Param = 1.0,
+    v_reset: Param = 0.0,
+    beta: Param = 1.8,
+    *,
+    dt: float = 0.001,
+    surrogate=None,
+    initial=None,
+    return_state: bool = False,
+):
+    """Norse's adaptive LIF without recurrence (``norse.torch.LSNN`` / ``lsnn_feed_forward_step``,
+    Bellec et al. 2018), all time steps in one fused kernel call. Per step (Euler, ``dt``)::
+
+        v_dec = v + dt * tau_mem_inv * ((v_leak - v) + i)
+        i_dec = i - dt * tau_syn_inv * i
+        b_dec = b + dt * tau_adapt_inv * (v_th - b)          (the adaptive threshold)
+        z_t   = H(v_dec - b_dec)            (backward: Norse's SuperSpike, 1 / (|z| + 1)^2)
+        v_t   = (1 - z_t) * v_dec + z_t * v_reset
+        b_t   = b_dec + z_t * beta
+        i_t   = i_dec + x_t                 (the input reaches v one step later, as in Norse)
+
+    Defaults are Norse's ``LSNNParameters()``. ``initial``: None or ``(v, i, b)`` (each a tensor or
+    None): ``v`` defaults to ``v_leak``, ``i`` to zeros, ``b`` to ``v_th`` (detached, as Norse's).
+    Returns ``(spikes, v, i, b)`` shaped like ``input``; with ``return_state`` also ``(v, i, b)``
+    after the last step.
+    """
+    op = "norse_lsnn"
+    (a, s, c), initial = _lsnn_args(op, input, dt, tau_syn_inv, tau_mem_inv, tau_adapt_inv, v_leak,
+                                    v_th, initial)
+    check_flag(return_state, "return_state", op)
+    spec = _surrogate.resolve(surrogate, NORSE_SURROGATE, op)
+    constants = (a, s, c, v_leak, v_th, v_reset, beta)
+    _check_values(op, list(zip(constants, LSNN_NAMES)))
+    x, initial, kernel_constants, restore = prepare_neuron(op, input, initial, constants,
+                                                           LSNN_NAMES, ("v", "i", "b"))
+    outputs = NeuronFunction.apply(op, "hard", 0, spec.name, spec.alpha, x, *initial,
+                                   *kernel_constants)
+    step_shape = input.shape[1:]
+    rows = tuple(restore(r) for r in outputs[:4])
+    if return_state:
+        return (*rows, tuple(_fresh(t, step_shape) for t in outputs[4:]))
+    return rows

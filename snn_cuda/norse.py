@@ -1,10 +1,11 @@
-"""Drop-in replacements for Norse's feed-forward ``LIF``, ``LIFCell``, ``LI`` and ``LICell``, fused.
+"""Drop-in replacements for Norse's feed-forward ``LIF``, ``LIFCell``, ``LSNN``, ``LSNNCell``, ``LI``
+and ``LICell``, fused.
 
 Each takes the arguments of the Norse module it replaces (``p=LIFParameters(...)`` /
 ``LIParameters(...)``, ``dt``, ``record_states``) and is called the same way: the sequence modules
 ``LIF`` / ``LI`` take ``[T, batch, ...]`` and return ``(outputs, state)`` (the whole sequence in
 one kernel call), the cells take one step and return ``(output, state)``. States are Norse's
-``LIFFeedForwardState`` / ``LIState`` when Norse has been imported (so Norse code that reads
+``LIFFeedForwardState`` / ``LSNNFeedForwardState`` / ``LIState`` when Norse has been imported (so Norse code that reads
 ``state.v`` / ``state.i`` or passes them back works), namedtuples with the same fields otherwise.
 Parameters are read from ``p`` on every call, as Norse does (tensors in ``p`` that require grad get
 their gradients). Importing ``snn_cuda.norse`` does not import Norse.
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 
 from . import _peers
-from .neuron_ops import NORSE_SURROGATE, norse_li, norse_lif
+from .neuron_ops import NORSE_SURROGATE, norse_li, norse_lif, norse_lsnn
 
 
 class LIFParameters(NamedTuple):
@@ -222,6 +223,87 @@ class LICell(_NorseModule):
         state_class = _state_class("norse.torch.functional.leaky_integrator", "LIState", LIState)
         v, i = _shaped(v, step_shape), _shaped(i, step_shape)
         return v, state_class(v, i)
+
+
+class LSNNParameters(NamedTuple):
+    """Norse's ``LSNNParameters`` fields and defaults (Norse's own class works as well)."""
+
+    tau_syn_inv: torch.Tensor = torch.as_tensor(1.0 / 5e-3)
+    tau_mem_inv: torch.Tensor = torch.as_tensor(1.0 / 1e-2)
+    tau_adapt_inv: torch.Tensor = torch.as_tensor(1.0 / 800)
+    v_leak: torch.Tensor = torch.as_tensor(0.0)
+    v_th: torch.Tensor = torch.as_tensor(1.0)
+    v_reset: torch.Tensor = torch.as_tensor(0.0)
+    beta: torch.Tensor = torch.as_tensor(1.8)
+    method: str = "super"
+    alpha: float = 100.0
+
+
+class LSNNFeedForwardState(NamedTuple):
+    v: torch.Tensor
+    i: torch.Tensor
+    b: torch.Tensor
+
+
+_LSNN_FIELDS = ("tau_syn_inv", "tau_mem_inv", "tau_adapt_inv", "v_leak", "v_th", "v_reset", "beta")
+
+
+def _lsnn_state_class():
+    return _state_class("norse.torch.functional.lsnn", "LSNNFeedForwardState", LSNNFeedForwardState)
+
+
+class LSNN(_NorseModule):
+    """Norse's ``LSNN`` (adaptive LIF without recurrence, over time): ``forward(input [T, ...],
+    state=None)`` returns ``(spikes [T, ...], LSNNFeedForwardState(v, i, b))`` after the last step,
+    or with ``record_states=True`` the states of every step stacked. Without a state it starts from
+    ``v = v_leak``, ``i = 0``, ``b = v_th`` (detached, in the input's dtype, as Norse's)."""
+
+    _parameters_class = LSNNParameters
+
+    def __init__(self, p=None, dt: float = 0.001, record_states: bool = False, **kwargs):
+        super().__init__(p, dt, **kwargs)
+        _check_method("LSNN", self.p)
+        self.record_states = record_states
+
+    def forward(self, input_tensor: torch.Tensor, state=None):
+        _check_input("LSNN", input_tensor)
+        _check_method("LSNN", self.p)
+        if input_tensor.dim() < 2:
+            raise ValueError("snn_cuda.norse.LSNN: input must be a sequence [T, ...] (at least 2 "
+                             f"dims), got shape {tuple(input_tensor.shape)}; use LSNNCell for one step")
+        constants = _constants(self.p, _LSNN_FIELDS)
+        initial = None if state is None else _as_input_dtype((state.v, state.i, state.b), input_tensor)
+        spikes, v, i, b, last = norse_lsnn(input_tensor, *constants, dt=self.dt,
+                                           surrogate=NORSE_SURROGATE, initial=initial,
+                                           return_state=True)
+        state_class = _lsnn_state_class()
+        return spikes, state_class(v, i, b) if self.record_states else state_class(*last)
+
+
+class LSNNCell(_NorseModule):
+    """Norse's ``LSNNCell``: one step, ``forward(input, state=None)`` returns
+    ``(spikes, LSNNFeedForwardState(v, i, b))``; starts as :class:`LSNN` does."""
+
+    _parameters_class = LSNNParameters
+
+    def __init__(self, p=None, dt: float = 0.001, **kwargs):
+        super().__init__(p, dt, **kwargs)
+        _check_method("LSNNCell", self.p)
+
+    def forward(self, input_tensor: torch.Tensor, state=None):
+        _check_input("LSNNCell", input_tensor)
+        _check_method("LSNNCell", self.p)
+        constants = _constants(self.p, _LSNN_FIELDS)
+        step_shape = tuple(input_tensor.shape)
+        x = input_tensor.reshape(1, *step_shape) if input_tensor.dim() > 0 else input_tensor.reshape(1, 1)
+        initial = None
+        if state is not None:
+            initial = tuple(None if t is None else torch.broadcast_to(t, step_shape).reshape(x.shape[1:])
+                            for t in _as_input_dtype((state.v, state.i, state.b), input_tensor))
+        spikes, _, _, _, last = norse_lsnn(x, *constants, dt=self.dt, surrogate=NORSE_SURROGATE,
+                                           initial=initial, return_state=True)
+        state_class = _lsnn_state_class()
+        return spikes.reshape(step_shape), state_class(*(_shaped(t, step_shape) for t in last))
 
 
 def _as_input_dtype(initial, like: torch.Tensor):

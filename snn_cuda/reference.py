@@ -342,3 +342,45 @@ def norse_li(input, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, *, dt=0.00
     rows, last = _norse(input, (a, b, v_leak), ("tau_mem_inv", "tau_syn_inv", "v_leak"), initial,
                         None, False, "norse_li")
     return (*rows, last) if return_state else rows
+
+
+def norse_lsnn(input, tau_syn_inv=200.0, tau_mem_inv=100.0, tau_adapt_inv=1.0 / 800, v_leak=0.0,
+               v_th=1.0, v_reset=0.0, beta=1.8, *, dt=0.001, surrogate=None, initial=None,
+               return_state=False):
+    """Same signature, semantics and results as :func:`snn_cuda.norse_lsnn`, as a plain loop."""
+    from . import surrogate as _surrogate
+    from .neuron_ops import LSNN_NAMES, NORSE_SURROGATE, _lsnn_args, prepare_neuron
+
+    op = "norse_lsnn"
+    (a, s, c), initial = _lsnn_args(op, input, dt, tau_syn_inv, tau_mem_inv, tau_adapt_inv, v_leak,
+                                    v_th, initial)
+    spec = _surrogate.resolve(surrogate, NORSE_SURROGATE, op)
+    x, (v0, i0, b0), constants, restore = prepare_neuron(
+        op, input, initial, (a, s, c, v_leak, v_th, v_reset, beta), LSNN_NAMES, ("v", "i", "b"))
+    a, s, c, v_leak, v_th, v_reset, beta = constants
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
+    x = x.to(compute_dtype)
+    v, b = v0.to(compute_dtype), b0.to(compute_dtype)
+    i = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device) if i0 is None else i0.to(compute_dtype)
+    rows = ([], [], [], [])
+    for x_t in x.unbind(0):
+        dv = a * ((v_leak - v) + i)
+        v_decayed = v + dv
+        di = s * i
+        i_decayed = i + di
+        db = c * (v_th - b)
+        b_decayed = b + db
+        z = SurrogateSpike.apply(v_decayed - b_decayed, spec, False)
+        v = _stored((1 - z) * v_decayed + z * v_reset, dtype)
+        b = _stored(b_decayed + z * beta, dtype)
+        i = _stored(i_decayed + x_t, dtype)
+        for row, value in zip(rows, (z, v, i, b)):
+            row.append(value)
+    step_shape = input.shape[1:]
+    last = tuple(t.to(dtype).reshape(step_shape) for t in (v, i, b))
+    if not rows[0]:
+        out = tuple(input.new_empty(input.shape) for _ in rows)
+    else:
+        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    return (*out, last) if return_state else out

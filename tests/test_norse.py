@@ -341,3 +341,174 @@ def test_norse_device_comparison_runs_on_cpu():
 @pytest.mark.parametrize("kind", ["lif", "li"])
 def test_norse_cuda_matches_cpu(dtype, kind):
     compare_devices("cuda", dtype, kind)
+
+
+# ------------------------------------------------------------------------------------------------
+# LSNN: the adaptive threshold (three states).
+
+def draw_lsnn(shape, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    H = shape[-1]
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 4.0 + 2.5).to(dtype)
+    constants = dict(
+        tau_syn_inv=torch.rand(H, generator=g, dtype=torch.float64) * 200 + 100,
+        tau_mem_inv=torch.rand(H, generator=g, dtype=torch.float64) * 100 + 50,
+        tau_adapt_inv=torch.rand(H, generator=g, dtype=torch.float64) * 40 + 10,
+        v_leak=torch.rand(H, generator=g, dtype=torch.float64) * 0.2 - 0.1,
+        v_th=torch.rand(H, generator=g, dtype=torch.float64) * 0.4 + 0.3,
+        v_reset=torch.rand(H, generator=g, dtype=torch.float64) * 0.2 - 0.1,
+        beta=torch.rand(H, generator=g, dtype=torch.float64) * 0.3 + 0.05,
+    )
+    initial = tuple((torch.randn(shape[1:], generator=g, dtype=torch.float64) * 0.3 + offset).to(dtype)
+                    for offset in (0.0, 0.5, 0.5))
+    weights = torch.randn((7, *shape), generator=g, dtype=torch.float64).to(dtype)
+    return x, constants, initial, weights
+
+
+def run_lsnn(fn, x, constants, initial, weights, use=None, **options):
+    x = x.clone().requires_grad_()
+    acc = snn_cuda.ops.accumulation_dtype(x.dtype)
+    consts = {n: c.to(acc).clone().requires_grad_() for n, c in constants.items()}
+    init = [None if s is None else s.clone().requires_grad_() for s in initial]
+    spikes, v, i, b, last = fn(x, **consts, initial=tuple(init), return_state=True, **options)
+    outputs = (spikes, v, i, b, *last)
+    use = range(7) if use is None else use
+    loss = sum((outputs[k] * (weights[k] if k < 4 else weights[k][0])).sum() for k in use)
+    wanted = [x, *consts.values(), *(s for s in init if s is not None)]
+    return outputs, torch.autograd.grad(loss, wanted, allow_unused=True)
+
+
+LSNN = (snn_cuda.norse_lsnn, reference.norse_lsnn)
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_lsnn_matches_reference_float64(surrogate):
+    x, constants, initial, weights = draw_lsnn((41, 3, 11), torch.float64, 11)
+    (fwd, grads), (fwd_r, grads_r) = (run_lsnn(fn, x, constants, initial, weights, surrogate=surrogate)
+                                      for fn in LSNN)
+    for a, e in zip(fwd, fwd_r):
+        assert a.dtype == e.dtype == torch.float64 and torch.equal(a, e)
+    assert_spikes_and_resets(fwd[0], min_rate=0.02, min_resets=10)
+    assert (fwd[3] > constants["v_th"]).any(), "the threshold must adapt"
+    for k, (a, e) in enumerate(zip(grads, grads_r)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, msg=f"gradient {k}")
+        assert a.abs().max() > 0, k
+
+
+def test_lsnn_each_output_alone_and_nonfinite_match_reference():
+    x, constants, initial, weights = draw_lsnn((23, 2, 7), torch.float64, 12)
+    for use in [(k,) for k in range(7)]:
+        (_, grads), (_, grads_r) = (run_lsnn(fn, x, constants, initial, weights, use=use) for fn in LSNN)
+        for k, (a, e) in enumerate(zip(grads, grads_r)):
+            if e is None:
+                assert a is None or not a.any(), (use, k)
+            else:
+                torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, msg=f"{use} gradient {k}")
+    values = torch.tensor([0.3, 1.7, INF, -INF], dtype=torch.float64)
+    x = torch.stack([torch.stack(seq) for seq in itertools.product(values, repeat=3)], dim=1) * 300
+    H = x.shape[1]
+    for use in range(7):
+        results = []
+        for fn in LSNN:
+            xx = x.clone().requires_grad_()
+            consts = [torch.full((H,), v, dtype=torch.float64, requires_grad=True)
+                      for v in (200.0, 100.0, 20.0, 0.0, 1.0, 0.0, 0.5)]
+            *rows, last = fn(xx, *consts, return_state=True)
+            outputs = (*rows, *last)
+            results.append((outputs, torch.autograd.grad(outputs[use].sum(), (xx, *consts),
+                                                         allow_unused=True)))
+        (fwd, grads), (fwd_r, grads_r) = results
+        for a, e in zip(fwd, fwd_r):
+            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{use}")
+        for a, e in zip(grads, grads_r):
+            if e is None:
+                assert a is None or not a.any(), use
+                continue
+            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), use
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True, msg=f"{use}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_lsnn_lower_precisions_lane_loops_and_opcheck(dtype):
+    x, constants, initial, weights = draw_lsnn((29, 2, 9), dtype, 13)
+    (fwd, grads), (fwd_r, grads_r) = (run_lsnn(fn, x, constants, initial, weights) for fn in LSNN)
+    for a, e in zip(fwd, fwd_r):
+        assert a.dtype == dtype and torch.equal(a, e)
+    for k, (a, e) in enumerate(zip(grads, grads_r)):
+        assert rel_err(a, e) <= (1e-5 if dtype == torch.float32 else 1e-2), k
+    if dtype != torch.float32:
+        return
+    with snn_cuda.ops.gpu_lane_loops():
+        lanes = run_lsnn(LSNN[0], x, constants, initial, weights)
+    for a, e in zip(fwd + grads, lanes[0] + lanes[1]):
+        assert torch.equal(a, e)
+    x, c, initial, _ = draw_lsnn((6, 2, 3), torch.float64, 14)
+    constants = [0.001 * c["tau_mem_inv"], -0.001 * c["tau_syn_inv"], 0.001 * c["tau_adapt_inv"],
+                 c["v_leak"], c["v_th"], c["v_reset"], c["beta"]]
+    args = ("norse_lsnn", "hard", x, [initial[0], None, initial[2]], constants, 0)
+    torch.library.opcheck(torch.ops.snn_cuda.neuron_fwd.default, args)
+    rows, states = torch.ops.snn_cuda.neuron_fwd(*args)
+    torch.library.opcheck(
+        torch.ops.snn_cuda.neuron_bwd.default,
+        ("norse_lsnn", "hard", [torch.ones_like(r) for r in rows], [None, None, torch.ones_like(states[2])],
+         list(rows[1:]), [initial[0], None, initial[2]], None, constants, 0, "super_spike", 1.0, 127),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("form", ["sequence", "cell"])
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_lsnn_modules_match_norse(dtype, form, per_neuron):
+    """Spikes and (v, i, b) equal; gradients of the input and every parameter to rounding. Norse's
+    LSNN starts its state in the input's dtype (unlike its LIF), so the default start is compared."""
+    T, B, H = 60, 3, 10
+    x, c, _, weights = draw_lsnn((T, B, H), dtype, 15)
+    results = []
+    for lib in (norse, fused):
+        pick = (lambda t: t.to(dtype)) if per_neuron else (lambda t: t[0].to(dtype))
+        p = norse.LSNNParameters(**{k: pick(v).clone().requires_grad_() for k, v in c.items()})
+        xx = x.clone().requires_grad_()
+        start = None
+        if per_neuron:  # (Norse's LSNN / LSNNCell cannot build it from [H] tensors)
+            start = norse.LSNNFeedForwardState(*(torch.broadcast_to(t.detach(), (B, H)).clone()
+                                                 for t in (p.v_leak, torch.zeros(H, dtype=dtype), p.v_th)))
+        if form == "sequence":
+            out, state = getattr(lib, "LSNN")(p, dt=0.001)(xx, start)
+        else:
+            cell, outs, state = getattr(lib, "LSNNCell")(p, dt=0.001), [], start
+            for t in range(T):
+                o, state = cell(xx[t], state)
+                outs.append(o)
+            out = torch.stack(outs)
+        loss = (out * weights[0]).sum() + sum((s * w[0]).sum() for s, w in zip(state, weights[1:4]))
+        wanted = [xx] + [getattr(p, k) for k in c]
+        results.append((out, state, torch.autograd.grad(loss, wanted)))
+    (p_out, p_state, p_grads), (out, state, grads) = results
+    assert torch.equal(out, p_out.to(out.dtype)), "spikes differ"
+    for name in ("v", "i", "b"):
+        assert torch.equal(getattr(state, name), getattr(p_state, name)), name
+    assert_spikes_and_resets(out, min_rate=0.02, min_resets=10)
+    tol = {torch.float64: 1e-10, torch.float32: 1e-4}[dtype]
+    for k, (g, pg) in enumerate(zip(grads, p_grads)):
+        assert rel_err(g, pg) <= tol, f"gradient {k}: {rel_err(g, pg):.3e}"
+        assert pg.abs().max() > 0, f"gradient {k} is zero: the comparison is vacuous"
+
+
+def test_lsnn_bad_arguments_and_convert():
+    x = torch.randn(3, 2, 4)
+    with pytest.raises(TypeError, match=r"initial must be None or a tuple \(v, i, b\)"):
+        snn_cuda.norse_lsnn(x, initial=(None, None))
+    with pytest.raises(ValueError, match="beta must be finite"):
+        snn_cuda.norse_lsnn(x, beta=float("inf"))
+    with pytest.raises(RuntimeError, match='model "norse_lsnn" takes 7 constants, got 5'):
+        torch.ops.snn_cuda.neuron_fwd("norse_lsnn", "hard", x, [None] * 3, [torch.ones(4)] * 5, 0)
+    with pytest.raises(ValueError, match="p.method='tanh' is not supported"):
+        fused.LSNN(fused.LSNNParameters(method="tanh"))
+    model = torch.nn.ModuleList([norse.LSNN(), norse.LSNNCell()])
+    x = torch.rand(30, 2, 5) * 8
+    expected = [model[0](x), model[1](x[0])]
+    converted = snn_cuda.convert(model)
+    assert [type(m) for m in converted] == [fused.LSNN, fused.LSNNCell]
+    for (a, sa), (e, se) in zip([converted[0](x), converted[1](x[0])], expected):
+        assert torch.equal(a, e) and all(torch.equal(p, q) for p, q in zip(sa, se))
+    assert expected[0][0].any()

@@ -89,7 +89,7 @@ def instantiations(block):
                                        ("kConvSpikingjellyIf", all_resets[:2]),
                                        ("kConvSpikingjellyPlif", all_resets[:2]))
                   for reset in resets]
-        models += [f"SnntorchSynaptic<{reset}>" for reset in all_resets] + ["NorseLif", "NorseLi"]
+        models += [f"SnntorchSynaptic<{reset}>" for reset in all_resets] + ["NorseLif", "NorseLi", "NorseLsnn"]
         for model in models:
             out.append(("neuron_forward_lanes", dt,
                         f"neuron_forward_lanes<{block}, {model}, {dt}, {dt}>"

@@ -228,13 +228,17 @@ ModelSpec parse_model(c10::string_view model, c10::string_view reset) {
     spec = {kModelNorseLif, kSpikeResetHard, 2, 3, 5, true, "norse_lif"};
     resets = "\"hard\" (to v_reset)";
     if (reset == "hard") return spec;
+  } else if (model == "norse_lsnn") {
+    spec = {kModelNorseLsnn, kSpikeResetHard, 3, 4, 7, false, "norse_lsnn"};
+    resets = "\"hard\" (to v_reset)";
+    if (reset == "hard") return spec;
   } else if (model == "norse_li") {
     spec = {kModelNorseLi, kSpikeResetNone, 2, 2, 3, true, "norse_li"};
     resets = "\"none\" (no spike)";
     if (reset == "none") return spec;
   } else {
-    TORCH_CHECK(false, "neuron: model must be \"snntorch_synaptic\", \"norse_lif\" or "
-                "\"norse_li\", got \"", std::string(model), "\"");
+    TORCH_CHECK(false, "neuron: model must be \"snntorch_synaptic\", \"norse_lif\", \"norse_li\" "
+                "or \"norse_lsnn\", got \"", std::string(model), "\"");
   }
   TORCH_CHECK(false, "neuron: reset of model \"", spec.name, "\" must be ", resets, ", got \"",
               std::string(reset), "\"");
@@ -682,18 +686,21 @@ TORCH_LIBRARY(snn_cuda, m) {
       "Tensor grad_threshold)");
   // Any model of the generic neuron interface (docs/design-neuron-interface.md), by name:
   // "snntorch_synaptic" (reset "subtract" | "zero" | "none"), "norse_lif" ("hard"), "norse_li"
-  // ("none"). input: [T, *batch, H]; initial: one
+  // ("none"), "norse_lsnn" ("hard"). input: [T, *batch, H]; initial: one
   // entry per state, [*batch, H] or None (zeros); constants: the model's, [H] each in the
   // accumulation dtype; flags: NeuronFlag bits. Returns the rows written per step ([T, *batch, H]
   // each) and the states after the last step ([*batch, H] each; the initial ones when T = 0).
   // snntorch_synaptic: constants (alpha, beta, threshold), states (syn, mem), rows (spikes, syn,
   // mem). norse_lif: constants (dt * tau_mem_inv, -dt * tau_syn_inv, v_leak, v_th, v_reset), states
   // (v, i), rows (spikes, v, i). norse_li: constants (the first three), states and rows (v, i).
+  // norse_lsnn: constants (dt * tau_mem_inv, -dt * tau_syn_inv, dt * tau_adapt_inv, v_leak, v_th,
+  // v_reset, beta), states (v, i, b), rows (spikes, v, i, b).
   m.def(
       "neuron_fwd(str model, str reset, Tensor input, Tensor?[] initial, Tensor[] constants, "
       "int flags) -> (Tensor[] rows, Tensor[] state)");
   // Grads are optional (None = zero), one per row and one per state; saved: per state the row the
-  // forward wrote for it (snntorch_synaptic: rows syn and mem; norse_*: rows v and i); input: the
+  // forward wrote for it (snntorch_synaptic: rows syn and mem; norse_lif/li: rows v and i;
+  // norse_lsnn: rows v, i and b); input: the
   // forward's, needed by the norse models (None otherwise); initial as the forward's;
   // need_constants: bit q asks for constant q's gradient. Returns (grad_input, per state the
   // gradient of its initial value, per constant its gradient [H]), zeros where not asked for.

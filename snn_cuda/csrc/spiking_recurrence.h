@@ -773,8 +773,9 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
 // neuron_forward_lanes and neuron_backward_lanes do the rest for every model: chunks, staging,
 // streams that may be absent, per-lane arrays; the launches, ops and autograd are shared too.
 
-constexpr int kMaxStreams = 3;    // states, rows
-constexpr int kMaxConstants = 5;  // per-neuron constants (Norse's LIF has five)
+constexpr int kMaxStates = 3;     // state variables per lane (Norse's LSNN: v, i, b)
+constexpr int kMaxRows = 4;       // rows written per step (LSNN: spikes, v, i, b)
+constexpr int kMaxConstants = 7;  // per-neuron constants (LSNN has seven)
 
 // A call's options, as bits.
 enum NeuronFlag : int { kFlagDecayInput = 1, kFlagDetachReset = 2 };
@@ -782,9 +783,9 @@ enum NeuronFlag : int { kFlagDecayInput = 1, kFlagDetachReset = 2 };
 template <typename scalar_t, typename acc_t>
 struct NeuronForwardArgs {
   const scalar_t* input;                 // [T, lanes]
-  const scalar_t* initial[kMaxStreams];  // per state: [lanes], nullable (zeros)
-  scalar_t* rows[kMaxStreams];           // per row: [T, lanes]
-  scalar_t* state[kMaxStreams];          // per state: [lanes], the state after the last step
+  const scalar_t* initial[kMaxStates];   // per state: [lanes], nullable (zeros)
+  scalar_t* rows[kMaxRows];              // per row: [T, lanes]
+  scalar_t* state[kMaxStates];           // per state: [lanes], the state after the last step
   const acc_t* constants[kMaxConstants];  // per constant: [H], or tiled on the CPU (LaneConstant)
   int64_t T;
   int64_t lanes;
@@ -794,15 +795,15 @@ struct NeuronForwardArgs {
 
 template <typename scalar_t, typename acc_t>
 struct NeuronBackwardArgs {
-  const scalar_t* grad_rows[kMaxStreams];   // per row: [T, lanes], nullable (zero)
-  const scalar_t* grad_state[kMaxStreams];  // per state: [lanes], nullable: dL/d(state after T-1)
-  const scalar_t* saved[kMaxStreams];       // per state: its saved row, [T, lanes], as written
-  const scalar_t* initial[kMaxStreams];     // per state: [lanes], nullable (zeros)
+  const scalar_t* grad_rows[kMaxRows];      // per row: [T, lanes], nullable (zero)
+  const scalar_t* grad_state[kMaxStates];   // per state: [lanes], nullable: dL/d(state after T-1)
+  const scalar_t* saved[kMaxStates];        // per state: its saved row, [T, lanes], as written
+  const scalar_t* initial[kMaxStates];      // per state: [lanes], nullable (zeros)
   const scalar_t* input;                    // [T, lanes], nullable: read only if the model asks
   const acc_t* constants[kMaxConstants];    // per constant: [H], or tiled on the CPU
   acc_t alpha;                              // the surrogate's scale
   scalar_t* grad_input;                     // [T, lanes]
-  scalar_t* grad_initial[kMaxStreams];      // per state: [lanes], nullable
+  scalar_t* grad_initial[kMaxStates];       // per state: [lanes], nullable
   acc_t* grad_constants[kMaxConstants];     // per constant: [lanes] sums over time, nullable
   int64_t T;
   int64_t lanes;
@@ -818,8 +819,8 @@ C10_HOST_DEVICE inline acc_t round_to_storage(acc_t value) {
 
 // Which gradients a backward call was given (uniform over lanes).
 struct GivenGrads {
-  bool rows[kMaxStreams];
-  bool state[kMaxStreams];
+  bool rows[kMaxRows];
+  bool state[kMaxStates];
 };
 
 // What both binary-spike LIF conventions share: rows spikes and membrane, one state whose saved
@@ -1273,6 +1274,144 @@ struct NorseModel {
 
 using NorseLif = NorseModel<true>;
 using NorseLi = NorseModel<false>;
+
+// Norse's adaptive LIF without recurrence (norse.torch.functional.lsnn.lsnn_feed_forward_step), the
+// LSNN of Bellec et al. 2018: a threshold b that rises by beta with each spike and decays back to
+// v_th. Constants a = dt * tau_mem_inv, s = -dt * tau_syn_inv, c = dt * tau_adapt_inv (computed by
+// the caller, as Norse computes them), v_leak, v_th, v_reset, beta. States v, i, b; rows spikes,
+// v, i, b. Per lane, operation for operation as Norse (note: the input enters the current after
+// the step, so x_t reaches the membrane at step t + 1):
+//     v_dec = v + a * ((v_leak - v) + i)      i_dec = i + s * i      b_dec = b + c * (v_th - b)
+//     z_t = [v_dec - b_dec > 0]
+//     v_t = (1 - z_t) * v_dec + z_t * v_reset      b_t = b_dec + z_t * beta      i_t = i_dec + x_t
+// The backward rebuilds the decayed values from the saved v, i and b of step t - 1.
+template <typename acc_t>
+struct LsnnParams {
+  acc_t a, s, c, v_leak, v_th, v_reset, beta;
+};
+
+template <typename acc_t>
+struct LsnnDecay {
+  acc_t w, v_dec, i_dec, b_dec, z, zc;
+};
+
+template <typename acc_t>
+C10_HOST_DEVICE inline LsnnDecay<acc_t> lsnn_decay(acc_t v, acc_t i, acc_t b,
+                                                   const LsnnParams<acc_t>& p) {
+  LsnnDecay<acc_t> d;
+  d.w = (p.v_leak - v) + i;
+  d.v_dec = v + p.a * d.w;
+  d.i_dec = i + p.s * i;
+  d.b_dec = b + p.c * (p.v_th - b);
+  d.zc = d.v_dec - d.b_dec;
+  d.z = d.zc > acc_t(0) ? acc_t(1) : acc_t(0);
+  return d;
+}
+
+struct NorseLsnn {
+  static constexpr int kStates = 3, kCarries = 3, kRows = 4, kConstants = 7;
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;
+  };
+  struct Reach {
+    bool v_next, i_next, b_next;  // v_t, i_t, b_t reach the loss through step t + 1 (or the state)
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t v_new, spike, i_dec;
+  };
+
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE LsnnParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[7],
+                                                  int j) {
+    return {c[0][j], c[1][j], c[2][j], c[3][j], c[4][j], c[5][j], c[6][j]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
+    return {alpha};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const LsnnParams<acc_t>& p, const Options<acc_t>&, acc_t x,
+                                      acc_t (&state)[3], acc_t (&out)[4]) {
+    const LsnnDecay<acc_t> d = lsnn_decay(state[0], state[1], state[2], p);
+    state[0] = round_to_storage<scalar_t>((acc_t(1) - d.z) * d.v_dec + d.z * p.v_reset);
+    state[1] = round_to_storage<scalar_t>(d.i_dec + x);
+    state[2] = round_to_storage<scalar_t>(d.b_dec + d.z * p.beta);
+    out[0] = d.z;
+    out[1] = state[0];
+    out[2] = state[1];
+    out[3] = state[2];
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return false; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0], given.state[1], given.state[2]};
+  }
+  // v_t reaches the loss through its row or v_dec_{t+1}; b_t through its row or b_dec_{t+1}; i_t
+  // through its row, i_dec_{t+1} or v_dec_{t+1}. The spike z_t through its row, v_t or b_t; v_dec_t
+  // and b_dec_t exactly when z_t does (each feeds z_t and one of v_t, b_t).
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>&, int64_t, int64_t) {
+    const bool v_new = given.rows[1] || r.v_next;
+    const bool b_new = given.rows[3] || r.b_next;
+    const bool i_new = given.rows[2] || r.i_next;
+    const bool spike = given.rows[0] || v_new || b_new;
+    r.v_next = spike;
+    r.b_next = spike;
+    r.i_next = i_new || spike;
+    return {as_flag<acc_t>(v_new), as_flag<acc_t>(spike), as_flag<acc_t>(i_new)};
+  }
+  // prev = (v, i, b) of step t - 1; carries dL/dv_t, dL/di_t, dL/db_t through step t + 1;
+  // grad_c = (a, s, c, v_leak, v_th, v_reset, beta).
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const LsnnParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/,
+                                        acc_t /*x*/, const acc_t (&)[3], const acc_t (&prev)[3],
+                                        const acc_t (&grad_rows)[4], acc_t (&carry)[3],
+                                        acc_t (&grad_c)[7]) {
+    const LsnnDecay<acc_t> d = lsnn_decay(prev[0], prev[1], prev[2], p);
+    const acc_t gv = grad_rows[1] + carry[0];  // dL/dv_t
+    const acc_t gi = grad_rows[2] + carry[1];  // dL/di_t = dL/dx_t = dL/di_dec
+    const acc_t gb = grad_rows[3] + carry[2];  // dL/db_t
+    // v_t = (1 - z) * v_dec + z * v_reset; b_t = b_dec + z * beta
+    const acc_t reset_product = gv * (p.v_reset - d.v_dec);  // computed, then selected
+    const acc_t gz = (grad_rows[0] + (f.v_new > acc_t(0) ? reset_product : acc_t(0))) + gb * p.beta;
+    grad_c[5] += gv * d.z;
+    grad_c[6] += gb * d.z;
+    const acc_t sg = surrogate_grad<kSurrogate>(d.zc, o.alpha);
+    const acc_t spike_product = gz * sg;
+    const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+    const acc_t g_vdec = gv * (acc_t(1) - d.z) + spike_term;
+    const acc_t g_bdec = gb - spike_term;
+    // b_dec = b + c * (v_th - b)
+    const acc_t c_product = g_bdec * (p.v_th - prev[2]);
+    grad_c[2] += f.spike > acc_t(0) ? c_product : acc_t(0);
+    const acc_t g_cb = g_bdec * p.c;
+    grad_c[4] += g_cb;
+    // i_dec = i + s * i
+    const acc_t s_product = gi * prev[1];
+    grad_c[1] += f.i_dec > acc_t(0) ? s_product : acc_t(0);
+    // v_dec = v + a * w, w = (v_leak - v) + i
+    const acc_t a_product = g_vdec * d.w;
+    grad_c[0] += f.spike > acc_t(0) ? a_product : acc_t(0);
+    const acc_t g_w = g_vdec * p.a;
+    grad_c[3] += g_w;
+    carry[0] = g_vdec - g_w;
+    carry[1] = (gi + gi * p.s) + g_w;
+    carry[2] = g_bdec - g_cb;
+    return gi;
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const LsnnParams<acc_t>&, const acc_t (&)[3],
+                                     const acc_t (&carry)[3], acc_t (&grad_initial)[3],
+                                     acc_t (&)[7]) {
+    grad_initial[0] = carry[0];
+    grad_initial[1] = carry[1];
+    grad_initial[2] = carry[2];
+  }
+};
 
 // Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
 template <int kBlock, class M, typename scalar_t, typename acc_t>

@@ -452,10 +452,15 @@ struct ModelSpec {
   const char* name;
 };
 
-enum NeuronModelKind : int { kModelSnntorchSynaptic = 0, kModelNorseLif = 1, kModelNorseLi = 2 };
+enum NeuronModelKind : int {
+  kModelSnntorchSynaptic = 0,
+  kModelNorseLif = 1,
+  kModelNorseLi = 2,
+  kModelNorseLsnn = 3,
+};
 
-// "snntorch_synaptic" with "subtract" / "zero" / "none"; "norse_lif" with "hard" (to v_reset);
-// "norse_li" with "none". Anything else is an error listing the accepted names.
+// "snntorch_synaptic" with "subtract" / "zero" / "none"; "norse_lif" and "norse_lsnn" with "hard"
+// (to v_reset); "norse_li" with "none". Anything else is an error listing the accepted names.
 ModelSpec parse_model(c10::string_view model, c10::string_view reset);
 
 // Calls f(ModelTag<M>{}) for the model of `spec`.
@@ -465,6 +470,8 @@ void dispatch_model(const ModelSpec& spec, const F& f) {
     f(ModelTag<NorseLif>{});
   } else if (spec.kind == kModelNorseLi) {
     f(ModelTag<NorseLi>{});
+  } else if (spec.kind == kModelNorseLsnn) {
+    f(ModelTag<NorseLsnn>{});
   } else {
     switch (spec.reset) {
       case kSpikeResetSubtract: f(ModelTag<SnntorchSynaptic<kSpikeResetSubtract>>{}); break;
