@@ -8,7 +8,7 @@
   drop-in replacements for snnTorch's and SpikingJelly's, :class:`SpikingNeuronLayerRNN` for the seed's layer (called per step, or a whole
   sequence with ``step_mode="m"``).
 - :func:`synaptic`, :func:`synaptic_step`, :class:`Synaptic`: snnTorch's current-based
-  ``Synaptic`` neuron, fused (the generic neuron ops ``neuron_fwd`` / ``neuron_bwd``,
+  ``Synaptic`` neuron, fused; :func:`rleaky`, :class:`RLeaky`: its recurrent ``RLeaky`` (the generic neuron ops ``neuron_fwd`` / ``neuron_bwd``,
   :class:`NeuronFunction`).
 - :func:`norse_lif`, :func:`norse_lsnn`, :func:`norse_li` and :mod:`snn_cuda.norse` (``LIF``,
   ``LIFCell``, ``LSNN``, ``LSNNCell``, ``LI``, ``LICell``): Norse's current-based LIF, adaptive LIF
@@ -22,8 +22,8 @@ from . import reference, surrogate
 from .convert import convert, run_sequence
 from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
-from .neuron_ops import NeuronFunction, norse_li, norse_lif, norse_lsnn, synaptic, synaptic_step
-from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, Synaptic
+from .neuron_ops import NeuronFunction, norse_li, norse_lif, norse_lsnn, rleaky, synaptic, synaptic_step
+from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, Synaptic
 from .ops import (
     LIFFunction,
     SpikingRecurrenceFunction,
@@ -45,6 +45,7 @@ __all__ = [
     "NeuronFunction",
     "NonSpikingNet",
     "ParametricLIFNode",
+    "RLeaky",
     "SpikingNet",
     "SpikingNeuronLayer",
     "SpikingNeuronLayerRNN",
@@ -58,6 +59,7 @@ __all__ = [
     "norse_lif",
     "norse_lsnn",
     "reference",
+    "rleaky",
     "run_sequence",
     "set_validate_parameters",
     "spiking_recurrence",

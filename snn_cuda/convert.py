@@ -1,6 +1,6 @@
 """Existing models, fused without a rewrite.
 
-- :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic``, SpikingJelly
+- :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic`` / ``RLeaky``, SpikingJelly
   ``LIFNode``/``IFNode``/``ParametricLIFNode``, Norse ``LIF``/``LIFCell``/``LSNN``/``LSNNCell``/
   ``LI``/``LICell`` and the seed's
   ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
@@ -21,7 +21,7 @@ from torch import nn
 
 from . import _peers
 from .layers import SpikingNeuronLayerRNN
-from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, Synaptic
+from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, Synaptic
 
 _HOOK_DICTS = (
     "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -98,6 +98,24 @@ def _from_snntorch_synaptic(m) -> Synaptic:
     return new
 
 
+def _from_snntorch_rleaky(m) -> RLeaky:
+    options = dict(all_to_all=m.all_to_all, linear_features=m.linear_features,
+                   conv2d_channels=m.conv2d_channels, kernel_size=m.kernel_size)
+    if not m.all_to_all:
+        options["V"] = m.V.detach()
+    new = RLeaky(
+        beta=m.beta.detach(), threshold=m.threshold.detach(), spike_grad=m.spike_grad,
+        surrogate_disable=m.surrogate_disable, init_hidden=m.init_hidden, inhibition=m.inhibition,
+        learn_beta=isinstance(m.beta, nn.Parameter),
+        learn_threshold=isinstance(m.threshold, nn.Parameter), learn_recurrent=m.learn_recurrent,
+        reset_mechanism=_snntorch_mechanism(m), state_quant=m.state_quant, output=m.output,
+        reset_delay=m.reset_delay, **options,
+    )
+    _carry_over(m, new)
+    new.recurrent = m.recurrent  # the same layer (all_to_all), or the module holding the same V
+    return new
+
+
 def _from_norse(m, cls):
     """Norse's LIF / LIFCell / LI / LICell as ours: the same ``p`` (read on every call), ``dt`` and
     ``record_states``."""
@@ -169,6 +187,9 @@ def _converters() -> Dict[type, Callable]:
     synaptic = _peers.peer_class("snntorch", "Synaptic")
     if synaptic is not None:
         table[synaptic] = _from_snntorch_synaptic
+    rleaky = _peers.peer_class("snntorch", "RLeaky")
+    if rleaky is not None:
+        table[rleaky] = _from_snntorch_rleaky
     lifnode = _peers.peer_class("spikingjelly.activation_based.neuron", "LIFNode")
     if lifnode is not None:
         table[lifnode] = _from_spikingjelly_lifnode
@@ -192,7 +213,7 @@ def _converters() -> Dict[type, Callable]:
 
 
 def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
-    """Replaces, in place, every ``snntorch.Leaky`` / ``Synaptic``, SpikingJelly ``neuron.LIFNode`` /
+    """Replaces, in place, every ``snntorch.Leaky`` / ``Synaptic`` / ``RLeaky``, SpikingJelly ``LIFNode`` /
     ``IFNode`` / ``ParametricLIFNode``, Norse ``LIF`` / ``LIFCell`` / ``LSNN`` / ``LSNNCell`` / ``LI`` /
     ``LICell`` (:mod:`snn_cuda.norse`)
     and the seed's ``SpikingNeuronLayerRNN`` (a class of that name with ``fc``, ``decay_multiplier``,
@@ -219,7 +240,7 @@ def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
         for original, make in table.items():
             if type(module) is original:
                 return make(module)
-            if isinstance(module, original) and not isinstance(module, (Leaky, Synaptic, LIFNode)):
+            if isinstance(module, original) and not isinstance(module, (Leaky, Synaptic, RLeaky, LIFNode)):
                 if strict:
                     raise TypeError(
                         f"convert: {type(module).__qualname__} subclasses {original.__qualname__} and "
@@ -360,7 +381,7 @@ def _run(module, x, per_sample, per_step, where):
             "it, as it would in the per-step loop, where that fails too (a neuron in the middle of a "
             "Sequential must return spikes only: snnTorch's init_hidden=True, output=False)"
         )
-    if isinstance(module, (Leaky, Synaptic, LIFNode, SpikingNeuronLayerRNN)):
+    if isinstance(module, (Leaky, Synaptic, RLeaky, LIFNode, SpikingNeuronLayerRNN)):
         return module.multi_step_forward(x)
     if type(module) is nn.Sequential or (isinstance(module, nn.Sequential)
                                          and type(module).forward is nn.Sequential.forward):

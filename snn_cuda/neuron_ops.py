@@ -51,6 +51,14 @@ MODELS = {
         constants=("alpha", "beta", "threshold"),
         saved_rows=(1, 2),
     ),
+    "snntorch_rleaky": NeuronModel(
+        name="snntorch_rleaky",
+        resets=("subtract", "zero", "none"),
+        states=("spk", "mem"),
+        rows=("spikes", "mem"),
+        constants=("beta", "V", "threshold"),
+        saved_rows=(0, 1),
+    ),
     "norse_lif": NeuronModel(
         name="norse_lif",
         resets=("hard",),
@@ -492,3 +500,48 @@ def norse_lsnn(
     if return_state:
         return (*rows, tuple(_fresh(t, step_shape) for t in outputs[4:]))
     return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# snnTorch's RLeaky with one-to-one recurrence.
+
+
+def rleaky(
+    input: torch.Tensor,
+    beta: Param,
+    V: Param = 1.0,
+    threshold: Param = 1.0,
+    *,
+    reset: str = "subtract",
+    surrogate=None,
+    initial=None,
+    return_state: bool = False,
+):
+    """snnTorch's ``RLeaky`` with one-to-one recurrence (``all_to_all=False``), all time steps in
+    one fused kernel call. Per step, with ``r_t`` the previous membrane's spike (detached) and
+    ``s_{t-1}`` the previous spike (with its surrogate gradient)::
+
+        b_t   = (beta * mem_{t-1} + x_t) + V * s_{t-1}
+        mem_t = b_t - r_t * threshold   ("subtract"),  b_t - r_t * b_t  ("zero"),  b_t  ("none")
+        s_t   = H(mem_t - threshold)
+
+    ``beta`` is used as given (``snn_cuda.RLeaky`` clamps it to [0, 1] as snnTorch does).
+    ``initial``: None or ``(spk, mem)`` before step 0 (each a tensor or None: zeros).
+    Returns ``(spikes, mem)`` shaped like ``input``; with ``return_state`` also ``(spk, mem)``
+    after the last step.
+    """
+    op = "rleaky"
+    check_flag(return_state, "return_state", op)
+    if reset not in MODELS["snntorch_rleaky"].resets:
+        raise ValueError(f'{op}: reset must be "subtract", "zero" or "none", got {reset!r}')
+    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, op)
+    _check_values(op, ((beta, "beta"), (V, "V"), (threshold, "threshold")))
+    x, initial, constants, restore = prepare_neuron(op, input, initial, (beta, V, threshold),
+                                                    ("beta", "V", "threshold"), ("spk", "mem"))
+    spikes, mem, spk_last, mem_last = NeuronFunction.apply(
+        "snntorch_rleaky", reset, 0, spec.name, spec.alpha, x, *initial, *constants
+    )
+    step_shape = input.shape[1:]
+    if return_state:
+        return restore(spikes), restore(mem), (_fresh(spk_last, step_shape), _fresh(mem_last, step_shape))
+    return restore(spikes), restore(mem)

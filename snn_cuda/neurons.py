@@ -27,7 +27,7 @@ from torch import nn
 from . import _peers
 from . import surrogate as _surrogate
 from ._constants import CheckedConstants
-from .neuron_ops import synaptic, synaptic_step
+from .neuron_ops import rleaky, synaptic, synaptic_step
 from .ops import TAU_WHY, check_flag, lif, lif_step
 
 Number = Union[float, int]
@@ -525,6 +525,206 @@ class Synaptic(_SnntorchNeuron):
         self.syn, self.mem = syn, mem
         spikes, syns, mems = (torch.stack(row) for row in rows)
         return self._returns(self._graded(spikes), syns, mems)
+
+
+
+class _RecurrentOneToOne(nn.Module):
+    """snnTorch's ``RecurrentOneToOne``: the previous spike times ``V`` (its ``recurrent``
+    submodule with ``all_to_all=False``, so that state_dict keys match)."""
+
+    def __init__(self, V):
+        super().__init__()
+        self.V = V
+
+    def forward(self, x):
+        return x * self.V
+
+
+@_peers.peer_compatible("snntorch", "RLeaky")
+class RLeaky(_SnntorchNeuron):
+    """snnTorch's ``RLeaky`` (Leaky with recurrent feedback of its own spikes), fused.
+
+    Arguments, calls, return values and state handling as ``snntorch.RLeaky`` (snnTorch 1.0): per
+    step, with ``r_t`` the previous membrane's detached spike and ``s_{t-1}`` the previous spike
+    (with its surrogate gradient)::
+
+        mem_t = (beta * mem_{t-1} + x_t) + recurrent(s_{t-1}) - r_t * threshold    ("subtract";
+                "zero" multiplies by (1 - r_t) as b - r_t * b, "none" leaves it out)
+        s_t   = H(mem_t - threshold)
+
+    ``all_to_all=False``: ``recurrent(s) = V * s`` elementwise (``V`` per layer or per neuron,
+    learnable with ``learn_recurrent``), fused over the whole sequence in one kernel call with
+    ``step_mode="m"``. ``all_to_all=True``: ``recurrent`` is an ``nn.Linear(linear_features,
+    linear_features)`` or ``nn.Conv2d(conv2d_channels, conv2d_channels, kernel_size)``; each step
+    is one call of that layer plus one fused step (also in ``step_mode="m"``: the matrix product
+    needs the previous step's spikes).
+
+    Called per step: ``spk, mem = rlif(cur, spk, mem)`` (``spk, mem = rlif.reset_mem()`` first), or
+    with ``init_hidden=True`` inside an ``nn.Sequential``. ``snntorch.utils.reset``,
+    ``RLeaky.reset_hidden()`` / ``detach_hidden()`` and state_dict keys work as in snnTorch. Not
+    supported (``ValueError``): ``inhibition``, ``state_quant``, ``surrogate_disable`` (the
+    recurrent spike carries the surrogate gradient), ``reset_delay=False``, a
+    ``graded_spikes_factor`` other than 1 (RLeaky takes none as an argument).
+    """
+
+    _live = weakref.WeakSet()
+    _states = ("spk", "mem")
+
+    def __init__(self, beta, V=1.0, all_to_all: bool = True, linear_features=None,
+                 conv2d_channels=None, kernel_size=None, threshold=1.0, spike_grad=None,
+                 surrogate_disable: bool = False, init_hidden: bool = False,
+                 inhibition: bool = False, learn_beta: bool = False, learn_threshold: bool = False,
+                 learn_recurrent: bool = True, reset_mechanism: str = "subtract", state_quant=False,
+                 output: bool = False, reset_delay: bool = True, *, step_mode: str = "s"):
+        nn.Module.__init__(self)  # not super(): with snnTorch installed the next base is its own
+        if surrogate_disable:
+            _reject("RLeaky", "surrogate_disable", surrogate_disable,
+                    "the recurrent spike carries the surrogate gradient into the next step")
+        if not reset_delay:
+            _reject("RLeaky", "reset_delay", reset_delay, "only the delayed reset is fused")
+        self._check_recurrent_options(all_to_all, linear_features, conv2d_channels, kernel_size)
+        self._init_snntorch(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                            learn_beta, learn_threshold, reset_mechanism, state_quant, output,
+                            1.0, False, reset_delay, step_mode)
+        self.all_to_all = all_to_all
+        self.learn_recurrent = learn_recurrent
+        self.linear_features = linear_features
+        self.conv2d_channels = conv2d_channels
+        self.kernel_size = kernel_size
+        if all_to_all:
+            if linear_features:
+                self.recurrent = nn.Linear(linear_features, linear_features)
+            else:
+                k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+                self.recurrent = nn.Conv2d(conv2d_channels, conv2d_channels, kernel_size,
+                                           padding=(k[0] // 2, k[1] // 2))
+        else:
+            _tensor_param(self, "V", V, learn_recurrent)
+            self.recurrent = _RecurrentOneToOne(self.V)
+        if not learn_recurrent:
+            for param in self.recurrent.parameters():
+                param.requires_grad = False
+        self._finish_init()
+
+    @staticmethod
+    def _check_recurrent_options(all_to_all, linear_features, conv2d_channels, kernel_size):
+        if all_to_all:
+            if not linear_features and not (conv2d_channels and kernel_size):
+                raise TypeError("When `all_to_all=True`, RLeaky requires either `linear_features` "
+                                "or (`conv2d_channels` and `kernel_size`) to be specified.")
+            if linear_features and (conv2d_channels or kernel_size):
+                raise TypeError("`linear_features` cannot be specified at the same time as "
+                                "`conv2d_channels` or `kernel_size`.")
+        elif linear_features or conv2d_channels or kernel_size:
+            raise TypeError("When `all_to_all`=False, none of `linear_features`, `conv2d_channels`, "
+                            "or `kernel_size` should be specified. The weight `V` is used instead.")
+
+    def _constant_rules(self):
+        rules = {"beta": (False, ""), "threshold": (False, ""), "graded_spikes_factor": (False, "")}
+        if not self.__dict__.get("all_to_all", True):  # V exists with one-to-one recurrence only
+            rules["V"] = (False, "")
+        return rules
+
+    def _check_constant(self, name, value, positive, why, what=""):
+        super()._check_constant(name, value, positive, why, what)
+        if name == "graded_spikes_factor" and isinstance(value, torch.Tensor) and not (
+            value.numel() == 1 and not value.requires_grad and float(value) == 1.0
+        ):
+            raise ValueError("snn_cuda.RLeaky: graded_spikes_factor must stay 1 (the recurrent "
+                             "spike would be scaled by it; not supported)")
+
+    def reset_mem(self):
+        self.spk = torch.zeros_like(self.spk, device=self.spk.device)
+        self.mem = torch.zeros_like(self.mem, device=self.mem.device)
+        return self.spk, self.mem
+
+    def init_rleaky(self):
+        """Deprecated in snnTorch; same as :meth:`reset_mem`."""
+        return self.reset_mem()
+
+    def _returns(self, spk, mem):
+        if self.output:
+            return spk, mem
+        if self.init_hidden:
+            return spk
+        return spk, mem
+
+    def _take_states(self, spk, mem, step_shape):
+        if self.init_hidden and (spk is not None or mem is not None):
+            raise TypeError("When `init_hidden=True`,RLeaky expects 1 input argument.")
+        for name, value in (("spk", spk), ("mem", mem)):
+            if value is not None:
+                if not isinstance(value, torch.Tensor):
+                    raise TypeError(f"snn_cuda.RLeaky: {name} must be a tensor or None, got "
+                                    f"{type(value).__name__}")
+                setattr(self, name, value)
+        return tuple(None if tuple(state.shape) != tuple(step_shape) else state
+                     for state in (self.spk, self.mem))
+
+    def _step(self, input_, spk, mem):
+        """One step: (spk_t, mem_t), fresh tensors."""
+        beta = self.beta.clamp(0, 1)
+        if self.all_to_all:
+            previous = spk if spk is not None else torch.zeros_like(input_)
+            spikes, _, (spk_t, mem_t) = _rleaky_step(input_, beta, 1.0, self.threshold,
+                                                     self._reset_mechanism, self.surrogate,
+                                                     (self.recurrent(previous), mem))
+        else:
+            spikes, _, (spk_t, mem_t) = _rleaky_step(input_, beta, self.V, self.threshold,
+                                                     self._reset_mechanism, self.surrogate,
+                                                     (spk, mem))
+        return spk_t, mem_t
+
+    def single_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
+                            mem: Optional[torch.Tensor] = None):
+        """One time step, exactly as ``snntorch.RLeaky.forward(input_, spk, mem)``."""
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"snn_cuda.RLeaky: input_ must be a tensor, got {type(input_).__name__}")
+        spk0, mem0 = self._take_states(spk, mem, input_.shape)
+        self.spk, self.mem = self._step(input_, spk0, mem0)
+        return self._returns(self.spk, self.mem)
+
+    def multi_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
+                           mem: Optional[torch.Tensor] = None):
+        """The whole sequence ``[T, batch, ...]``: one kernel call (``all_to_all=False``) or one
+        recurrent layer call and one fused step per step (``all_to_all=True``); what calling the
+        module once per step and stacking the results gives, and the same state afterwards."""
+        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
+            raise ValueError(
+                "snn_cuda.RLeaky: a multi-step input must be a whole sequence [T, batch, ...] "
+                f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
+            )
+        spk0, mem0 = self._take_states(spk, mem, input_.shape[1:])
+        if self.all_to_all:
+            spikes, membranes = [], []
+            for step in input_.unbind(0):
+                spk0, mem0 = self._step(step, spk0, mem0)
+                spikes.append(spk0)
+                membranes.append(mem0)
+            if not spikes:
+                return self._returns(input_.new_empty(input_.shape), input_.new_empty(input_.shape))
+            self.spk, self.mem = spk0, mem0
+            return self._returns(torch.stack(spikes), torch.stack(membranes))
+        spikes, mem_rec, (spk_last, mem_last) = rleaky(
+            input_, self.beta.clamp(0, 1), self.V, self.threshold, reset=self._reset_mechanism,
+            surrogate=self.surrogate, initial=(spk0, mem0), return_state=True,
+        )
+        if input_.shape[0] > 0:
+            self.spk, self.mem = spk_last, mem_last
+        return self._returns(spikes, mem_rec)
+
+
+def _rleaky_step(input_, beta, V, threshold, reset, surrogate, initial):
+    """One step of :func:`rleaky` on ``[*batch, *features]``: (spikes, mem, (spk, mem)) of the
+    input's shape, the states fresh tensors."""
+    step_shape = tuple(input_.shape)
+    sequence = input_.reshape(1, *step_shape) if input_.dim() > 0 else input_.reshape(1, 1)
+    initial = tuple(t.reshape(sequence.shape[1:]) if isinstance(t, torch.Tensor) else t for t in initial)
+    spikes, mem, (spk_t, mem_t) = rleaky(sequence, beta, V, threshold, reset=reset,
+                                         surrogate=surrogate, initial=initial, return_state=True)
+    fresh = torch.ops.aten._unsafe_view
+    return (spikes.reshape(step_shape), mem.reshape(step_shape),
+            tuple(t if tuple(t.shape) == step_shape else fresh(t, step_shape) for t in (spk_t, mem_t)))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -384,3 +384,41 @@ def norse_lsnn(input, tau_syn_inv=200.0, tau_mem_inv=100.0, tau_adapt_inv=1.0 / 
     else:
         out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
     return (*out, last) if return_state else out
+
+
+def rleaky(input, beta, V=1.0, threshold=1.0, *, reset="subtract", surrogate=None, initial=None,
+           return_state=False):
+    """Same signature, semantics and results as :func:`snn_cuda.rleaky`, as a plain loop."""
+    from . import surrogate as _surrogate
+    from .neuron_ops import prepare_neuron
+
+    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, "rleaky")
+    x, (spk0, mem0), (beta, V, threshold), restore = prepare_neuron(
+        "rleaky", input, initial, (beta, V, threshold), ("beta", "V", "threshold"), ("spk", "mem"))
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
+    x = x.to(compute_dtype)
+    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    spk = zeros if spk0 is None else spk0.to(compute_dtype)
+    mem = zeros if mem0 is None else mem0.to(compute_dtype)
+    all_spikes, all_mem = [], []
+    for x_t in x.unbind(0):
+        r = SurrogateSpike.apply(mem - threshold, spec, False).detach()
+        base = (beta * mem + x_t) + V * spk
+        if reset == "subtract":
+            mem = base - r * threshold
+        elif reset == "zero":
+            mem = base - r * base
+        else:
+            mem = base
+        mem = _stored(mem, dtype)
+        spk = SurrogateSpike.apply(mem - threshold, spec, False)
+        all_spikes.append(spk)
+        all_mem.append(mem)
+    step_shape = input.shape[1:]
+    last = (spk.to(dtype).reshape(step_shape), mem.to(dtype).reshape(step_shape))
+    if not all_spikes:
+        rows = (input.new_empty(input.shape), input.new_empty(input.shape))
+    else:
+        rows = tuple(restore(torch.stack(r).to(dtype)) for r in (all_spikes, all_mem))
+    return (*rows, last) if return_state else rows

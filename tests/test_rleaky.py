@@ -25,7 +25,7 @@ INF = float("inf")
 def draw(shape, dtype, seed, reset="subtract"):
     g = torch.Generator().manual_seed(seed)
     H = shape[-1]
-    scale, offset = (0.3, -0.05) if reset == "none" else (0.7, 0.2)
+    scale, offset = (0.4, 0.03) if reset == "none" else (0.7, 0.2)
     x = (torch.randn(shape, generator=g, dtype=torch.float64) * scale + offset).to(dtype)
     beta = torch.rand(H, generator=g, dtype=torch.float64) * 0.4 + 0.5
     V = torch.rand(H, generator=g, dtype=torch.float64) * 0.8 - 0.4
@@ -157,6 +157,9 @@ def make(cls, kind, reset_mechanism, surrogate_name, H, dtype, seed, **extra):
 @pytest.mark.parametrize("reset_mechanism", RESETS)
 @pytest.mark.parametrize("form", ["per_step", "sequence"])
 def test_rleaky_matches_snntorch(dtype, kind, reset_mechanism, form):
+    if dtype == torch.float64 and kind != "one_to_one":
+        pytest.skip("snnTorch's RLeaky cannot run all-to-all in float64: its spikes are float32 and "
+                    "its recurrent layer then gets a float32 input and float64 weights")
     T, B = 40, 3
     shape = (T, B, 2, 5, 5) if kind == "conv" else (T, B, 8)
     H = shape[-1] if kind != "conv" else None
@@ -180,7 +183,7 @@ def test_rleaky_matches_snntorch(dtype, kind, reset_mechanism, form):
         else:
             spikes, mems = module(xx)
         loss = (spikes * up[0]).sum() + (mems * up[1]).sum()
-        params = [p for _, p in sorted(module.named_parameters())]
+        params = [p for _, p in sorted(module.named_parameters())]  # V first with one-to-one
         results.append((spikes, mems, torch.autograd.grad(loss, [xx, *params])))
     (p_spk, p_mem, p_grads), (spk, mem, grads) = results
     assert torch.equal(spk, p_spk.to(dtype)), "spikes differ"
@@ -191,6 +194,11 @@ def test_rleaky_matches_snntorch(dtype, kind, reset_mechanism, form):
     for k, (a, e) in enumerate(zip(grads, p_grads)):
         bound = tol if k == 0 else max(tol, 1e-3 if dtype == torch.float32 else tol)
         assert rel_err(a, e) <= bound, f"gradient {k}: {rel_err(a, e):.3e}"
+        if kind == "one_to_one" and reset_mechanism == "zero" and k == 1:
+            # V's gradient is zero: s_{t-1} = r_t (the same spike), so V * s_{t-1} is only added
+            # where the zero reset then removes the whole membrane (b - r * b).
+            assert not a.any()
+            continue
         assert e.abs().max() > 0, f"gradient {k} is zero: the comparison is vacuous"
 
 

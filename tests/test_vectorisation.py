@@ -89,7 +89,8 @@ def instantiations(block):
                                        ("kConvSpikingjellyIf", all_resets[:2]),
                                        ("kConvSpikingjellyPlif", all_resets[:2]))
                   for reset in resets]
-        models += [f"SnntorchSynaptic<{reset}>" for reset in all_resets] + ["NorseLif", "NorseLi", "NorseLsnn"]
+        models += [f"{name}<{reset}>" for name in ("SnntorchSynaptic", "SnntorchRleaky")
+                   for reset in all_resets] + ["NorseLif", "NorseLi", "NorseLsnn"]
         for model in models:
             out.append(("neuron_forward_lanes", dt,
                         f"neuron_forward_lanes<{block}, {model}, {dt}, {dt}>"

@@ -1413,6 +1413,122 @@ struct NorseLsnn {
   }
 };
 
+// snnTorch's RLeaky with one-to-one recurrence (all_to_all=False, reset_delay=True): Leaky plus the
+// previous spike fed back, weighted per neuron by V. States spk, mem (each its own row: spikes,
+// mem); constants beta (clamped by the caller), V, threshold. Per lane, r_t = [mem_{t-1} - theta > 0]
+// detached, s_{t-1} the previous spike (the initial spk at t = 0) with its surrogate gradient:
+//     b_t = (beta * mem_{t-1} + x_t) + V * s_{t-1}
+//     subtract: mem_t = b_t - r_t * theta   zero: mem_t = b_t - r_t * b_t   none: mem_t = b_t
+//     s_t = [mem_t - theta > 0]
+// all_to_all=True runs one step per call with V = 1 and the recurrent layer's output as s_{t-1}
+// (snn_cuda.RLeaky), which is the same arithmetic.
+template <typename acc_t>
+struct RleakyParams {
+  acc_t beta, v, threshold;
+};
+
+template <int kReset>
+struct SnntorchRleaky {
+  static constexpr int kStates = 2, kConstants = 3, kRows = 2, kCarries = 2;
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;
+  };
+  struct Reach {
+    bool spk_next, mem_next;  // s_t, mem_t reach the loss through step t + 1 (or the state)
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t spike, mem;
+  };
+
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE RleakyParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
+                                                    int j) {
+    return {c[0][j], c[1][j], c[2][j]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
+    return {alpha};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const RleakyParams<acc_t>& p, const Options<acc_t>&, acc_t x,
+                                      acc_t (&state)[2], acc_t (&out)[2]) {
+    const acc_t mem_prev = state[1];
+    const acc_t r = mem_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    const acc_t b = (p.beta * mem_prev + x) + p.v * state[0];
+    acc_t mem;
+    if (kReset == kSpikeResetSubtract) {
+      mem = b - r * p.threshold;
+    } else if (kReset == kSpikeResetHard) {
+      mem = b - r * b;
+    } else {
+      mem = b;
+    }
+    mem = round_to_storage<scalar_t>(mem);
+    const acc_t s = mem - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    out[0] = s;
+    out[1] = mem;
+    state[0] = s;
+    state[1] = mem;
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return false; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0], given.state[1]};
+  }
+  // s_t reaches the loss through its row or b_{t+1}; mem_t through its row, s_t or b_{t+1}; b_t
+  // exactly when mem_t does. s_{t-1} and mem_{t-1} feed b_t.
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>&, int64_t, int64_t) {
+    const bool spike = given.rows[0] || r.spk_next;
+    const bool mem = given.rows[1] || spike || r.mem_next;
+    r.spk_next = mem;
+    r.mem_next = mem;
+    return {as_flag<acc_t>(spike), as_flag<acc_t>(mem)};
+  }
+  // saved = (s_t, mem_t), prev = (s_{t-1}, mem_{t-1}); carries dL/ds_t, dL/dmem_t through step
+  // t + 1; grad_c = (beta, V, threshold).
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const RleakyParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/,
+                                        acc_t /*x*/, const acc_t (&saved)[2],
+                                        const acc_t (&prev)[2], const acc_t (&grad_rows)[2],
+                                        acc_t (&carry)[2], acc_t (&grad_c)[3]) {
+    const acc_t gs = grad_rows[0] + carry[0];  // dL/ds_t
+    const acc_t sg = surrogate_grad<kSurrogate>(saved[1] - p.threshold, o.alpha);
+    const acc_t spike_product = gs * sg;  // computed, then selected
+    const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+    const acc_t gm = (grad_rows[1] + carry[1]) + spike_term;  // dL/dmem_t
+    grad_c[2] -= spike_term;
+    const acc_t r = prev[1] - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    acc_t gb;  // dL/db_t
+    if (kReset == kSpikeResetSubtract) {
+      gb = gm;
+      grad_c[2] -= gm * r;
+    } else if (kReset == kSpikeResetHard) {
+      gb = gm - gm * r;
+    } else {
+      gb = gm;
+    }
+    const acc_t beta_product = gb * prev[1];
+    grad_c[0] += f.mem > acc_t(0) ? beta_product : acc_t(0);
+    const acc_t v_product = gb * prev[0];
+    grad_c[1] += f.mem > acc_t(0) ? v_product : acc_t(0);
+    carry[0] = gb * p.v;
+    carry[1] = gb * p.beta;
+    return gb;
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const RleakyParams<acc_t>&, const acc_t (&)[2],
+                                     const acc_t (&carry)[2], acc_t (&grad_initial)[2],
+                                     acc_t (&)[3]) {
+    grad_initial[0] = carry[0];
+    grad_initial[1] = carry[1];
+  }
+};
+
 // Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
 template <int kBlock, class M, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void neuron_forward_lanes(const NeuronForwardArgs<scalar_t, acc_t>& a,

@@ -457,9 +457,11 @@ enum NeuronModelKind : int {
   kModelNorseLif = 1,
   kModelNorseLi = 2,
   kModelNorseLsnn = 3,
+  kModelSnntorchRleaky = 4,
 };
 
-// "snntorch_synaptic" with "subtract" / "zero" / "none"; "norse_lif" and "norse_lsnn" with "hard"
+// "snntorch_synaptic" and "snntorch_rleaky" with "subtract" / "zero" / "none"; "norse_lif" and
+// "norse_lsnn" with "hard"
 // (to v_reset); "norse_li" with "none". Anything else is an error listing the accepted names.
 ModelSpec parse_model(c10::string_view model, c10::string_view reset);
 
@@ -472,6 +474,12 @@ void dispatch_model(const ModelSpec& spec, const F& f) {
     f(ModelTag<NorseLi>{});
   } else if (spec.kind == kModelNorseLsnn) {
     f(ModelTag<NorseLsnn>{});
+  } else if (spec.kind == kModelSnntorchRleaky) {
+    switch (spec.reset) {
+      case kSpikeResetSubtract: f(ModelTag<SnntorchRleaky<kSpikeResetSubtract>>{}); break;
+      case kSpikeResetHard: f(ModelTag<SnntorchRleaky<kSpikeResetHard>>{}); break;
+      default: f(ModelTag<SnntorchRleaky<kSpikeResetNone>>{}); break;
+    }
   } else {
     switch (spec.reset) {
       case kSpikeResetSubtract: f(ModelTag<SnntorchSynaptic<kSpikeResetSubtract>>{}); break;
