@@ -8,7 +8,8 @@
   drop-in replacements for snnTorch's and SpikingJelly's, :class:`SpikingNeuronLayerRNN` for the seed's layer (called per step, or a whole
   sequence with ``step_mode="m"``).
 - :func:`synaptic`, :func:`synaptic_step`, :class:`Synaptic`: snnTorch's current-based
-  ``Synaptic`` neuron, fused; :func:`rleaky`, :class:`RLeaky`: its recurrent ``RLeaky`` (the generic neuron ops ``neuron_fwd`` / ``neuron_bwd``,
+  ``Synaptic`` neuron, fused; :func:`rleaky`, :class:`RLeaky`, :func:`rsynaptic`,
+  :class:`RSynaptic`: its recurrent ``RLeaky`` and ``RSynaptic`` (the generic neuron ops ``neuron_fwd`` / ``neuron_bwd``,
   :class:`NeuronFunction`).
 - :func:`norse_lif`, :func:`norse_lsnn`, :func:`norse_li` and :mod:`snn_cuda.norse` (``LIF``,
   ``LIFCell``, ``LSNN``, ``LSNNCell``, ``LI``, ``LICell``): Norse's current-based LIF, adaptive LIF
@@ -22,8 +23,17 @@ from . import reference, surrogate
 from .convert import convert, run_sequence
 from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
-from .neuron_ops import NeuronFunction, norse_li, norse_lif, norse_lsnn, rleaky, synaptic, synaptic_step
-from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, Synaptic
+from .neuron_ops import (
+    NeuronFunction,
+    norse_li,
+    norse_lif,
+    norse_lsnn,
+    rleaky,
+    rsynaptic,
+    synaptic,
+    synaptic_step,
+)
+from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, RSynaptic, Synaptic
 from .ops import (
     LIFFunction,
     SpikingRecurrenceFunction,
@@ -46,6 +56,7 @@ __all__ = [
     "NonSpikingNet",
     "ParametricLIFNode",
     "RLeaky",
+    "RSynaptic",
     "SpikingNet",
     "SpikingNeuronLayer",
     "SpikingNeuronLayerRNN",
@@ -60,6 +71,7 @@ __all__ = [
     "norse_lsnn",
     "reference",
     "rleaky",
+    "rsynaptic",
     "run_sequence",
     "set_validate_parameters",
     "spiking_recurrence",

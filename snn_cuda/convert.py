@@ -1,9 +1,9 @@
 """Existing models, fused without a rewrite.
 
-- :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic`` / ``RLeaky``, SpikingJelly
-  ``LIFNode``/``IFNode``/``ParametricLIFNode``, Norse ``LIF``/``LIFCell``/``LSNN``/``LSNNCell``/
-  ``LI``/``LICell`` and the seed's
-  ``SpikingNeuronLayerRNN`` in a model by the fused drop-in, in place, keeping their parameters
+- :func:`convert` replaces every snnTorch ``Leaky`` / ``Synaptic`` / ``RLeaky`` / ``RSynaptic``,
+  SpikingJelly ``LIFNode``/``IFNode``/``ParametricLIFNode``, Norse ``LIF``/``LIFCell``/``LSNN``/
+  ``LSNNCell``/``LI``/``LICell`` and the seed's ``SpikingNeuronLayerRNN`` in a model by the fused
+  drop-in, in place, keeping their parameters
   (the same ``Parameter`` objects, so an optimizer built before still trains them), buffers,
   ``state_dict`` keys, state and hooks.
 - :func:`run_sequence` runs a model written for one time step per call over a whole
@@ -21,7 +21,7 @@ from torch import nn
 
 from . import _peers
 from .layers import SpikingNeuronLayerRNN
-from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, Synaptic
+from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, RSynaptic, Synaptic
 
 _HOOK_DICTS = (
     "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -103,7 +103,11 @@ def _from_snntorch_rleaky(m) -> RLeaky:
                    conv2d_channels=m.conv2d_channels, kernel_size=m.kernel_size)
     if not m.all_to_all:
         options["V"] = m.V.detach()
-    new = RLeaky(
+    cls = RLeaky
+    if hasattr(m, "alpha"):  # RSynaptic
+        cls = RSynaptic
+        options.update(alpha=m.alpha.detach(), learn_alpha=isinstance(m.alpha, nn.Parameter))
+    new = cls(
         beta=m.beta.detach(), threshold=m.threshold.detach(), spike_grad=m.spike_grad,
         surrogate_disable=m.surrogate_disable, init_hidden=m.init_hidden, inhibition=m.inhibition,
         learn_beta=isinstance(m.beta, nn.Parameter),
@@ -187,9 +191,10 @@ def _converters() -> Dict[type, Callable]:
     synaptic = _peers.peer_class("snntorch", "Synaptic")
     if synaptic is not None:
         table[synaptic] = _from_snntorch_synaptic
-    rleaky = _peers.peer_class("snntorch", "RLeaky")
-    if rleaky is not None:
-        table[rleaky] = _from_snntorch_rleaky
+    for name in ("RLeaky", "RSynaptic"):
+        recurrent = _peers.peer_class("snntorch", name)
+        if recurrent is not None:
+            table[recurrent] = _from_snntorch_rleaky
     lifnode = _peers.peer_class("spikingjelly.activation_based.neuron", "LIFNode")
     if lifnode is not None:
         table[lifnode] = _from_spikingjelly_lifnode
@@ -213,7 +218,8 @@ def _converters() -> Dict[type, Callable]:
 
 
 def convert(model: nn.Module, *, strict: bool = True) -> nn.Module:
-    """Replaces, in place, every ``snntorch.Leaky`` / ``Synaptic`` / ``RLeaky``, SpikingJelly ``LIFNode`` /
+    """Replaces, in place, every ``snntorch.Leaky`` / ``Synaptic`` / ``RLeaky`` / ``RSynaptic``,
+    SpikingJelly ``LIFNode`` /
     ``IFNode`` / ``ParametricLIFNode``, Norse ``LIF`` / ``LIFCell`` / ``LSNN`` / ``LSNNCell`` / ``LI`` /
     ``LICell`` (:mod:`snn_cuda.norse`)
     and the seed's ``SpikingNeuronLayerRNN`` (a class of that name with ``fc``, ``decay_multiplier``,

@@ -59,6 +59,14 @@ MODELS = {
         constants=("beta", "V", "threshold"),
         saved_rows=(0, 1),
     ),
+    "snntorch_rsynaptic": NeuronModel(
+        name="snntorch_rsynaptic",
+        resets=("subtract", "zero", "none"),
+        states=("spk", "syn", "mem"),
+        rows=("spikes", "syn", "mem"),
+        constants=("alpha", "beta", "V", "threshold"),
+        saved_rows=(0, 1, 2),
+    ),
     "norse_lif": NeuronModel(
         name="norse_lif",
         resets=("hard",),
@@ -545,3 +553,39 @@ def rleaky(
     if return_state:
         return restore(spikes), restore(mem), (_fresh(spk_last, step_shape), _fresh(mem_last, step_shape))
     return restore(spikes), restore(mem)
+
+
+def rsynaptic(
+    input: torch.Tensor,
+    alpha: Param,
+    beta: Param,
+    V: Param = 1.0,
+    threshold: Param = 1.0,
+    *,
+    reset: str = "subtract",
+    surrogate=None,
+    initial=None,
+    return_state: bool = False,
+):
+    """snnTorch's ``RSynaptic`` with one-to-one recurrence (``all_to_all=False``), all time steps
+    in one fused kernel call: :func:`synaptic` with the previous spike fed back into the current,
+    ``syn_t = ((alpha * syn_{t-1}) + x_t) + V * s_{t-1}`` (``s_{t-1}`` with its surrogate
+    gradient). ``initial``: None or ``(spk, syn, mem)`` (each a tensor or None: zeros). Returns
+    ``(spikes, syn, mem)``; with ``return_state`` also ``(spk, syn, mem)`` after the last step."""
+    op = "rsynaptic"
+    check_flag(return_state, "return_state", op)
+    if reset not in MODELS["snntorch_rsynaptic"].resets:
+        raise ValueError(f'{op}: reset must be "subtract", "zero" or "none", got {reset!r}')
+    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, op)
+    names = ("alpha", "beta", "V", "threshold")
+    constants = (alpha, beta, V, threshold)
+    _check_values(op, list(zip(constants, names)))
+    x, initial, kernel_constants, restore = prepare_neuron(op, input, initial, constants, names,
+                                                           ("spk", "syn", "mem"))
+    outputs = NeuronFunction.apply("snntorch_rsynaptic", reset, 0, spec.name, spec.alpha, x,
+                                   *initial, *kernel_constants)
+    step_shape = input.shape[1:]
+    rows = tuple(restore(r) for r in outputs[:3])
+    if return_state:
+        return (*rows, tuple(_fresh(t, step_shape) for t in outputs[3:]))
+    return rows

@@ -27,7 +27,7 @@ from torch import nn
 from . import _peers
 from . import surrogate as _surrogate
 from ._constants import CheckedConstants
-from .neuron_ops import rleaky, synaptic, synaptic_step
+from .neuron_ops import rleaky, rsynaptic, synaptic, synaptic_step
 from .ops import TAU_WHY, check_flag, lif, lif_step
 
 Number = Union[float, int]
@@ -586,6 +586,13 @@ class RLeaky(_SnntorchNeuron):
         self._init_snntorch(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
                             learn_beta, learn_threshold, reset_mechanism, state_quant, output,
                             1.0, False, reset_delay, step_mode)
+        self._init_recurrent(V, all_to_all, linear_features, conv2d_channels, kernel_size,
+                             learn_recurrent)
+        self._finish_init()
+
+    def _init_recurrent(self, V, all_to_all, linear_features, conv2d_channels, kernel_size,
+                        learn_recurrent) -> None:
+        """snnTorch's recurrent connection: ``recurrent`` (and ``V`` with one-to-one)."""
         self.all_to_all = all_to_all
         self.learn_recurrent = learn_recurrent
         self.linear_features = linear_features
@@ -604,7 +611,6 @@ class RLeaky(_SnntorchNeuron):
         if not learn_recurrent:
             for param in self.recurrent.parameters():
                 param.requires_grad = False
-        self._finish_init()
 
     @staticmethod
     def _check_recurrent_options(all_to_all, linear_features, conv2d_channels, kernel_size):
@@ -712,6 +718,135 @@ class RLeaky(_SnntorchNeuron):
         if input_.shape[0] > 0:
             self.spk, self.mem = spk_last, mem_last
         return self._returns(spikes, mem_rec)
+
+
+@_peers.peer_compatible("snntorch", "RSynaptic")
+class RSynaptic(RLeaky):
+    """snnTorch's ``RSynaptic`` (Synaptic with recurrent feedback of its spikes into the synaptic
+    current), fused. Arguments, calls (``spk, syn, mem = rsyn(cur, spk, syn, mem)``), state handling
+    and options as ``snntorch.RSynaptic`` and :class:`RLeaky`; per step::
+
+        syn_t = ((alpha * syn_{t-1}) + x_t) + recurrent(s_{t-1})
+        mem_t = beta * mem_{t-1} + syn_t - r_t * threshold   (or "zero" / "none", as Synaptic)
+        s_t   = H(mem_t - threshold)
+
+    ``all_to_all=False`` is fused over the whole sequence (``step_mode="m"``); ``all_to_all=True``
+    runs one recurrent layer call and one fused step per step. Not supported, as for
+    :class:`RLeaky`: ``inhibition``, ``state_quant``, ``surrogate_disable``, ``reset_delay=False``.
+    """
+
+    _live = weakref.WeakSet()
+    _states = ("spk", "syn", "mem")
+
+    def __init__(self, alpha, beta, V=1.0, all_to_all: bool = True, linear_features=None,
+                 conv2d_channels=None, kernel_size=None, threshold=1.0, spike_grad=None,
+                 surrogate_disable: bool = False, init_hidden: bool = False,
+                 inhibition: bool = False, learn_alpha: bool = False, learn_beta: bool = False,
+                 learn_threshold: bool = False, learn_recurrent: bool = True,
+                 reset_mechanism: str = "subtract", state_quant=False, output: bool = False,
+                 reset_delay: bool = True, *, step_mode: str = "s"):
+        nn.Module.__init__(self)  # not super(): with snnTorch installed the next base is its own
+        if surrogate_disable:
+            _reject("RSynaptic", "surrogate_disable", surrogate_disable,
+                    "the recurrent spike carries the surrogate gradient into the next step")
+        if not reset_delay:
+            _reject("RSynaptic", "reset_delay", reset_delay, "only the delayed reset is fused")
+        self._check_recurrent_options(all_to_all, linear_features, conv2d_channels, kernel_size)
+        self._init_snntorch(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
+                            learn_beta, learn_threshold, reset_mechanism, state_quant, output,
+                            1.0, False, reset_delay, step_mode)
+        _tensor_param(self, "alpha", alpha, learn_alpha)
+        self._init_recurrent(V, all_to_all, linear_features, conv2d_channels, kernel_size,
+                             learn_recurrent)
+        self._finish_init()
+
+    def _constant_rules(self):
+        rules = super()._constant_rules()
+        rules["alpha"] = (False, "")
+        return rules
+
+    def reset_mem(self):
+        for name in self._states:
+            state = getattr(self, name)
+            setattr(self, name, torch.zeros_like(state, device=state.device))
+        return self.spk, self.syn, self.mem
+
+    def init_rsynaptic(self):
+        """Deprecated in snnTorch; same as :meth:`reset_mem`."""
+        return self.reset_mem()
+
+    def _returns(self, spk, syn, mem):
+        if self.output:
+            return spk, syn, mem
+        if self.init_hidden:
+            return spk
+        return spk, syn, mem
+
+    def _take_all(self, given, step_shape):
+        if self.init_hidden and any(v is not None for v in given):
+            raise TypeError("When `init_hidden=True`, RSynaptic expects 1 input argument.")
+        for name, value in zip(self._states, given):
+            if value is not None:
+                if not isinstance(value, torch.Tensor):
+                    raise TypeError(f"snn_cuda.RSynaptic: {name} must be a tensor or None, got "
+                                    f"{type(value).__name__}")
+                setattr(self, name, value)
+        return [None if tuple(getattr(self, n).shape) != tuple(step_shape) else getattr(self, n)
+                for n in self._states]
+
+    def _run(self, input_, initial):
+        """The fused call over ``input_`` [T, ...] from ``initial`` (spk, syn, mem):
+        (spikes, syn, mem) and the last (spk, syn, mem)."""
+        alpha, beta = self.alpha.clamp(0, 1), self.beta.clamp(0, 1)
+        if self.all_to_all:
+            spk = initial[0] if initial[0] is not None else torch.zeros_like(input_[0])
+            return rsynaptic(input_, alpha, beta, 1.0, self.threshold, reset=self._reset_mechanism,
+                             surrogate=self.surrogate, initial=(self.recurrent(spk), *initial[1:]),
+                             return_state=True)
+        return rsynaptic(input_, alpha, beta, self.V, self.threshold, reset=self._reset_mechanism,
+                         surrogate=self.surrogate, initial=tuple(initial), return_state=True)
+
+    def _one_step(self, input_, initial):
+        step_shape = tuple(input_.shape)
+        sequence = input_.reshape(1, *step_shape) if input_.dim() > 0 else input_.reshape(1, 1)
+        initial = [t.reshape(sequence.shape[1:]) if isinstance(t, torch.Tensor) else t for t in initial]
+        *_, last = self._run(sequence, initial)
+        fresh = torch.ops.aten._unsafe_view
+        return [t if tuple(t.shape) == step_shape else fresh(t, step_shape) for t in last]
+
+    def single_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
+                            syn: Optional[torch.Tensor] = None, mem: Optional[torch.Tensor] = None):
+        """One time step, exactly as ``snntorch.RSynaptic.forward(input_, spk, syn, mem)``."""
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"snn_cuda.RSynaptic: input_ must be a tensor, got {type(input_).__name__}")
+        initial = self._take_all((spk, syn, mem), input_.shape)
+        self.spk, self.syn, self.mem = self._one_step(input_, initial)
+        return self._returns(self.spk, self.syn, self.mem)
+
+    def multi_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
+                           syn: Optional[torch.Tensor] = None, mem: Optional[torch.Tensor] = None):
+        """The whole sequence ``[T, batch, ...]``: one kernel call (``all_to_all=False``) or one
+        recurrent layer call and one fused step per step (``all_to_all=True``)."""
+        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
+            raise ValueError(
+                "snn_cuda.RSynaptic: a multi-step input must be a whole sequence [T, batch, ...] "
+                f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
+            )
+        state = self._take_all((spk, syn, mem), input_.shape[1:])
+        if not self.all_to_all:
+            spikes, syns, mems, last = self._run(input_, state)
+            if input_.shape[0] > 0:
+                self.spk, self.syn, self.mem = last
+            return self._returns(spikes, syns, mems)
+        rows = ([], [], [])
+        for step in input_.unbind(0):
+            state = self._one_step(step, state)
+            for row, value in zip(rows, state):
+                row.append(value)
+        if not rows[0]:
+            return self._returns(*(input_.new_empty(input_.shape) for _ in range(3)))
+        self.spk, self.syn, self.mem = state
+        return self._returns(*(torch.stack(row) for row in rows))
 
 
 def _rleaky_step(input_, beta, V, threshold, reset, surrogate, initial):

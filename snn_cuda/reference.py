@@ -422,3 +422,42 @@ def rleaky(input, beta, V=1.0, threshold=1.0, *, reset="subtract", surrogate=Non
     else:
         rows = tuple(restore(torch.stack(r).to(dtype)) for r in (all_spikes, all_mem))
     return (*rows, last) if return_state else rows
+
+
+def rsynaptic(input, alpha, beta, V=1.0, threshold=1.0, *, reset="subtract", surrogate=None,
+              initial=None, return_state=False):
+    """Same signature, semantics and results as :func:`snn_cuda.rsynaptic`, as a plain loop."""
+    from . import surrogate as _surrogate
+    from .neuron_ops import prepare_neuron
+
+    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, "rsynaptic")
+    x, (spk0, syn0, mem0), (alpha, beta, V, threshold), restore = prepare_neuron(
+        "rsynaptic", input, initial, (alpha, beta, V, threshold), ("alpha", "beta", "V", "threshold"),
+        ("spk", "syn", "mem"))
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
+    x = x.to(compute_dtype)
+    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    spk, syn, mem = (zeros if t is None else t.to(compute_dtype) for t in (spk0, syn0, mem0))
+    rows = ([], [], [])
+    for x_t in x.unbind(0):
+        r = SurrogateSpike.apply(mem - threshold, spec, False).detach()
+        syn = _stored((alpha * syn + x_t) + V * spk, dtype)
+        base = beta * mem + syn
+        if reset == "subtract":
+            mem = base - r * threshold
+        elif reset == "zero":
+            mem = base - base * r
+        else:
+            mem = base
+        mem = _stored(mem, dtype)
+        spk = SurrogateSpike.apply(mem - threshold, spec, False)
+        for row, value in zip(rows, (spk, syn, mem)):
+            row.append(value)
+    step_shape = input.shape[1:]
+    last = tuple(t.to(dtype).reshape(step_shape) for t in (spk, syn, mem))
+    if not rows[0]:
+        out = tuple(input.new_empty(input.shape) for _ in rows)
+    else:
+        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    return (*out, last) if return_state else out

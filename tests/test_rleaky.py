@@ -255,3 +255,163 @@ def test_rleaky_bad_arguments():
         snn_cuda.RLeaky(beta=0.9, all_to_all=False, V=float("nan"))
     with pytest.raises(ValueError, match='reset must be "subtract", "zero" or "none"'):
         snn_cuda.rleaky(torch.randn(3, 2, 4), 0.9, reset="hard")
+
+
+# ------------------------------------------------------------------------------------------------
+# RSynaptic: Synaptic with the spike fed back into the current (three states).
+
+def draw_rsyn(shape, dtype, seed, reset="subtract"):
+    g = torch.Generator().manual_seed(seed)
+    H = shape[-1]
+    scale, offset = (0.2, 0.01) if reset == "none" else (0.5, 0.08)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * scale + offset).to(dtype)
+    constants = (torch.rand(H, generator=g, dtype=torch.float64) * 0.4 + 0.4,   # alpha
+                 torch.rand(H, generator=g, dtype=torch.float64) * 0.4 + 0.5,   # beta
+                 torch.rand(H, generator=g, dtype=torch.float64) * 0.6 - 0.3,   # V
+                 torch.rand(H, generator=g, dtype=torch.float64) * 0.6 + 0.7)   # threshold
+    initial = ((torch.rand(shape[1:], generator=g, dtype=torch.float64) > 0.5).to(dtype),
+               (torch.randn(shape[1:], generator=g, dtype=torch.float64) * 0.3).to(dtype),
+               (torch.randn(shape[1:], generator=g, dtype=torch.float64) * 0.4).to(dtype))
+    weights = torch.randn((6, *shape), generator=g, dtype=torch.float64).to(dtype)
+    return x, constants, initial, weights
+
+
+def run_rsyn(fn, x, constants, initial, weights, use=range(6), **options):
+    x = x.clone().requires_grad_()
+    acc = snn_cuda.ops.accumulation_dtype(x.dtype)
+    constants = [c.to(acc).clone().requires_grad_() for c in constants]
+    initial = [s.clone().requires_grad_() for s in initial]
+    *rows, last = fn(x, *constants, initial=tuple(initial), return_state=True, **options)
+    outputs = (*rows, *last)
+    loss = sum((outputs[k] * (weights[k] if k < 3 else weights[k][0])).sum() for k in use)
+    return outputs, torch.autograd.grad(loss, (x, *constants, *initial), allow_unused=True)
+
+
+RSYN = (snn_cuda.rsynaptic, reference.rsynaptic)
+
+
+@pytest.mark.parametrize("reset", RESETS)
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_rsynaptic_matches_reference_float64(reset, surrogate):
+    x, constants, initial, weights = draw_rsyn((41, 3, 13), torch.float64, 21, reset)
+    (fwd, grads), (fwd_r, grads_r) = (run_rsyn(fn, x, constants, initial, weights, reset=reset,
+                                               surrogate=surrogate) for fn in RSYN)
+    for a, e in zip(fwd, fwd_r):
+        assert torch.equal(a, e)
+    assert_spikes_and_resets(fwd[0], min_rate=0.02, min_resets=10)
+    for k, (a, e) in enumerate(zip(grads, grads_r)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, msg=f"gradient {k}")
+        assert a.abs().max() > 0, k
+
+
+def test_rsynaptic_each_output_nonfinite_dtypes_opcheck():
+    x, constants, initial, weights = draw_rsyn((23, 2, 7), torch.float64, 22)
+    for use in [(k,) for k in range(6)]:
+        (_, grads), (_, grads_r) = (run_rsyn(fn, x, constants, initial, weights, use=use) for fn in RSYN)
+        for k, (a, e) in enumerate(zip(grads, grads_r)):
+            if e is None:
+                assert a is None or not a.any(), (use, k)
+            else:
+                torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, msg=f"{use} gradient {k}")
+    values = torch.tensor([0.3, 1.7, INF, -INF], dtype=torch.float64)
+    xs = torch.stack([torch.stack(seq) for seq in itertools.product(values, repeat=3)], dim=1)
+    H = xs.shape[1]
+    for reset, use in itertools.product(RESETS, range(6)):
+        results = []
+        for fn in RSYN:
+            xx = xs.clone().requires_grad_()
+            consts = [torch.full((H,), v, dtype=torch.float64, requires_grad=True)
+                      for v in (0.5, 0.8, 0.5, 1.0)]
+            *rows, last = fn(xx, *consts, reset=reset, return_state=True)
+            outputs = (*rows, *last)
+            results.append((outputs, torch.autograd.grad(outputs[use].sum(), (xx, *consts),
+                                                         allow_unused=True)))
+        (fwd, grads), (fwd_r, grads_r) = results
+        for a, e in zip(fwd, fwd_r):
+            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{reset} {use}")
+        for a, e in zip(grads, grads_r):
+            if e is None:
+                assert a is None or not a.any(), (reset, use)
+                continue
+            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), (reset, use)
+            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        x, constants, initial, weights = draw_rsyn((29, 2, 9), dtype, 23)
+        (fwd, grads), (fwd_r, grads_r) = (run_rsyn(fn, x, constants, initial, weights) for fn in RSYN)
+        for a, e in zip(fwd, fwd_r):
+            assert a.dtype == dtype and torch.equal(a, e)
+        for a, e in zip(grads, grads_r):
+            assert rel_err(a, e) <= (1e-5 if dtype == torch.float32 else 1e-2)
+    with snn_cuda.ops.gpu_lane_loops():
+        lanes = run_rsyn(RSYN[0], x, constants, initial, weights)
+    blocks = run_rsyn(RSYN[0], x, constants, initial, weights)
+    for a, e in zip(blocks[0] + blocks[1], lanes[0] + lanes[1]):
+        assert torch.equal(a, e)
+    x, constants, initial, _ = draw_rsyn((6, 2, 3), torch.float64, 24)
+    args = ("snntorch_rsynaptic", "zero", x, list(initial), list(constants), 0)
+    torch.library.opcheck(torch.ops.snn_cuda.neuron_fwd.default, args)
+    rows, states = torch.ops.snn_cuda.neuron_fwd(*args)
+    torch.library.opcheck(
+        torch.ops.snn_cuda.neuron_bwd.default,
+        ("snntorch_rsynaptic", "zero", [torch.ones_like(rows[0]), None, rows[2]], [None, None, states[2]],
+         list(rows), list(initial), None, list(constants), 0, "atan", 2.0, 15),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("kind", ["one_to_one", "linear"])
+@pytest.mark.parametrize("reset_mechanism", RESETS)
+@pytest.mark.parametrize("form", ["per_step", "sequence"])
+def test_rsynaptic_matches_snntorch(dtype, kind, reset_mechanism, form):
+    if dtype == torch.float64 and kind != "one_to_one":
+        pytest.skip("snnTorch's RSynaptic cannot run all-to-all in float64 (float32 spikes meet "
+                    "float64 weights)")
+    T, B, H = 40, 3, 8
+    g = torch.Generator().manual_seed(9)
+    offset = 0.0 if reset_mechanism == "none" else 0.1
+    x = (torch.randn(T, B, H, generator=g, dtype=torch.float64) * 0.4 + offset).to(dtype)
+    up = [torch.randn(T, B, H, generator=g, dtype=torch.float64).to(dtype) for _ in range(3)]
+    results = []
+    for cls in (snn.RSynaptic, snn_cuda.RSynaptic):
+        torch.manual_seed(3)
+        options = (dict(all_to_all=False, V=torch.linspace(-0.3, 0.3, H)) if kind == "one_to_one"
+                   else dict(linear_features=H))
+        extra = {"step_mode": "m"} if cls is snn_cuda.RSynaptic and form == "sequence" else {}
+        module = cls(alpha=torch.linspace(0.5, 0.8, H), beta=torch.linspace(0.6, 0.9, H),
+                     threshold=0.8, learn_alpha=True, learn_beta=True, learn_threshold=True,
+                     reset_mechanism=reset_mechanism, **options, **extra).to(dtype)
+        xx = x.clone().requires_grad_()
+        spk, syn, mem = module.reset_mem()
+        if cls is snn.RSynaptic or form == "per_step":
+            rows = []
+            for t in range(T):
+                spk, syn, mem = module(xx[t], spk, syn, mem)
+                rows.append((spk, syn, mem))
+            outs = [torch.stack(r) for r in zip(*rows)]
+        else:
+            outs = list(module(xx))
+        loss = sum((o * u).sum() for o, u in zip(outs, up))
+        params = [p for _, p in sorted(module.named_parameters())]
+        results.append((outs, torch.autograd.grad(loss, [xx, *params])))
+    (p_outs, p_grads), (outs, grads) = results
+    assert torch.equal(outs[0], p_outs[0].to(dtype)), "spikes differ"
+    for a, e in zip(outs[1:], p_outs[1:]):
+        assert torch.equal(a, e)
+    assert_spikes_and_resets(outs[0], min_rate=0.02, min_resets=5)
+    tol = {torch.float64: 1e-6, torch.float32: 1e-5}[dtype]
+    for k, (a, e) in enumerate(zip(grads, p_grads)):
+        bound = tol if k == 0 else max(tol, 1e-3 if dtype == torch.float32 else tol)
+        assert rel_err(a, e) <= bound, f"gradient {k}: {rel_err(a, e):.3e}"
+
+
+def test_rsynaptic_state_dict_convert_and_bad_arguments():
+    peer = snn.RSynaptic(alpha=0.8, beta=0.9, all_to_all=False, V=0.5)
+    ours = snn_cuda.RSynaptic(alpha=0.8, beta=0.9, all_to_all=False, V=0.5)
+    assert list(ours.state_dict()) == list(peer.state_dict())
+    converted = snn_cuda.convert(torch.nn.Sequential(snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=4)))[0]
+    assert type(converted).__name__ == "RSynaptic" and isinstance(converted, snn_cuda.RSynaptic)
+    with pytest.raises(TypeError, match="RSynaptic expects 1 input argument"):
+        snn_cuda.RSynaptic(alpha=0.8, beta=0.9, all_to_all=False, init_hidden=True)(
+            torch.randn(2, 4), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        snn_cuda.RSynaptic(alpha=float("nan"), beta=0.9, all_to_all=False)

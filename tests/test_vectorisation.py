@@ -89,7 +89,7 @@ def instantiations(block):
                                        ("kConvSpikingjellyIf", all_resets[:2]),
                                        ("kConvSpikingjellyPlif", all_resets[:2]))
                   for reset in resets]
-        models += [f"{name}<{reset}>" for name in ("SnntorchSynaptic", "SnntorchRleaky")
+        models += [f"{name}<{reset}>" for name in ("SnntorchSynaptic", "SnntorchRleaky", "SnntorchRsynaptic")
                    for reset in all_resets] + ["NorseLif", "NorseLi", "NorseLsnn"]
         for model in models:
             out.append(("neuron_forward_lanes", dt,

@@ -209,10 +209,12 @@ void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
 ModelSpec parse_model(c10::string_view model, c10::string_view reset) {
   ModelSpec spec;
   const char* resets;
-  if (model == "snntorch_synaptic" || model == "snntorch_rleaky") {
+  if (model == "snntorch_synaptic" || model == "snntorch_rleaky" || model == "snntorch_rsynaptic") {
     spec = model == "snntorch_synaptic"
                ? ModelSpec{kModelSnntorchSynaptic, 0, 2, 3, 3, false, "snntorch_synaptic"}
-               : ModelSpec{kModelSnntorchRleaky, 0, 2, 2, 3, false, "snntorch_rleaky"};
+           : model == "snntorch_rleaky"
+               ? ModelSpec{kModelSnntorchRleaky, 0, 2, 2, 3, false, "snntorch_rleaky"}
+               : ModelSpec{kModelSnntorchRsynaptic, 0, 3, 3, 4, false, "snntorch_rsynaptic"};
     resets = "\"subtract\", \"zero\" or \"none\"";
     if (reset == "subtract") {
       spec.reset = kSpikeResetSubtract;
@@ -240,7 +242,8 @@ ModelSpec parse_model(c10::string_view model, c10::string_view reset) {
     if (reset == "none") return spec;
   } else {
     TORCH_CHECK(false, "neuron: model must be \"snntorch_synaptic\", \"snntorch_rleaky\", "
-                "\"norse_lif\", \"norse_li\" or \"norse_lsnn\", got \"", std::string(model), "\"");
+                "\"snntorch_rsynaptic\", \"norse_lif\", \"norse_li\" or \"norse_lsnn\", got \"",
+                std::string(model), "\"");
   }
   TORCH_CHECK(false, "neuron: reset of model \"", spec.name, "\" must be ", resets, ", got \"",
               std::string(reset), "\"");
@@ -687,7 +690,8 @@ TORCH_LIBRARY(snn_cuda, m) {
       "bool need_threshold) -> (Tensor grad_input, Tensor grad_initial, Tensor grad_decay, "
       "Tensor grad_threshold)");
   // Any model of the generic neuron interface (docs/design-neuron-interface.md), by name:
-  // "snntorch_synaptic", "snntorch_rleaky" (reset "subtract" | "zero" | "none"), "norse_lif" ("hard"),
+  // "snntorch_synaptic", "snntorch_rleaky", "snntorch_rsynaptic" (reset "subtract" | "zero" |
+  // "none"), "norse_lif" ("hard"),
   // "norse_li"
   // ("none"), "norse_lsnn" ("hard"). input: [T, *batch, H]; initial: one
   // entry per state, [*batch, H] or None (zeros); constants: the model's, [H] each in the
@@ -698,13 +702,15 @@ TORCH_LIBRARY(snn_cuda, m) {
   // (v, i), rows (spikes, v, i). norse_li: constants (the first three), states and rows (v, i).
   // norse_lsnn: constants (dt * tau_mem_inv, -dt * tau_syn_inv, dt * tau_adapt_inv, v_leak, v_th,
   // v_reset, beta), states (v, i, b), rows (spikes, v, i, b). snntorch_rleaky: constants (beta,
-  // V, threshold), states (spk, mem), rows (spikes, mem).
+  // V, threshold), states (spk, mem), rows (spikes, mem). snntorch_rsynaptic: constants (alpha,
+  // beta, V, threshold), states (spk, syn, mem), rows (spikes, syn, mem).
   m.def(
       "neuron_fwd(str model, str reset, Tensor input, Tensor?[] initial, Tensor[] constants, "
       "int flags) -> (Tensor[] rows, Tensor[] state)");
   // Grads are optional (None = zero), one per row and one per state; saved: per state the row the
   // forward wrote for it (snntorch_synaptic: rows syn and mem; norse_lif/li: rows v and i;
-  // norse_lsnn: rows v, i and b; snntorch_rleaky: rows spikes and mem); input: the
+  // norse_lsnn: rows v, i and b; snntorch_rleaky: rows spikes and mem; snntorch_rsynaptic: rows
+  // spikes, syn and mem); input: the
   // forward's, needed by the norse models (None otherwise); initial as the forward's;
   // need_constants: bit q asks for constant q's gradient. Returns (grad_input, per state the
   // gradient of its initial value, per constant its gradient [H]), zeros where not asked for.

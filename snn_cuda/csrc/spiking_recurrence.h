@@ -1529,6 +1529,131 @@ struct SnntorchRleaky {
   }
 };
 
+// snnTorch's RSynaptic with one-to-one recurrence (all_to_all=False, reset_delay=True): Synaptic
+// plus the previous spike fed back into the synaptic current. States spk, syn, mem (rows spikes,
+// syn, mem); constants alpha, beta (clamped by the caller), V, threshold. Per lane, r_t as in
+// Synaptic and s_{t-1} the previous spike with its surrogate gradient:
+//     syn_t = ((alpha * syn_{t-1}) + x_t) + V * s_{t-1}
+//     b_t   = beta * mem_{t-1} + syn_t
+//     subtract: mem_t = b_t - r_t * theta   zero: mem_t = b_t - b_t * r_t   none: mem_t = b_t
+//     s_t = [mem_t - theta > 0]
+template <typename acc_t>
+struct RsynapticParams {
+  acc_t alpha, beta, v, threshold;
+};
+
+template <int kReset>
+struct SnntorchRsynaptic {
+  static constexpr int kStates = 3, kConstants = 4, kRows = 3, kCarries = 3;
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;
+  };
+  struct Reach {
+    bool spk_next, syn_next, mem_next;  // s_t, syn_t, mem_t reach the loss through step t + 1
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t spike, syn, mem;
+  };
+
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE RsynapticParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[4],
+                                                       int j) {
+    return {c[0][j], c[1][j], c[2][j], c[3][j]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
+    return {alpha};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const RsynapticParams<acc_t>& p, const Options<acc_t>&,
+                                      acc_t x, acc_t (&state)[3], acc_t (&out)[3]) {
+    const acc_t mem_prev = state[2];
+    const acc_t r = mem_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    const acc_t syn = round_to_storage<scalar_t>((p.alpha * state[1] + x) + p.v * state[0]);
+    const acc_t b = p.beta * mem_prev + syn;
+    acc_t mem;
+    if (kReset == kSpikeResetSubtract) {
+      mem = b - r * p.threshold;
+    } else if (kReset == kSpikeResetHard) {
+      mem = b - b * r;
+    } else {
+      mem = b;
+    }
+    mem = round_to_storage<scalar_t>(mem);
+    const acc_t s = mem - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    out[0] = s;
+    out[1] = syn;
+    out[2] = mem;
+    state[0] = s;
+    state[1] = syn;
+    state[2] = mem;
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return false; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0], given.state[1], given.state[2]};
+  }
+  // s_t reaches the loss through its row or syn_{t+1}; mem_t through its row, s_t or mem_{t+1};
+  // syn_t through its row, mem_t (b_t) or syn_{t+1}.
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>&, int64_t, int64_t) {
+    const bool spike = given.rows[0] || r.spk_next;
+    const bool mem = given.rows[2] || spike || r.mem_next;
+    const bool syn = given.rows[1] || mem || r.syn_next;
+    r.spk_next = syn;
+    r.syn_next = syn;
+    r.mem_next = mem;
+    return {as_flag<acc_t>(spike), as_flag<acc_t>(syn), as_flag<acc_t>(mem)};
+  }
+  // saved = (s_t, syn_t, mem_t), prev = those of step t - 1; carries dL/ds_t, dL/dsyn_t, dL/dmem_t
+  // through step t + 1; grad_c = (alpha, beta, V, threshold).
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const RsynapticParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/,
+                                        acc_t /*x*/, const acc_t (&saved)[3],
+                                        const acc_t (&prev)[3], const acc_t (&grad_rows)[3],
+                                        acc_t (&carry)[3], acc_t (&grad_c)[4]) {
+    const acc_t gs = grad_rows[0] + carry[0];  // dL/ds_t
+    const acc_t sg = surrogate_grad<kSurrogate>(saved[2] - p.threshold, o.alpha);
+    const acc_t spike_product = gs * sg;  // computed, then selected
+    const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+    const acc_t gm = (grad_rows[2] + carry[2]) + spike_term;  // dL/dmem_t
+    grad_c[3] -= spike_term;
+    const acc_t r = prev[2] - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    acc_t gb;  // dL/db_t
+    if (kReset == kSpikeResetSubtract) {
+      gb = gm;
+      grad_c[3] -= gm * r;
+    } else if (kReset == kSpikeResetHard) {
+      gb = gm - gm * r;
+    } else {
+      gb = gm;
+    }
+    const acc_t beta_product = gb * prev[2];
+    grad_c[1] += f.mem > acc_t(0) ? beta_product : acc_t(0);
+    const acc_t gsyn = (gb + grad_rows[1]) + carry[1];  // dL/dsyn_t = dL/dx_t
+    const acc_t alpha_product = gsyn * prev[1];
+    grad_c[0] += f.syn > acc_t(0) ? alpha_product : acc_t(0);
+    const acc_t v_product = gsyn * prev[0];
+    grad_c[2] += f.syn > acc_t(0) ? v_product : acc_t(0);
+    carry[0] = gsyn * p.v;
+    carry[1] = gsyn * p.alpha;
+    carry[2] = gb * p.beta;
+    return gsyn;
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const RsynapticParams<acc_t>&, const acc_t (&)[3],
+                                     const acc_t (&carry)[3], acc_t (&grad_initial)[3],
+                                     acc_t (&)[4]) {
+    grad_initial[0] = carry[0];
+    grad_initial[1] = carry[1];
+    grad_initial[2] = carry[2];
+  }
+};
+
 // Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
 template <int kBlock, class M, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void neuron_forward_lanes(const NeuronForwardArgs<scalar_t, acc_t>& a,

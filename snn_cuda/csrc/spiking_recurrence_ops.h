@@ -458,9 +458,11 @@ enum NeuronModelKind : int {
   kModelNorseLi = 2,
   kModelNorseLsnn = 3,
   kModelSnntorchRleaky = 4,
+  kModelSnntorchRsynaptic = 5,
 };
 
-// "snntorch_synaptic" and "snntorch_rleaky" with "subtract" / "zero" / "none"; "norse_lif" and
+// "snntorch_synaptic", "snntorch_rleaky" and "snntorch_rsynaptic" with "subtract" / "zero" /
+// "none"; "norse_lif" and
 // "norse_lsnn" with "hard"
 // (to v_reset); "norse_li" with "none". Anything else is an error listing the accepted names.
 ModelSpec parse_model(c10::string_view model, c10::string_view reset);
@@ -474,6 +476,12 @@ void dispatch_model(const ModelSpec& spec, const F& f) {
     f(ModelTag<NorseLi>{});
   } else if (spec.kind == kModelNorseLsnn) {
     f(ModelTag<NorseLsnn>{});
+  } else if (spec.kind == kModelSnntorchRsynaptic) {
+    switch (spec.reset) {
+      case kSpikeResetSubtract: f(ModelTag<SnntorchRsynaptic<kSpikeResetSubtract>>{}); break;
+      case kSpikeResetHard: f(ModelTag<SnntorchRsynaptic<kSpikeResetHard>>{}); break;
+      default: f(ModelTag<SnntorchRsynaptic<kSpikeResetNone>>{}); break;
+    }
   } else if (spec.kind == kModelSnntorchRleaky) {
     switch (spec.reset) {
       case kSpikeResetSubtract: f(ModelTag<SnntorchRleaky<kSpikeResetSubtract>>{}); break;
