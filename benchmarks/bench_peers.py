@@ -17,6 +17,10 @@ Rows:
   snn_cuda.norse.LIF/LI/LSNN  fused, Norse's          norse.LIF/LI/LSNN  its own (a per-step
                                                             loop in Python over its step function;
                                                             its backward is O(T^2), see below)
+  snn_cuda.RLeaky / RSynaptic   fused, snnTorch's recurrent neurons with one-to-one recurrence
+                         (V = 0.5): one kernel call; ".all_to_all": RLeaky with an nn.Linear(n, n)
+                         recurrence, one matmul + one fused step per step; against snnTorch's
+                         modules called per step
   norse.LIFCell          Norse's cell in a per-step loop over x.unbind(0): what a careful user
                          writes instead of norse.LIF (whose loop indexes input[ts]: each step's
                          backward writes a whole [T, ...] zero gradient)
@@ -59,14 +63,18 @@ from common import (  # noqa: E402
 
 LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode",
              "snn_cuda.ParametricLIFNode", "snn_cuda.Synaptic", "snn_cuda.norse.LIF",
-             "snn_cuda.norse.LI", "snn_cuda.norse.LSNN", "snntorch.Leaky", "spikingjelly.LIFNode", "spikingjelly.IFNode",
+             "snn_cuda.norse.LI", "snn_cuda.norse.LSNN", "snn_cuda.RLeaky", "snn_cuda.RLeaky.all_to_all",
+             "snn_cuda.RSynaptic", "snntorch.Leaky", "snntorch.RLeaky", "snntorch.RLeaky.all_to_all",
+             "snntorch.RSynaptic", "spikingjelly.LIFNode", "spikingjelly.IFNode",
              "spikingjelly.ParametricLIFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI",
              "norse.LSNN", "norse.LIFCell")
 # Each of ours against the module it replaces.
 ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
             "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic",
             "snn_cuda.norse.LIF": "norse.LIF", "snn_cuda.norse.LI": "norse.LI",
-            "snn_cuda.norse.LSNN": "norse.LSNN",
+            "snn_cuda.norse.LSNN": "norse.LSNN", "snn_cuda.RLeaky": "snntorch.RLeaky",
+            "snn_cuda.RLeaky.all_to_all": "snntorch.RLeaky.all_to_all",
+            "snn_cuda.RSynaptic": "snntorch.RSynaptic",
             "snn_cuda.ParametricLIFNode": "spikingjelly.ParametricLIFNode"}
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
 ALPHA = 0.8  # Synaptic's current decay
@@ -155,6 +163,28 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
             for step in linear(x).unbind(0):
                 z, state = neuron(step, state)
                 spikes.append(z)
+            return torch.stack(spikes)
+    elif library.split(".")[1] in ("RLeaky", "RSynaptic"):
+        if library.startswith("snn_cuda"):
+            import snn_cuda as lib
+        else:
+            import snntorch as lib
+        name = library.split(".")[1]
+        recurrence = dict(linear_features=n) if library.endswith("all_to_all") else dict(all_to_all=False, V=0.5)
+        decays = dict(alpha=ALPHA, beta=BETA) if name == "RSynaptic" else dict(beta=BETA)
+        extra = {"step_mode": "m"} if library.startswith("snn_cuda") else {}
+        neuron = getattr(lib, name)(**decays, **recurrence, **extra).to(device)
+
+        def forward():
+            current = linear(x)
+            states = neuron.reset_mem()
+            if library.startswith("snn_cuda"):
+                return neuron(current)[0]  # the whole sequence (one-to-one: one kernel call)
+            spikes = []
+            for step in current.unbind(0):  # (unbind: see snntorch.Leaky)
+                out = neuron(step, *states)
+                spikes.append(out[0])
+                states = out
             return torch.stack(spikes)
     elif library == "snntorch.Synaptic":
         import snntorch
