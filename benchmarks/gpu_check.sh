@@ -97,7 +97,9 @@ fi
 # --- The CUDA tests first, as their own step, without -x: every failure is reported.
 step cuda_tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_cuda_build.py \
   tests/test_if.py::test_if_cuda_matches_cpu tests/test_synaptic.py::test_synaptic_cuda_matches_cpu \
-  tests/test_norse.py::test_norse_cuda_matches_cpu -q -rs -p no:cacheprovider
+  tests/test_norse.py::test_norse_cuda_matches_cpu tests/test_norse.py::test_lsnn_cuda_matches_cpu \
+  tests/test_plif.py::test_plif_cuda_matches_cpu tests/test_rleaky.py::test_rleaky_cuda_matches_cpu \
+  -q -rs -p no:cacheprovider
 SANITIZER=$(command -v compute-sanitizer || true)
 if [ -z "$SANITIZER" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
   SANITIZER=$CUDA_HOME/bin/compute-sanitizer
@@ -131,5 +133,8 @@ step other_tests 120 "$PY" -m pytest tests -q -rs -p no:cacheprovider \
   --ignore=tests/test_cuda.py --ignore=tests/test_cuda_build.py \
   --deselect tests/test_if.py::test_if_cuda_matches_cpu \
   --deselect tests/test_synaptic.py::test_synaptic_cuda_matches_cpu \
-  --deselect tests/test_norse.py::test_norse_cuda_matches_cpu
+  --deselect tests/test_norse.py::test_norse_cuda_matches_cpu \
+  --deselect tests/test_norse.py::test_lsnn_cuda_matches_cpu \
+  --deselect tests/test_plif.py::test_plif_cuda_matches_cpu \
+  --deselect tests/test_rleaky.py::test_rleaky_cuda_matches_cpu
 finish

@@ -512,3 +512,38 @@ def test_lsnn_bad_arguments_and_convert():
     for (a, sa), (e, se) in zip([converted[0](x), converted[1](x[0])], expected):
         assert torch.equal(a, e) and all(torch.equal(p, q) for p, q in zip(sa, se))
     assert expected[0][0].any()
+
+
+def test_lsnn_compiles():
+    x, c, _, _ = draw_lsnn((12, 3, 5), torch.float32, 33)
+    constants = [v.float() for v in c.values()]
+
+    def f(x):
+        return snn_cuda.norse_lsnn(x, *constants, return_state=True)
+
+    out, expected = torch.compile(f, fullgraph=True)(x), f(x)
+    for a, e in zip(out[:4] + out[4], expected[:4] + expected[4]):
+        assert torch.equal(a, e)
+    assert out[0].any()
+
+
+def test_lsnn_device_comparison_runs_on_cpu():
+    compare_lsnn_devices("cpu", torch.float32)
+
+
+def compare_lsnn_devices(device, dtype):
+    x, constants, initial, weights = draw_lsnn((45, 3, 33), dtype, 34)
+    on_cpu = run_lsnn(LSNN[0], x, constants, initial, weights)
+    on_device = run_lsnn(LSNN[0], x.to(device), {k: v.to(device) for k, v in constants.items()},
+                         tuple(s.to(device) for s in initial), weights.to(device))
+    for a, e in zip(on_device[0], on_cpu[0]):
+        assert torch.equal(a.cpu(), e), dtype
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5}.get(dtype, 1e-2)
+    for a, e in zip(on_device[1], on_cpu[1]):
+        torch.testing.assert_close(a.cpu().double(), e.double(), rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible: the CUDA kernel cannot run here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_lsnn_cuda_matches_cpu(dtype):
+    compare_lsnn_devices("cuda", dtype)

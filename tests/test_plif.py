@@ -204,3 +204,28 @@ def test_plif_per_neuron_w_and_convert():
     converted = snn_cuda.convert(torch.nn.Sequential(peer))[0]
     assert isinstance(converted, snn_cuda.ParametricLIFNode) and converted.w is peer.w
     assert torch.equal(converted(x), outs[0])
+
+
+def compare_devices(device, dtype, reset, surrogate):
+    x, rate, threshold, initial, weights = draw((45, 3, 33), dtype, 40)
+    options = dict(reset=reset, surrogate=surrogate, reset_value=0.1 if reset == "hard" else 0.0)
+    on_cpu = run(snn_cuda.lif, x, rate, threshold, initial, weights, **options)
+    on_device = run(snn_cuda.lif, *(t.to(device) for t in (x, rate, threshold, initial, weights)),
+                    **options)
+    for a, e in zip(on_device[0], on_cpu[0]):
+        assert torch.equal(a.cpu(), e), (dtype, reset, surrogate)
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5}.get(dtype, 1e-2)
+    for a, e in zip(on_device[1], on_cpu[1]):
+        torch.testing.assert_close(a.cpu().double(), e.double(), rtol=tol, atol=tol)
+
+
+def test_plif_device_comparison_runs_on_cpu():
+    compare_devices("cpu", torch.float32, "hard", "sigmoid")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible: the CUDA kernel cannot run here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reset", RESETS)
+def test_plif_cuda_matches_cpu(dtype, reset):
+    for surrogate in SURROGATES:
+        compare_devices("cuda", dtype, reset, surrogate)

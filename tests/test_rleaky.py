@@ -415,3 +415,48 @@ def test_rsynaptic_state_dict_convert_and_bad_arguments():
             torch.randn(2, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="alpha must be finite"):
         snn_cuda.RSynaptic(alpha=float("nan"), beta=0.9, all_to_all=False)
+
+
+def test_rleaky_and_rsynaptic_compile():
+    x, constants, initial, _ = draw((12, 3, 5), torch.float32, 31)
+    beta, V, threshold = (c.float() for c in constants)
+
+    def f(x, spk0, mem0):
+        return snn_cuda.rleaky(x, beta, V, threshold, initial=(spk0, mem0), return_state=True)
+
+    out, expected = torch.compile(f, fullgraph=True)(x, *initial), f(x, *initial)
+    for a, e in zip(out[:2] + out[2], expected[:2] + expected[2]):
+        assert torch.equal(a, e)
+    module = snn_cuda.RSynaptic(alpha=0.8, beta=0.9, all_to_all=False, V=0.3, step_mode="m")
+    whole = torch.compile(module, fullgraph=True)(x * 2)
+    stepper = snn_cuda.RSynaptic(alpha=0.8, beta=0.9, all_to_all=False, V=0.3)
+    per_step = [torch.stack(o) for o in zip(*(stepper(x[t] * 2) for t in range(x.shape[0])))]
+    for a, e in zip(whole, per_step):
+        assert torch.equal(a, e)
+    assert whole[0].any()
+
+
+def compare_devices(device, dtype, model):
+    fns = {"rleaky": (snn_cuda.rleaky, draw, run), "rsynaptic": (snn_cuda.rsynaptic, draw_rsyn, run_rsyn)}
+    fn, drawer, runner = fns[model]
+    x, constants, initial, weights = drawer((45, 3, 33), dtype, 32)
+    on_cpu = runner(fn, x, constants, initial, weights)
+    on_device = runner(fn, x.to(device), [c.to(device) for c in constants],
+                       [s.to(device) for s in initial], weights.to(device))
+    for a, e in zip(on_device[0], on_cpu[0]):
+        assert torch.equal(a.cpu(), e), (dtype, model)
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5}.get(dtype, 1e-2)
+    for a, e in zip(on_device[1], on_cpu[1]):
+        torch.testing.assert_close(a.cpu().double(), e.double(), rtol=tol, atol=tol)
+
+
+def test_rleaky_device_comparison_runs_on_cpu():
+    compare_devices("cpu", torch.float32, "rleaky")
+    compare_devices("cpu", torch.float32, "rsynaptic")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible: the CUDA kernel cannot run here")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("model", ["rleaky", "rsynaptic"])
+def test_rleaky_cuda_matches_cpu(dtype, model):
+    compare_devices("cuda", dtype, model)
