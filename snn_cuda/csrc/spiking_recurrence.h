@@ -990,6 +990,41 @@ template <int kConv, int kReset>
 using LifModel = typename std::conditional<kConv == kConvSnntorch, SnntorchLif<kReset>,
                                            SpikingjellyLif<kReset, kConv>>::type;
 
+// snnTorch's delayed reset of this step's charge b (Synaptic, RLeaky, RSynaptic), with
+// r = [m_{t-1} - theta > 0] the previous membrane's spike, detached: subtract b - r * theta,
+// zero b - b * r (snnTorch computes b twice; the value is the same), none b.
+template <int kReset, typename acc_t>
+C10_HOST_DEVICE inline acc_t snntorch_delayed_reset(acc_t b, acc_t r, acc_t threshold) {
+  if (kReset == kSpikeResetSubtract) return b - r * threshold;
+  if (kReset == kSpikeResetHard) return b - b * r;
+  return b;
+}
+
+// Its backward: dL/db from gm = dL/dm_t; the subtractive reset's threshold term is taken off
+// grad_threshold.
+template <int kReset, typename acc_t>
+C10_HOST_DEVICE inline acc_t snntorch_delayed_reset_bwd(acc_t gm, acc_t r, acc_t& grad_threshold) {
+  if (kReset == kSpikeResetSubtract) {
+    grad_threshold -= gm * r;
+    return gm;
+  }
+  if (kReset == kSpikeResetHard) return gm - gm * r;
+  return gm;
+}
+
+// The surrogate term of a spike s = [m - theta > 0] given gs = dL/ds: gs * sigma'(m - theta) where
+// the spike reaches the loss (`reached` a 0/1 float, see snntorch_bwd_step), else 0; taken off
+// grad_threshold and returned (it adds to dL/dm).
+template <int kSurrogate, typename acc_t>
+C10_HOST_DEVICE inline acc_t snntorch_spike_bwd(acc_t gs, acc_t m, acc_t threshold, acc_t alpha,
+                                                acc_t reached, acc_t& grad_threshold) {
+  const acc_t sg = surrogate_grad<kSurrogate>(m - threshold, alpha);
+  const acc_t spike_product = gs * sg;  // computed, then selected
+  const acc_t spike_term = reached > acc_t(0) ? spike_product : acc_t(0);
+  grad_threshold -= spike_term;
+  return spike_term;
+}
+
 // snnTorch's Synaptic (a current-based, second-order LIF; reset_delay=True). States syn, mem; rows
 // spikes, syn, mem (the states' saved rows: rows 1 and 2); constants alpha, beta (both already
 // clamped to [0, 1], as snnTorch clamps them in its forward), threshold. Per lane, with
@@ -1037,15 +1072,8 @@ struct SnntorchSynaptic {
     const acc_t r = mem_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     const acc_t syn = round_to_storage<scalar_t>(p.alpha * state[0] + x);
     const acc_t b = p.beta * mem_prev + syn;
-    acc_t mem;
-    if (kReset == kSpikeResetSubtract) {
-      mem = b - r * p.threshold;
-    } else if (kReset == kSpikeResetHard) {
-      mem = b - b * r;
-    } else {
-      mem = b;
-    }
-    mem = round_to_storage<scalar_t>(mem);
+    const acc_t mem =
+        round_to_storage<scalar_t>(snntorch_delayed_reset<kReset>(b, r, p.threshold));
     out[0] = mem - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     out[1] = syn;
     out[2] = mem;
@@ -1073,21 +1101,11 @@ struct SnntorchSynaptic {
                                         acc_t /*x*/, const acc_t (&saved)[2],
                                         const acc_t (&prev)[2], const acc_t (&grad_rows)[3],
                                         acc_t (&carry)[2], acc_t (&grad_c)[3]) {
-    const acc_t sg = surrogate_grad<kSurrogate>(saved[1] - p.threshold, o.alpha);
-    const acc_t spike_product = grad_rows[0] * sg;  // computed, then selected (see lif_bwd_step)
-    const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+    const acc_t spike_term = snntorch_spike_bwd<kSurrogate>(grad_rows[0], saved[1], p.threshold,
+                                                            o.alpha, f.spike, grad_c[2]);
     const acc_t gm = grad_rows[2] + carry[1] + spike_term;  // dL/dmem_t
-    grad_c[2] -= spike_term;
     const acc_t r = prev[1] - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
-    acc_t gb;  // dL/db_t
-    if (kReset == kSpikeResetSubtract) {
-      gb = gm;
-      grad_c[2] -= gm * r;
-    } else if (kReset == kSpikeResetHard) {
-      gb = gm - gm * r;
-    } else {
-      gb = gm;
-    }
+    const acc_t gb = snntorch_delayed_reset_bwd<kReset>(gm, r, grad_c[2]);  // dL/db_t
     const acc_t beta_product = gb * prev[1];
     grad_c[1] += f.mem > acc_t(0) ? beta_product : acc_t(0);
     const acc_t gs = gb + grad_rows[1] + carry[0];  // dL/dsyn_t = dL/dx_t
@@ -1457,15 +1475,8 @@ struct SnntorchRleaky {
     const acc_t mem_prev = state[1];
     const acc_t r = mem_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     const acc_t b = (p.beta * mem_prev + x) + p.v * state[0];
-    acc_t mem;
-    if (kReset == kSpikeResetSubtract) {
-      mem = b - r * p.threshold;
-    } else if (kReset == kSpikeResetHard) {
-      mem = b - r * b;
-    } else {
-      mem = b;
-    }
-    mem = round_to_storage<scalar_t>(mem);
+    const acc_t mem =
+        round_to_storage<scalar_t>(snntorch_delayed_reset<kReset>(b, r, p.threshold));
     const acc_t s = mem - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     out[0] = s;
     out[1] = mem;
@@ -1496,21 +1507,11 @@ struct SnntorchRleaky {
                                         const acc_t (&prev)[2], const acc_t (&grad_rows)[2],
                                         acc_t (&carry)[2], acc_t (&grad_c)[3]) {
     const acc_t gs = grad_rows[0] + carry[0];  // dL/ds_t
-    const acc_t sg = surrogate_grad<kSurrogate>(saved[1] - p.threshold, o.alpha);
-    const acc_t spike_product = gs * sg;  // computed, then selected
-    const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+    const acc_t spike_term =
+        snntorch_spike_bwd<kSurrogate>(gs, saved[1], p.threshold, o.alpha, f.spike, grad_c[2]);
     const acc_t gm = (grad_rows[1] + carry[1]) + spike_term;  // dL/dmem_t
-    grad_c[2] -= spike_term;
     const acc_t r = prev[1] - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
-    acc_t gb;  // dL/db_t
-    if (kReset == kSpikeResetSubtract) {
-      gb = gm;
-      grad_c[2] -= gm * r;
-    } else if (kReset == kSpikeResetHard) {
-      gb = gm - gm * r;
-    } else {
-      gb = gm;
-    }
+    const acc_t gb = snntorch_delayed_reset_bwd<kReset>(gm, r, grad_c[2]);  // dL/db_t
     const acc_t beta_product = gb * prev[1];
     grad_c[0] += f.mem > acc_t(0) ? beta_product : acc_t(0);
     const acc_t v_product = gb * prev[0];
@@ -1573,15 +1574,8 @@ struct SnntorchRsynaptic {
     const acc_t r = mem_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     const acc_t syn = round_to_storage<scalar_t>((p.alpha * state[1] + x) + p.v * state[0]);
     const acc_t b = p.beta * mem_prev + syn;
-    acc_t mem;
-    if (kReset == kSpikeResetSubtract) {
-      mem = b - r * p.threshold;
-    } else if (kReset == kSpikeResetHard) {
-      mem = b - b * r;
-    } else {
-      mem = b;
-    }
-    mem = round_to_storage<scalar_t>(mem);
+    const acc_t mem =
+        round_to_storage<scalar_t>(snntorch_delayed_reset<kReset>(b, r, p.threshold));
     const acc_t s = mem - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
     out[0] = s;
     out[1] = syn;
@@ -1616,21 +1610,11 @@ struct SnntorchRsynaptic {
                                         const acc_t (&prev)[3], const acc_t (&grad_rows)[3],
                                         acc_t (&carry)[3], acc_t (&grad_c)[4]) {
     const acc_t gs = grad_rows[0] + carry[0];  // dL/ds_t
-    const acc_t sg = surrogate_grad<kSurrogate>(saved[2] - p.threshold, o.alpha);
-    const acc_t spike_product = gs * sg;  // computed, then selected
-    const acc_t spike_term = f.spike > acc_t(0) ? spike_product : acc_t(0);
+    const acc_t spike_term =
+        snntorch_spike_bwd<kSurrogate>(gs, saved[2], p.threshold, o.alpha, f.spike, grad_c[3]);
     const acc_t gm = (grad_rows[2] + carry[2]) + spike_term;  // dL/dmem_t
-    grad_c[3] -= spike_term;
     const acc_t r = prev[2] - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
-    acc_t gb;  // dL/db_t
-    if (kReset == kSpikeResetSubtract) {
-      gb = gm;
-      grad_c[3] -= gm * r;
-    } else if (kReset == kSpikeResetHard) {
-      gb = gm - gm * r;
-    } else {
-      gb = gm;
-    }
+    const acc_t gb = snntorch_delayed_reset_bwd<kReset>(gm, r, grad_c[3]);  // dL/db_t
     const acc_t beta_product = gb * prev[2];
     grad_c[1] += f.mem > acc_t(0) ? beta_product : acc_t(0);
     const acc_t gsyn = (gb + grad_rows[1]) + carry[1];  // dL/dsyn_t = dL/dx_t
