@@ -224,6 +224,8 @@ def test_synaptic_bad_arguments():
     p = torch.ones(4)
     with pytest.raises(RuntimeError, match='model "snntorch_synaptic" takes 3 constants, got 2'):
         torch.ops.snn_cuda.neuron_fwd("snntorch_synaptic", "subtract", x, [None, None], [p, p], 0)
+    with pytest.raises(RuntimeError, match='model "snntorch_synaptic" takes the option flags 0 at most, got 2'):
+        torch.ops.snn_cuda.neuron_fwd("snntorch_synaptic", "subtract", x, [None, None], [p, p, p], 2)
     with pytest.raises(RuntimeError, match="takes 2 initial states"):
         torch.ops.snn_cuda.neuron_fwd("snntorch_synaptic", "subtract", x, [None], [p, p, p], 0)
     with pytest.raises(RuntimeError, match=r"must have shape \[H\] = \[4\]"):
@@ -233,6 +235,9 @@ def test_synaptic_bad_arguments():
     with pytest.raises(RuntimeError, match="need_constants must be a bit mask of the model's 3"):
         torch.ops.snn_cuda.neuron_bwd("snntorch_synaptic", "none", [None] * 3, [None] * 2,
                                       rows[1:], [None] * 2, None, [p, p, p], 0, "atan", 2.0, 8)
+    with pytest.raises(RuntimeError, match="neuron_bwd: model .* takes the option flags 0 at most, got 1"):
+        torch.ops.snn_cuda.neuron_bwd("snntorch_synaptic", "none", [None] * 3, [None] * 2,
+                                      rows[1:], [None] * 2, None, [p, p, p], 1, "atan", 2.0, 0)
     with pytest.raises(RuntimeError, match="saved rows .one per state., got 1"):
         torch.ops.snn_cuda.neuron_bwd("snntorch_synaptic", "none", [None] * 3, [None] * 2,
                                       rows[1:2], [None] * 2, None, [p, p, p], 0, "atan", 2.0, 0)

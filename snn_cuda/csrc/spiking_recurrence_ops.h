@@ -450,6 +450,7 @@ struct ModelSpec {
   int states, rows, constants;
   bool needs_input;  // the backward reads the forward's input
   const char* name;
+  int flags = 0;     // the NeuronFlag bits the model reads (none of the models of neuron_* yet)
 };
 
 enum NeuronModelKind : int {
@@ -462,39 +463,38 @@ enum NeuronModelKind : int {
 };
 
 // "snntorch_synaptic", "snntorch_rleaky" and "snntorch_rsynaptic" with "subtract" / "zero" /
-// "none"; "norse_lif" and
-// "norse_lsnn" with "hard"
-// (to v_reset); "norse_li" with "none". Anything else is an error listing the accepted names.
+// "none"; "norse_lif" and "norse_lsnn" with "hard" (to v_reset); "norse_li" with "none". Anything
+// else is an error listing the accepted names.
 ModelSpec parse_model(c10::string_view model, c10::string_view reset);
+
+// Calls f(ModelTag<M<kReset>>{}) for a model templated on snnTorch's resets.
+template <template <int> class M, typename F>
+void dispatch_snntorch_reset(int reset, const F& f) {
+  switch (reset) {
+    case kSpikeResetSubtract: f(ModelTag<M<kSpikeResetSubtract>>{}); break;
+    case kSpikeResetHard: f(ModelTag<M<kSpikeResetHard>>{}); break;
+    default: f(ModelTag<M<kSpikeResetNone>>{}); break;
+  }
+}
 
 // Calls f(ModelTag<M>{}) for the model of `spec`.
 template <typename F>
 void dispatch_model(const ModelSpec& spec, const F& f) {
-  if (spec.kind == kModelNorseLif) {
-    f(ModelTag<NorseLif>{});
-  } else if (spec.kind == kModelNorseLi) {
-    f(ModelTag<NorseLi>{});
-  } else if (spec.kind == kModelNorseLsnn) {
-    f(ModelTag<NorseLsnn>{});
-  } else if (spec.kind == kModelSnntorchRsynaptic) {
-    switch (spec.reset) {
-      case kSpikeResetSubtract: f(ModelTag<SnntorchRsynaptic<kSpikeResetSubtract>>{}); break;
-      case kSpikeResetHard: f(ModelTag<SnntorchRsynaptic<kSpikeResetHard>>{}); break;
-      default: f(ModelTag<SnntorchRsynaptic<kSpikeResetNone>>{}); break;
-    }
-  } else if (spec.kind == kModelSnntorchRleaky) {
-    switch (spec.reset) {
-      case kSpikeResetSubtract: f(ModelTag<SnntorchRleaky<kSpikeResetSubtract>>{}); break;
-      case kSpikeResetHard: f(ModelTag<SnntorchRleaky<kSpikeResetHard>>{}); break;
-      default: f(ModelTag<SnntorchRleaky<kSpikeResetNone>>{}); break;
-    }
-  } else {
-    switch (spec.reset) {
-      case kSpikeResetSubtract: f(ModelTag<SnntorchSynaptic<kSpikeResetSubtract>>{}); break;
-      case kSpikeResetHard: f(ModelTag<SnntorchSynaptic<kSpikeResetHard>>{}); break;
-      default: f(ModelTag<SnntorchSynaptic<kSpikeResetNone>>{}); break;
-    }
+  switch (spec.kind) {
+    case kModelNorseLif: f(ModelTag<NorseLif>{}); break;
+    case kModelNorseLi: f(ModelTag<NorseLi>{}); break;
+    case kModelNorseLsnn: f(ModelTag<NorseLsnn>{}); break;
+    case kModelSnntorchRleaky: dispatch_snntorch_reset<SnntorchRleaky>(spec.reset, f); break;
+    case kModelSnntorchRsynaptic: dispatch_snntorch_reset<SnntorchRsynaptic>(spec.reset, f); break;
+    default: dispatch_snntorch_reset<SnntorchSynaptic>(spec.reset, f); break;
   }
+}
+
+// A model reads only the option flags it declares; any other bit is an error rather than an
+// option silently ignored.
+inline void check_model_flags(const ModelSpec& spec, const char* op, int64_t flags) {
+  TORCH_CHECK(flags >= 0 && (flags & ~int64_t{spec.flags}) == 0, op, ": model \"", spec.name,
+              "\" takes the option flags ", spec.flags, " at most, got ", flags);
 }
 
 void check_neuron_forward_inputs(const ModelSpec& spec, const at::Tensor& input,
@@ -521,6 +521,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> run_neuron_forward(
     const c10::List<c10::optional<at::Tensor>>& initial, at::TensorList constants, int64_t flags,
     const Launch& launch) {
   const ModelSpec spec = parse_model(model, reset);
+  check_model_flags(spec, "neuron_fwd", flags);
   check_neuron_forward_inputs(spec, input, initial, constants);
   [[maybe_unused]] const auto guard = launch.device_guard(input.device());
   const at::Tensor x = input.contiguous();
@@ -578,6 +579,7 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> run_neu
   TORCH_CHECK(need_constants >= 0 && need_constants < (int64_t{1} << spec.constants),
               "neuron_bwd: need_constants must be a bit mask of the model's ", spec.constants,
               " constants, got ", need_constants);
+  check_model_flags(spec, "neuron_bwd", flags);
   const bool input_needed = spec.needs_input;
   check_neuron_backward_inputs(spec, grad_rows, grad_state, saved, initial, input, constants,
                                input_needed);
