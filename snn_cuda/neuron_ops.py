@@ -220,10 +220,36 @@ def _check_values(op: str, items) -> None:
     check_tensor_values(op, *((value, name, False, "") for value, name in items))
 
 
-def check_synaptic_options(reset: str, surrogate, op: str):
-    if reset not in MODELS["snntorch_synaptic"].resets:
-        raise ValueError(f'{op}: reset must be "subtract", "zero" or "none", got {reset!r}')
-    return _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, op)
+def check_model_options(model: str, reset: str, surrogate, default, op: str):
+    """The reset (one of the model's) and the surrogate (default: ``default``), as the fused
+    function and its reference loop both take them. Returns the surrogate."""
+    resets = MODELS[model].resets
+    if reset not in resets:
+        named = [f'"{r}"' for r in resets]
+        listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " or " + named[-1]
+        raise ValueError(f"{op}: reset must be {listed}, got {reset!r}")
+    return _surrogate.resolve(surrogate, default, op)
+
+
+def run_model(op: str, model: str, reset: str, input: torch.Tensor, constants, names, initial,
+              surrogate, default_surrogate, return_state: bool):
+    """What every functional form does: check its options and constants, lay out its arguments
+    (:func:`prepare_neuron`), run :class:`NeuronFunction` once, and return the rows in the input's
+    shape, plus with ``return_state`` the states after the last step as a tuple (fresh tensors)."""
+    check_flag(return_state, "return_state", op)
+    spec = check_model_options(model, reset, surrogate, default_surrogate, op)
+    _check_values(op, list(zip(constants, names)))
+    info = MODELS[model]
+    x, initial, kernel_constants, restore = prepare_neuron(op, input, initial, constants, names,
+                                                           info.states)
+    outputs = NeuronFunction.apply(model, reset, 0, spec.name, spec.alpha, x, *initial,
+                                   *kernel_constants)
+    R = len(info.rows)
+    rows = tuple(restore(r) for r in outputs[:R])
+    if return_state:
+        step_shape = input.shape[1:]
+        return (*rows, tuple(_fresh(t, step_shape) for t in outputs[R:]))
+    return rows
 
 
 def synaptic(
@@ -261,22 +287,9 @@ def synaptic(
         ``(spikes, syn, mem)`` shaped and typed like ``input``; with ``return_state``,
         ``(spikes, syn, mem, (syn_last, mem_last))``.
     """
-    op = "synaptic"
-    check_flag(return_state, "return_state", op)
-    spec = check_synaptic_options(reset, surrogate, op)
-    _check_values(op, ((alpha, "alpha"), (beta, "beta"), (threshold, "threshold")))
-    x, initial, constants, restore = prepare_neuron(
-        op, input, initial, (alpha, beta, threshold), ("alpha", "beta", "threshold"),
-        MODELS["snntorch_synaptic"].states,
-    )
-    spikes, syn, mem, syn_last, mem_last = NeuronFunction.apply(
-        "snntorch_synaptic", reset, 0, spec.name, spec.alpha, x, *initial, *constants
-    )
-    step_shape = input.shape[1:]
-    if return_state:
-        return (restore(spikes), restore(syn), restore(mem),
-                (_fresh(syn_last, step_shape), _fresh(mem_last, step_shape)))
-    return restore(spikes), restore(syn), restore(mem)
+    return run_model("synaptic", "snntorch_synaptic", reset, input, (alpha, beta, threshold),
+                     ("alpha", "beta", "threshold"), initial, surrogate,
+                     _surrogate.SNNTORCH_DEFAULT, return_state)
 
 
 def synaptic_step(
@@ -318,29 +331,13 @@ def norse_constants(dt, tau_syn_inv, tau_mem_inv, acc: torch.dtype):
     if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not 0 < dt < math.inf:
         raise ValueError(f"norse: dt must be a finite float > 0, got {dt!r}")
 
-    def as_tensor(value):
-        return value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=acc)
-
-    return dt * as_tensor(tau_mem_inv), -dt * as_tensor(tau_syn_inv)
+    return dt * _norse_tensor(tau_mem_inv, acc), -dt * _norse_tensor(tau_syn_inv, acc)
 
 
-def _norse(op: str, model: str, input, constants, names, initial, surrogate, return_state):
-    check_flag(return_state, "return_state", op)
-    spec = _surrogate.resolve(surrogate, NORSE_SURROGATE, op)
-    check_excitation(input, f"{op}: input", "[T, *batch, *features]")
-    _check_values(op, [(v, n) for v, n in zip(constants, names)])
-    x, initial, kernel_constants, restore = prepare_neuron(op, input, initial, constants, names,
-                                                           ("v", "i"))
-    info = MODELS[model]
-    reset = info.resets[0]
-    outputs = NeuronFunction.apply(model, reset, 0, spec.name, spec.alpha, x, *initial,
-                                   *kernel_constants)
-    rows, (v_last, i_last) = outputs[:len(info.rows)], outputs[len(info.rows):]
-    step_shape = input.shape[1:]
-    rows = tuple(restore(r) for r in rows)
-    if return_state:
-        return (*rows, (_fresh(v_last, step_shape), _fresh(i_last, step_shape)))
-    return rows
+def _norse_tensor(value, acc: torch.dtype) -> torch.Tensor:
+    """A Norse parameter as the tensor ``dt * value`` is computed on: itself, or a float as a
+    tensor of the accumulation dtype."""
+    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value), dtype=acc)
 
 
 def _norse_args(op, input, dt, tau_syn_inv, tau_mem_inv):
@@ -381,10 +378,9 @@ def norse_lif(
     last step.
     """
     a, b = _norse_args("norse_lif", input, dt, tau_syn_inv, tau_mem_inv)
-    initial = _norse_initial("norse_lif", input, initial, v_leak)
-    return _norse("norse_lif", "norse_lif", input, (a, b, v_leak, v_th, v_reset),
-                  ("tau_mem_inv", "tau_syn_inv", "v_leak", "v_th", "v_reset"), initial, surrogate,
-                  return_state)
+    initial = _norse_initial("norse_lif", input, initial, ("v", "i"), {"v": v_leak})
+    return run_model("norse_lif", "norse_lif", "hard", input, (a, b, v_leak, v_th, v_reset),
+                     LIF_NAMES, initial, surrogate, NORSE_SURROGATE, return_state)
 
 
 def norse_li(
@@ -401,35 +397,30 @@ def norse_li(
     without spike and reset (``v_t = v_dec``), the usual readout layer. Returns ``(v, i)`` shaped
     like ``input``; with ``return_state`` also ``(v, i)`` after the last step."""
     a, b = _norse_args("norse_li", input, dt, tau_syn_inv, tau_mem_inv)
-    initial = _norse_initial("norse_li", input, initial, v_leak)
-    return _norse("norse_li", "norse_li", input, (a, b, v_leak),
-                  ("tau_mem_inv", "tau_syn_inv", "v_leak"), initial, None, return_state)
+    initial = _norse_initial("norse_li", input, initial, ("v", "i"), {"v": v_leak})
+    return run_model("norse_li", "norse_li", "none", input, (a, b, v_leak), LIF_NAMES[:3],
+                     initial, None, NORSE_SURROGATE, return_state)
 
 
-def _norse_initial(op, input, initial, v_leak):
-    """(v, i) with v defaulting to v_leak (detached, in the input's dtype) and i to None (zeros)."""
+def _norse_initial(op, input, initial, states, defaults):
+    """``initial`` as a tuple of the model's ``states``; a state left None that ``defaults`` names
+    starts from that constant (detached, in the input's dtype, as Norse's modules start), the others
+    from zeros."""
     if initial is None:
-        initial = (None, None)
-    if not isinstance(initial, (tuple, list)) or len(initial) != 2:
-        raise TypeError(f"{op}: initial must be None or a tuple (v, i), each a tensor or None; got "
-                        f"{initial!r:.80}")
-    v0, i0 = initial
-    if v0 is None:
-        leak = v_leak.detach() if isinstance(v_leak, torch.Tensor) else torch.tensor(float(v_leak))
-        if isinstance(v_leak, torch.Tensor) and v_leak.device != input.device:
-            raise ValueError(f"{op}: v_leak must be on the input's device {input.device}, got "
-                             f"{v_leak.device}")
-        try:
-            v0 = torch.broadcast_to(leak.to(device=input.device, dtype=input.dtype),
-                                    tuple(input.shape[1:])).contiguous()
-        except RuntimeError:
-            raise ValueError(f"{op}: v_leak of shape {tuple(leak.shape)} does not broadcast to one "
-                             f"step of the input, shape {tuple(input.shape[1:])}") from None
-    return (v0, i0)
+        initial = (None,) * len(states)
+    if not isinstance(initial, (tuple, list)) or len(initial) != len(states):
+        raise TypeError(f"{op}: initial must be None or a tuple ({', '.join(states)}), each a tensor "
+                        f"or None; got {initial!r:.80}")
+    return tuple(_default_state(op, input, defaults[name], _DEFAULT_NAMES[name])
+                 if value is None and name in defaults else value
+                 for value, name in zip(initial, states))
+
+
+_DEFAULT_NAMES = {"v": "v_leak", "b": "v_th"}  # the constants Norse's states start from
 
 
 def _default_state(op, input, value, name):
-    """A state defaulting to a constant (detached, in the input's dtype, one step's shape)."""
+    """A state starting from a constant: detached, in the input's dtype, one step's shape."""
     leak = value.detach() if isinstance(value, torch.Tensor) else torch.tensor(float(value))
     if isinstance(value, torch.Tensor) and value.device != input.device:
         raise ValueError(f"{op}: {name} must be on the input's device {input.device}, got {value.device}")
@@ -444,20 +435,12 @@ def _default_state(op, input, value, name):
 def _lsnn_args(op, input, dt, tau_syn_inv, tau_mem_inv, tau_adapt_inv, v_leak, v_th, initial):
     a, s = _norse_args(op, input, dt, tau_syn_inv, tau_mem_inv)
     _check_values(op, [(tau_adapt_inv, "tau_adapt_inv")])
-    acc = accumulation_dtype(input.dtype, f"{op}: input")
-    c = dt * (tau_adapt_inv if isinstance(tau_adapt_inv, torch.Tensor)
-              else torch.tensor(float(tau_adapt_inv), dtype=acc))
-    if initial is None:
-        initial = (None, None, None)
-    if not isinstance(initial, (tuple, list)) or len(initial) != 3:
-        raise TypeError(f"{op}: initial must be None or a tuple (v, i, b), each a tensor or None; "
-                        f"got {initial!r:.80}")
-    v0, i0, b0 = initial
-    v0 = _default_state(op, input, v_leak, "v_leak") if v0 is None else v0
-    b0 = _default_state(op, input, v_th, "v_th") if b0 is None else b0
-    return (a, s, c), (v0, i0, b0)
+    c = dt * _norse_tensor(tau_adapt_inv, accumulation_dtype(input.dtype, f"{op}: input"))
+    initial = _norse_initial(op, input, initial, ("v", "i", "b"), {"v": v_leak, "b": v_th})
+    return (a, s, c), initial
 
 
+LIF_NAMES = ("tau_mem_inv", "tau_syn_inv", "v_leak", "v_th", "v_reset")
 LSNN_NAMES = ("tau_mem_inv", "tau_syn_inv", "tau_adapt_inv", "v_leak", "v_th", "v_reset", "beta")
 
 
@@ -495,19 +478,8 @@ def norse_lsnn(
     op = "norse_lsnn"
     (a, s, c), initial = _lsnn_args(op, input, dt, tau_syn_inv, tau_mem_inv, tau_adapt_inv, v_leak,
                                     v_th, initial)
-    check_flag(return_state, "return_state", op)
-    spec = _surrogate.resolve(surrogate, NORSE_SURROGATE, op)
-    constants = (a, s, c, v_leak, v_th, v_reset, beta)
-    _check_values(op, list(zip(constants, LSNN_NAMES)))
-    x, initial, kernel_constants, restore = prepare_neuron(op, input, initial, constants,
-                                                           LSNN_NAMES, ("v", "i", "b"))
-    outputs = NeuronFunction.apply(op, "hard", 0, spec.name, spec.alpha, x, *initial,
-                                   *kernel_constants)
-    step_shape = input.shape[1:]
-    rows = tuple(restore(r) for r in outputs[:4])
-    if return_state:
-        return (*rows, tuple(_fresh(t, step_shape) for t in outputs[4:]))
-    return rows
+    return run_model(op, op, "hard", input, (a, s, c, v_leak, v_th, v_reset, beta), LSNN_NAMES,
+                     initial, surrogate, NORSE_SURROGATE, return_state)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -538,21 +510,9 @@ def rleaky(
     Returns ``(spikes, mem)`` shaped like ``input``; with ``return_state`` also ``(spk, mem)``
     after the last step.
     """
-    op = "rleaky"
-    check_flag(return_state, "return_state", op)
-    if reset not in MODELS["snntorch_rleaky"].resets:
-        raise ValueError(f'{op}: reset must be "subtract", "zero" or "none", got {reset!r}')
-    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, op)
-    _check_values(op, ((beta, "beta"), (V, "V"), (threshold, "threshold")))
-    x, initial, constants, restore = prepare_neuron(op, input, initial, (beta, V, threshold),
-                                                    ("beta", "V", "threshold"), ("spk", "mem"))
-    spikes, mem, spk_last, mem_last = NeuronFunction.apply(
-        "snntorch_rleaky", reset, 0, spec.name, spec.alpha, x, *initial, *constants
-    )
-    step_shape = input.shape[1:]
-    if return_state:
-        return restore(spikes), restore(mem), (_fresh(spk_last, step_shape), _fresh(mem_last, step_shape))
-    return restore(spikes), restore(mem)
+    return run_model("rleaky", "snntorch_rleaky", reset, input, (beta, V, threshold),
+                     ("beta", "V", "threshold"), initial, surrogate, _surrogate.SNNTORCH_DEFAULT,
+                     return_state)
 
 
 def rsynaptic(
@@ -572,20 +532,6 @@ def rsynaptic(
     ``syn_t = ((alpha * syn_{t-1}) + x_t) + V * s_{t-1}`` (``s_{t-1}`` with its surrogate
     gradient). ``initial``: None or ``(spk, syn, mem)`` (each a tensor or None: zeros). Returns
     ``(spikes, syn, mem)``; with ``return_state`` also ``(spk, syn, mem)`` after the last step."""
-    op = "rsynaptic"
-    check_flag(return_state, "return_state", op)
-    if reset not in MODELS["snntorch_rsynaptic"].resets:
-        raise ValueError(f'{op}: reset must be "subtract", "zero" or "none", got {reset!r}')
-    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, op)
-    names = ("alpha", "beta", "V", "threshold")
-    constants = (alpha, beta, V, threshold)
-    _check_values(op, list(zip(constants, names)))
-    x, initial, kernel_constants, restore = prepare_neuron(op, input, initial, constants, names,
-                                                           ("spk", "syn", "mem"))
-    outputs = NeuronFunction.apply("snntorch_rsynaptic", reset, 0, spec.name, spec.alpha, x,
-                                   *initial, *kernel_constants)
-    step_shape = input.shape[1:]
-    rows = tuple(restore(r) for r in outputs[:3])
-    if return_state:
-        return (*rows, tuple(_fresh(t, step_shape) for t in outputs[3:]))
-    return rows
+    return run_model("rsynaptic", "snntorch_rsynaptic", reset, input, (alpha, beta, V, threshold),
+                     ("alpha", "beta", "V", "threshold"), initial, surrogate,
+                     _surrogate.SNNTORCH_DEFAULT, return_state)

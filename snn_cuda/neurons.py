@@ -640,84 +640,106 @@ class RLeaky(_SnntorchNeuron):
                              "spike would be scaled by it; not supported)")
 
     def reset_mem(self):
-        self.spk = torch.zeros_like(self.spk, device=self.spk.device)
-        self.mem = torch.zeros_like(self.mem, device=self.mem.device)
-        return self.spk, self.mem
+        for name in self._states:
+            state = getattr(self, name)
+            setattr(self, name, torch.zeros_like(state, device=state.device))
+        return tuple(getattr(self, name) for name in self._states)
 
     def init_rleaky(self):
         """Deprecated in snnTorch; same as :meth:`reset_mem`."""
         return self.reset_mem()
 
-    def _returns(self, spk, mem):
-        if self.output:
-            return spk, mem
-        if self.init_hidden:
-            return spk
-        return spk, mem
+    def _returns(self, *values):
+        """snnTorch's return convention: all of (spk, [syn,] mem), or spk alone with init_hidden
+        (unless output)."""
+        if self.init_hidden and not self.output:
+            return values[0]
+        return values
 
-    def _take_states(self, spk, mem, step_shape):
-        if self.init_hidden and (spk is not None or mem is not None):
-            raise TypeError("When `init_hidden=True`,RLeaky expects 1 input argument.")
-        for name, value in (("spk", spk), ("mem", mem)):
+    # snnTorch's message (its spacing) when init_hidden=True and states are passed.
+    _init_hidden_error = "When `init_hidden=True`,RLeaky expects 1 input argument."
+
+    def _take_states(self, given, step_shape):
+        """The states given to a call (stored, as snnTorch stores them) and what the kernel starts
+        from: each stored state, or None (zeros) where its shape does not fit one step."""
+        if self.init_hidden and any(value is not None for value in given):
+            raise TypeError(self._init_hidden_error)
+        for name, value in zip(self._states, given):
             if value is not None:
                 if not isinstance(value, torch.Tensor):
-                    raise TypeError(f"snn_cuda.RLeaky: {name} must be a tensor or None, got "
-                                    f"{type(value).__name__}")
+                    raise TypeError(f"snn_cuda.{type(self).__name__}: {name} must be a tensor or "
+                                    f"None, got {type(value).__name__}")
                 setattr(self, name, value)
-        return tuple(None if tuple(state.shape) != tuple(step_shape) else state
-                     for state in (self.spk, self.mem))
+        return [None if tuple(getattr(self, name).shape) != tuple(step_shape) else getattr(self, name)
+                for name in self._states]
 
-    def _step(self, input_, spk, mem):
-        """One step: (spk_t, mem_t), fresh tensors."""
+    def _run(self, input_, initial):
+        """The fused call over ``input_`` [T, ...] from ``initial`` (one per state): the rows and
+        the states after the last step. With all_to_all only one step (T = 1): the recurrent layer
+        turns the previous spikes into the input of ``V = 1``."""
         beta = self.beta.clamp(0, 1)
         if self.all_to_all:
-            previous = spk if spk is not None else torch.zeros_like(input_)
-            spikes, _, (spk_t, mem_t) = _rleaky_step(input_, beta, 1.0, self.threshold,
-                                                     self._reset_mechanism, self.surrogate,
-                                                     (self.recurrent(previous), mem))
-        else:
-            spikes, _, (spk_t, mem_t) = _rleaky_step(input_, beta, self.V, self.threshold,
-                                                     self._reset_mechanism, self.surrogate,
-                                                     (spk, mem))
-        return spk_t, mem_t
+            spk = initial[0] if initial[0] is not None else torch.zeros_like(input_[0])
+            return rleaky(input_, beta, 1.0, self.threshold, reset=self._reset_mechanism,
+                          surrogate=self.surrogate, initial=(self.recurrent(spk), *initial[1:]),
+                          return_state=True)
+        return rleaky(input_, beta, self.V, self.threshold, reset=self._reset_mechanism,
+                      surrogate=self.surrogate, initial=tuple(initial), return_state=True)
+
+    def _one_step(self, input_, initial):
+        """One step on ``input_`` [*batch, ...]: the states after it, fresh tensors of its shape."""
+        step_shape = tuple(input_.shape)
+        sequence = input_.reshape(1, *step_shape) if input_.dim() > 0 else input_.reshape(1, 1)
+        initial = [t.reshape(sequence.shape[1:]) if isinstance(t, torch.Tensor) else t for t in initial]
+        *_, last = self._run(sequence, initial)
+        fresh = torch.ops.aten._unsafe_view
+        return [t if tuple(t.shape) == step_shape else fresh(t, step_shape) for t in last]
+
+    def _single(self, input_, given):
+        if not isinstance(input_, torch.Tensor):
+            raise TypeError(f"snn_cuda.{type(self).__name__}: input_ must be a tensor, got "
+                            f"{type(input_).__name__}")
+        states = self._one_step(input_, self._take_states(given, input_.shape))
+        for name, value in zip(self._states, states):
+            setattr(self, name, value)
+        return self._returns(*states)
+
+    def _multi(self, input_, given):
+        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
+            raise ValueError(
+                f"snn_cuda.{type(self).__name__}: a multi-step input must be a whole sequence "
+                f"[T, batch, ...] (at least 2 dims); got {_describe(input_)}. For one step, use "
+                "step_mode='s'."
+            )
+        states = self._take_states(given, input_.shape[1:])
+        if not self.all_to_all:
+            *rows, last = self._run(input_, states)
+            if input_.shape[0] > 0:
+                for name, value in zip(self._states, last):
+                    setattr(self, name, value)
+            return self._returns(*rows)
+        rows = tuple([] for _ in self._states)  # the rows of these models are their states
+        for step in input_.unbind(0):
+            states = self._one_step(step, states)
+            for row, value in zip(rows, states):
+                row.append(value)
+        if not rows[0]:
+            return self._returns(*(input_.new_empty(input_.shape) for _ in rows))
+        for name, value in zip(self._states, states):
+            setattr(self, name, value)
+        return self._returns(*(torch.stack(row) for row in rows))
 
     def single_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
                             mem: Optional[torch.Tensor] = None):
         """One time step, exactly as ``snntorch.RLeaky.forward(input_, spk, mem)``."""
-        if not isinstance(input_, torch.Tensor):
-            raise TypeError(f"snn_cuda.RLeaky: input_ must be a tensor, got {type(input_).__name__}")
-        spk0, mem0 = self._take_states(spk, mem, input_.shape)
-        self.spk, self.mem = self._step(input_, spk0, mem0)
-        return self._returns(self.spk, self.mem)
+        return self._single(input_, (spk, mem))
 
     def multi_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
                            mem: Optional[torch.Tensor] = None):
         """The whole sequence ``[T, batch, ...]``: one kernel call (``all_to_all=False``) or one
         recurrent layer call and one fused step per step (``all_to_all=True``); what calling the
         module once per step and stacking the results gives, and the same state afterwards."""
-        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
-            raise ValueError(
-                "snn_cuda.RLeaky: a multi-step input must be a whole sequence [T, batch, ...] "
-                f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
-            )
-        spk0, mem0 = self._take_states(spk, mem, input_.shape[1:])
-        if self.all_to_all:
-            spikes, membranes = [], []
-            for step in input_.unbind(0):
-                spk0, mem0 = self._step(step, spk0, mem0)
-                spikes.append(spk0)
-                membranes.append(mem0)
-            if not spikes:
-                return self._returns(input_.new_empty(input_.shape), input_.new_empty(input_.shape))
-            self.spk, self.mem = spk0, mem0
-            return self._returns(torch.stack(spikes), torch.stack(membranes))
-        spikes, mem_rec, (spk_last, mem_last) = rleaky(
-            input_, self.beta.clamp(0, 1), self.V, self.threshold, reset=self._reset_mechanism,
-            surrogate=self.surrogate, initial=(spk0, mem0), return_state=True,
-        )
-        if input_.shape[0] > 0:
-            self.spk, self.mem = spk_last, mem_last
-        return self._returns(spikes, mem_rec)
+        return self._multi(input_, (spk, mem))
 
 
 @_peers.peer_compatible("snntorch", "RSynaptic")
@@ -765,38 +787,14 @@ class RSynaptic(RLeaky):
         rules["alpha"] = (False, "")
         return rules
 
-    def reset_mem(self):
-        for name in self._states:
-            state = getattr(self, name)
-            setattr(self, name, torch.zeros_like(state, device=state.device))
-        return self.spk, self.syn, self.mem
-
     def init_rsynaptic(self):
         """Deprecated in snnTorch; same as :meth:`reset_mem`."""
         return self.reset_mem()
 
-    def _returns(self, spk, syn, mem):
-        if self.output:
-            return spk, syn, mem
-        if self.init_hidden:
-            return spk
-        return spk, syn, mem
-
-    def _take_all(self, given, step_shape):
-        if self.init_hidden and any(v is not None for v in given):
-            raise TypeError("When `init_hidden=True`, RSynaptic expects 1 input argument.")
-        for name, value in zip(self._states, given):
-            if value is not None:
-                if not isinstance(value, torch.Tensor):
-                    raise TypeError(f"snn_cuda.RSynaptic: {name} must be a tensor or None, got "
-                                    f"{type(value).__name__}")
-                setattr(self, name, value)
-        return [None if tuple(getattr(self, n).shape) != tuple(step_shape) else getattr(self, n)
-                for n in self._states]
+    _init_hidden_error = "When `init_hidden=True`, RSynaptic expects 1 input argument."
 
     def _run(self, input_, initial):
-        """The fused call over ``input_`` [T, ...] from ``initial`` (spk, syn, mem):
-        (spikes, syn, mem) and the last (spk, syn, mem)."""
+        """As :meth:`RLeaky._run`, with (spk, syn, mem)."""
         alpha, beta = self.alpha.clamp(0, 1), self.beta.clamp(0, 1)
         if self.all_to_all:
             spk = initial[0] if initial[0] is not None else torch.zeros_like(input_[0])
@@ -806,60 +804,16 @@ class RSynaptic(RLeaky):
         return rsynaptic(input_, alpha, beta, self.V, self.threshold, reset=self._reset_mechanism,
                          surrogate=self.surrogate, initial=tuple(initial), return_state=True)
 
-    def _one_step(self, input_, initial):
-        step_shape = tuple(input_.shape)
-        sequence = input_.reshape(1, *step_shape) if input_.dim() > 0 else input_.reshape(1, 1)
-        initial = [t.reshape(sequence.shape[1:]) if isinstance(t, torch.Tensor) else t for t in initial]
-        *_, last = self._run(sequence, initial)
-        fresh = torch.ops.aten._unsafe_view
-        return [t if tuple(t.shape) == step_shape else fresh(t, step_shape) for t in last]
-
     def single_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
                             syn: Optional[torch.Tensor] = None, mem: Optional[torch.Tensor] = None):
         """One time step, exactly as ``snntorch.RSynaptic.forward(input_, spk, syn, mem)``."""
-        if not isinstance(input_, torch.Tensor):
-            raise TypeError(f"snn_cuda.RSynaptic: input_ must be a tensor, got {type(input_).__name__}")
-        initial = self._take_all((spk, syn, mem), input_.shape)
-        self.spk, self.syn, self.mem = self._one_step(input_, initial)
-        return self._returns(self.spk, self.syn, self.mem)
+        return self._single(input_, (spk, syn, mem))
 
     def multi_step_forward(self, input_: torch.Tensor, spk: Optional[torch.Tensor] = None,
                            syn: Optional[torch.Tensor] = None, mem: Optional[torch.Tensor] = None):
         """The whole sequence ``[T, batch, ...]``: one kernel call (``all_to_all=False``) or one
         recurrent layer call and one fused step per step (``all_to_all=True``)."""
-        if not isinstance(input_, torch.Tensor) or input_.dim() < 2:
-            raise ValueError(
-                "snn_cuda.RSynaptic: a multi-step input must be a whole sequence [T, batch, ...] "
-                f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
-            )
-        state = self._take_all((spk, syn, mem), input_.shape[1:])
-        if not self.all_to_all:
-            spikes, syns, mems, last = self._run(input_, state)
-            if input_.shape[0] > 0:
-                self.spk, self.syn, self.mem = last
-            return self._returns(spikes, syns, mems)
-        rows = ([], [], [])
-        for step in input_.unbind(0):
-            state = self._one_step(step, state)
-            for row, value in zip(rows, state):
-                row.append(value)
-        if not rows[0]:
-            return self._returns(*(input_.new_empty(input_.shape) for _ in range(3)))
-        self.spk, self.syn, self.mem = state
-        return self._returns(*(torch.stack(row) for row in rows))
-
-
-def _rleaky_step(input_, beta, V, threshold, reset, surrogate, initial):
-    """One step of :func:`rleaky` on ``[*batch, *features]``: (spikes, mem, (spk, mem)) of the
-    input's shape, the states fresh tensors."""
-    step_shape = tuple(input_.shape)
-    sequence = input_.reshape(1, *step_shape) if input_.dim() > 0 else input_.reshape(1, 1)
-    initial = tuple(t.reshape(sequence.shape[1:]) if isinstance(t, torch.Tensor) else t for t in initial)
-    spikes, mem, (spk_t, mem_t) = rleaky(sequence, beta, V, threshold, reset=reset,
-                                         surrogate=surrogate, initial=initial, return_state=True)
-    fresh = torch.ops.aten._unsafe_view
-    return (spikes.reshape(step_shape), mem.reshape(step_shape),
-            tuple(t if tuple(t.shape) == step_shape else fresh(t, step_shape) for t in (spk_t, mem_t)))
+        return self._multi(input_, (spk, syn, mem))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -156,22 +156,13 @@ class LIFCell(_NorseModule):
     def forward(self, input_tensor: torch.Tensor, state=None):
         _check_input("LIFCell", input_tensor)
         _check_method("LIFCell", self.p)
-        tau_syn_inv, tau_mem_inv, v_leak, v_th, v_reset = _constants(
-            self.p, ("tau_syn_inv", "tau_mem_inv", "v_leak", "v_th", "v_reset"))
-        step_shape = tuple(input_tensor.shape)
-        if state is None:
-            initial = (torch.broadcast_to(v_leak.detach(), step_shape), None)
-        else:
-            initial = (torch.broadcast_to(state.v, step_shape), state.i)
-        x = input_tensor.reshape(1, *step_shape) if input_tensor.dim() > 0 else input_tensor.reshape(1, 1)
-        initial = tuple(None if t is None else t.reshape(x.shape[1:])
-                        for t in _as_input_dtype(initial, input_tensor))
-        spikes, _, _, (v, i) = norse_lif(x, tau_syn_inv, tau_mem_inv, v_leak, v_th, v_reset,
-                                         dt=self.dt, surrogate=NORSE_SURROGATE, initial=initial,
-                                         return_state=True)
+        constants = _constants(self.p, ("tau_syn_inv", "tau_mem_inv", "v_leak", "v_th", "v_reset"))
+        initial = (constants[2].detach(), None) if state is None else (state.v, state.i)
+        spikes, last = _cell_step(norse_lif, input_tensor, initial, constants, dt=self.dt,
+                                  surrogate=NORSE_SURROGATE)
         state_class = _state_class("norse.torch.functional.lif", "LIFFeedForwardState",
                                    LIFFeedForwardState)
-        return spikes.reshape(step_shape), state_class(_shaped(v, step_shape), _shaped(i, step_shape))
+        return spikes, state_class(*last)
 
 
 class LI(_NorseModule):
@@ -209,19 +200,10 @@ class LICell(_NorseModule):
 
     def forward(self, input_tensor: torch.Tensor, state=None):
         _check_input("LICell", input_tensor)
-        tau_syn_inv, tau_mem_inv, v_leak = _constants(self.p, ("tau_syn_inv", "tau_mem_inv", "v_leak"))
-        step_shape = tuple(input_tensor.shape)
-        if state is None:
-            initial = (torch.broadcast_to(v_leak.detach(), step_shape), None)
-        else:
-            initial = (torch.broadcast_to(state.v, step_shape), state.i)
-        x = input_tensor.reshape(1, *step_shape) if input_tensor.dim() > 0 else input_tensor.reshape(1, 1)
-        initial = tuple(None if t is None else t.reshape(x.shape[1:])
-                        for t in _as_input_dtype(initial, input_tensor))
-        _, _, (v, i) = norse_li(x, tau_syn_inv, tau_mem_inv, v_leak, dt=self.dt, initial=initial,
-                                return_state=True)
+        constants = _constants(self.p, ("tau_syn_inv", "tau_mem_inv", "v_leak"))
+        initial = (constants[2].detach(), None) if state is None else (state.v, state.i)
+        _, (v, i) = _cell_step(norse_li, input_tensor, initial, constants, dt=self.dt)
         state_class = _state_class("norse.torch.functional.leaky_integrator", "LIState", LIState)
-        v, i = _shaped(v, step_shape), _shaped(i, step_shape)
         return v, state_class(v, i)
 
 
@@ -294,16 +276,24 @@ class LSNNCell(_NorseModule):
         _check_input("LSNNCell", input_tensor)
         _check_method("LSNNCell", self.p)
         constants = _constants(self.p, _LSNN_FIELDS)
-        step_shape = tuple(input_tensor.shape)
-        x = input_tensor.reshape(1, *step_shape) if input_tensor.dim() > 0 else input_tensor.reshape(1, 1)
-        initial = None
-        if state is not None:
-            initial = tuple(None if t is None else torch.broadcast_to(t, step_shape).reshape(x.shape[1:])
-                            for t in _as_input_dtype((state.v, state.i, state.b), input_tensor))
-        spikes, _, _, _, last = norse_lsnn(x, *constants, dt=self.dt, surrogate=NORSE_SURROGATE,
-                                           initial=initial, return_state=True)
-        state_class = _lsnn_state_class()
-        return spikes.reshape(step_shape), state_class(*(_shaped(t, step_shape) for t in last))
+        initial = None if state is None else (state.v, state.i, state.b)
+        spikes, last = _cell_step(norse_lsnn, input_tensor, initial, constants, dt=self.dt,
+                                  surrogate=NORSE_SURROGATE)
+        return spikes, _lsnn_state_class()(*last)
+
+
+def _cell_step(functional, input_tensor: torch.Tensor, initial, constants, **options):
+    """One step of a sequence function (norse_lif, norse_li, norse_lsnn) on a step input: the
+    initial states (None: the function's defaults) broadcast to the step's shape, as Norse's cells
+    take 0-dim states. Returns the first row of that step and the states after it, in the input's
+    shape (fresh tensors: a state may be detached in place)."""
+    step_shape = tuple(input_tensor.shape)
+    x = input_tensor.reshape(1, *step_shape) if input_tensor.dim() > 0 else input_tensor.reshape(1, 1)
+    if initial is not None:
+        initial = tuple(None if t is None else torch.broadcast_to(t, step_shape).reshape(x.shape[1:])
+                        for t in _as_input_dtype(initial, input_tensor))
+    *rows, last = functional(x, *constants, initial=initial, return_state=True, **options)
+    return rows[0].reshape(step_shape), tuple(_shaped(t, step_shape) for t in last)
 
 
 def _as_input_dtype(initial, like: torch.Tensor):

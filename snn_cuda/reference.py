@@ -242,9 +242,11 @@ def synaptic(
     return_state: bool = False,
 ):
     """Same signature, semantics and results as :func:`snn_cuda.synaptic`, as a plain loop."""
-    from .neuron_ops import check_synaptic_options, prepare_neuron
+    from . import surrogate as _surrogate
+    from .neuron_ops import check_model_options, prepare_neuron
 
-    spec = check_synaptic_options(reset, surrogate, "synaptic")
+    spec = check_model_options("snntorch_synaptic", reset, surrogate, _surrogate.SNNTORCH_DEFAULT,
+                               "synaptic")
     x, (syn0, mem0), (alpha, beta, threshold), restore = prepare_neuron(
         "synaptic", input, initial, (alpha, beta, threshold), ("alpha", "beta", "threshold"),
         ("syn", "mem"),
@@ -322,25 +324,23 @@ def _norse(input, constants, names, initial, surrogate, spiking, op):
 def norse_lif(input, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, v_th=1.0, v_reset=0.0, *,
               dt=0.001, surrogate=None, initial=None, return_state=False):
     """Same signature, semantics and results as :func:`snn_cuda.norse_lif`, as a plain loop."""
-    from .neuron_ops import _norse_args, _norse_initial
+    from .neuron_ops import LIF_NAMES, _norse_args, _norse_initial
 
     a, b = _norse_args("norse_lif", input, dt, tau_syn_inv, tau_mem_inv)
-    initial = _norse_initial("norse_lif", input, initial, v_leak)
-    rows, last = _norse(input, (a, b, v_leak, v_th, v_reset),
-                        ("tau_mem_inv", "tau_syn_inv", "v_leak", "v_th", "v_reset"), initial,
-                        surrogate, True, "norse_lif")
+    initial = _norse_initial("norse_lif", input, initial, ("v", "i"), {"v": v_leak})
+    rows, last = _norse(input, (a, b, v_leak, v_th, v_reset), LIF_NAMES, initial, surrogate, True,
+                        "norse_lif")
     return (*rows, last) if return_state else rows
 
 
 def norse_li(input, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, *, dt=0.001, initial=None,
              return_state=False):
     """Same signature, semantics and results as :func:`snn_cuda.norse_li`, as a plain loop."""
-    from .neuron_ops import _norse_args, _norse_initial
+    from .neuron_ops import LIF_NAMES, _norse_args, _norse_initial
 
     a, b = _norse_args("norse_li", input, dt, tau_syn_inv, tau_mem_inv)
-    initial = _norse_initial("norse_li", input, initial, v_leak)
-    rows, last = _norse(input, (a, b, v_leak), ("tau_mem_inv", "tau_syn_inv", "v_leak"), initial,
-                        None, False, "norse_li")
+    initial = _norse_initial("norse_li", input, initial, ("v", "i"), {"v": v_leak})
+    rows, last = _norse(input, (a, b, v_leak), LIF_NAMES[:3], initial, None, False, "norse_li")
     return (*rows, last) if return_state else rows
 
 
@@ -390,9 +390,10 @@ def rleaky(input, beta, V=1.0, threshold=1.0, *, reset="subtract", surrogate=Non
            return_state=False):
     """Same signature, semantics and results as :func:`snn_cuda.rleaky`, as a plain loop."""
     from . import surrogate as _surrogate
-    from .neuron_ops import prepare_neuron
+    from .neuron_ops import check_model_options, prepare_neuron
 
-    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, "rleaky")
+    spec = check_model_options("snntorch_rleaky", reset, surrogate, _surrogate.SNNTORCH_DEFAULT,
+                               "rleaky")
     x, (spk0, mem0), (beta, V, threshold), restore = prepare_neuron(
         "rleaky", input, initial, (beta, V, threshold), ("beta", "V", "threshold"), ("spk", "mem"))
     dtype = input.dtype
@@ -428,9 +429,10 @@ def rsynaptic(input, alpha, beta, V=1.0, threshold=1.0, *, reset="subtract", sur
               initial=None, return_state=False):
     """Same signature, semantics and results as :func:`snn_cuda.rsynaptic`, as a plain loop."""
     from . import surrogate as _surrogate
-    from .neuron_ops import prepare_neuron
+    from .neuron_ops import check_model_options, prepare_neuron
 
-    spec = _surrogate.resolve(surrogate, _surrogate.SNNTORCH_DEFAULT, "rsynaptic")
+    spec = check_model_options("snntorch_rsynaptic", reset, surrogate, _surrogate.SNNTORCH_DEFAULT,
+                               "rsynaptic")
     x, (spk0, syn0, mem0), (alpha, beta, V, threshold), restore = prepare_neuron(
         "rsynaptic", input, initial, (alpha, beta, V, threshold), ("alpha", "beta", "V", "threshold"),
         ("spk", "syn", "mem"))

@@ -253,8 +253,9 @@ def test_rleaky_bad_arguments():
         module.graded_spikes_factor = torch.tensor(2.0)
     with pytest.raises(ValueError, match="V must be finite"):
         snn_cuda.RLeaky(beta=0.9, all_to_all=False, V=float("nan"))
-    with pytest.raises(ValueError, match='reset must be "subtract", "zero" or "none"'):
-        snn_cuda.rleaky(torch.randn(3, 2, 4), 0.9, reset="hard")
+    for fn in (snn_cuda.rleaky, reference.rleaky):  # the oracle checks its options too
+        with pytest.raises(ValueError, match='reset must be "subtract", "zero" or "none"'):
+            fn(torch.randn(3, 2, 4), 0.9, reset="hard")
 
 
 # ------------------------------------------------------------------------------------------------
