@@ -147,7 +147,7 @@ class NeuronFunction(torch.autograd.Function):
     def forward(ctx, model: str, reset: str, flags: int, surrogate: str, alpha: float, input,
                 *tensors):
         # ctx-style (a separate setup_context costs ~40 us per call; docs/performance.md).
-        spec = MODELS[model]
+        spec = model_of(model)
         S = len(spec.states)
         initial, constants = list(tensors[:S]), list(tensors[S:])
         rows, states = torch.ops.snn_cuda.neuron_fwd(model, reset, input, initial, constants, flags)
@@ -161,7 +161,7 @@ class NeuronFunction(torch.autograd.Function):
     @first_derivative_only
     def backward(ctx, *grads):
         model, reset, flags, surrogate, alpha = ctx.config
-        spec = MODELS[model]
+        spec = model_of(model)
         S, R = len(spec.states), len(spec.rows)
         saved = ctx.saved_tensors
         kept, initial, constants, input = saved[:S], saved[S:2 * S], saved[2 * S:-1], saved[-1]

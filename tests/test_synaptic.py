@@ -221,6 +221,8 @@ def test_synaptic_bad_arguments():
         snn_cuda.synaptic(x, 0.5, torch.ones(3, 3, 3))
     with pytest.raises(RuntimeError, match='model must be "snntorch_synaptic", "snntorch_rleaky", "snntorch_rsynaptic", "norse_lif", "norse_li" or "norse_lsnn", got "leaky"'):
         torch.ops.snn_cuda.neuron_fwd("leaky", "subtract", x, [None, None], [], 0)
+    with pytest.raises(ValueError, match=r"neuron: model must be one of \[.*\], got 'leaky'"):
+        snn_cuda.NeuronFunction.apply("leaky", "subtract", 0, "atan", 2.0, x, None, None)
     p = torch.ones(4)
     with pytest.raises(RuntimeError, match='model "snntorch_synaptic" takes 3 constants, got 2'):
         torch.ops.snn_cuda.neuron_fwd("snntorch_synaptic", "subtract", x, [None, None], [p, p], 0)
