@@ -686,6 +686,16 @@ class RLeaky(_SnntorchNeuron):
         return rleaky(input_, beta, self.V, self.threshold, reset=self._reset_mechanism,
                       surrogate=self.surrogate, initial=tuple(initial), return_state=True)
 
+    def _check_factor_unchanged(self) -> None:
+        """graded_spikes_factor is checked when assigned or loaded; an in-place change (which
+        bumps the tensor's version counter) is checked here, once per change, before a call."""
+        if torch.compiler.is_compiling():
+            return
+        factor = self.graded_spikes_factor
+        if self.__dict__.get("_factor_version") != (id(factor), factor._version):
+            self._check_constant("graded_spikes_factor", factor, False, "")
+            self.__dict__["_factor_version"] = (id(factor), factor._version)
+
     def _one_step(self, input_, initial):
         """One step on ``input_`` [*batch, ...]: the states after it, fresh tensors of its shape."""
         step_shape = tuple(input_.shape)
@@ -699,6 +709,7 @@ class RLeaky(_SnntorchNeuron):
         if not isinstance(input_, torch.Tensor):
             raise TypeError(f"snn_cuda.{type(self).__name__}: input_ must be a tensor, got "
                             f"{type(input_).__name__}")
+        self._check_factor_unchanged()
         states = self._one_step(input_, self._take_states(given, input_.shape))
         for name, value in zip(self._states, states):
             setattr(self, name, value)
@@ -711,6 +722,7 @@ class RLeaky(_SnntorchNeuron):
                 f"[T, batch, ...] (at least 2 dims); got {_describe(input_)}. For one step, use "
                 "step_mode='s'."
             )
+        self._check_factor_unchanged()
         states = self._take_states(given, input_.shape[1:])
         if not self.all_to_all:
             *rows, last = self._run(input_, states)

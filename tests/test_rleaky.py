@@ -251,6 +251,13 @@ def test_rleaky_bad_arguments():
     module = snn_cuda.RLeaky(beta=0.9, all_to_all=False)
     with pytest.raises(ValueError, match="graded_spikes_factor must stay 1"):
         module.graded_spikes_factor = torch.tensor(2.0)
+    module(torch.randn(2, 4))
+    with torch.no_grad():
+        module.graded_spikes_factor.fill_(2.0)  # in place: caught at the next call
+    for mode in ("s", "m"):
+        module.step_mode = mode
+        with pytest.raises(ValueError, match="graded_spikes_factor must stay 1"):
+            module(torch.randn(3, 2, 4))
     with pytest.raises(ValueError, match="V must be finite"):
         snn_cuda.RLeaky(beta=0.9, all_to_all=False, V=float("nan"))
     for fn in (snn_cuda.rleaky, reference.rleaky):  # the oracle checks its options too
