@@ -326,23 +326,19 @@ int64_t cpu_grain(int64_t T) {
 // The neuron constants as the CPU lane loops read them (see LaneConstant in the math header):
 // tiled, tiled[i] = c[i % H] for every index a block reads (i < lanes and i < H + kCpuBlock - 1),
 // so that each block's constants are one contiguous run. Built once per call, H + kCpuBlock values
-// per constant; where the lanes do not wrap around (lanes <= H) the [H] array itself. The graded
-// neuron's ratio penalty / threshold is computed here, once per value, by the same division the GPU
-// does per lane.
+// per constant; where the lanes do not wrap around (lanes <= H) the [H] array itself.
 template <typename acc_t>
 class TiledConstants {
  public:
-  // The arguments of one call with their constants tiled (the graded neuron's ratio added).
+  // The arguments of one call with their constants tiled.
   template <typename Args>
   Args operator()(Args a) {
-    tile_args(a);
+    tile_model(a);
     return a;
   }
 
  private:
-  // One slot per constant: the graded neuron's three and its ratio, or a model's kMaxConstants.
-  static constexpr int kSlots = kMaxConstants > 4 ? kMaxConstants : 4;
-  std::vector<acc_t> storage_[kSlots];
+  std::vector<acc_t> storage_[kMaxConstants];  // one slot per constant
 
   static size_t length(int64_t H, int64_t lanes) {
     return static_cast<size_t>(std::min<int64_t>(lanes, H + kCpuBlock - 1));
@@ -356,26 +352,6 @@ class TiledConstants {
       std::copy_n(c, std::min<size_t>(static_cast<size_t>(H), out.size() - i), out.data() + i);
     }
     return out.data();
-  }
-  template <typename scalar_t>
-  void tile_args(ForwardArgs<scalar_t, acc_t>& a) { tile_graded(a); }
-  template <typename scalar_t>
-  void tile_args(BackwardArgs<scalar_t, acc_t>& a) { tile_graded(a); }
-  template <typename scalar_t>
-  void tile_args(NeuronForwardArgs<scalar_t, acc_t>& a) { tile_model(a); }
-  template <typename scalar_t>
-  void tile_args(NeuronBackwardArgs<scalar_t, acc_t>& a) { tile_model(a); }
-  template <typename Args>
-  void tile_graded(Args& a) {
-    a.decay = tile(a.decay, a.H, a.lanes, 0);
-    a.threshold = tile(a.threshold, a.H, a.lanes, 1);
-    a.penalty = tile(a.penalty, a.H, a.lanes, 2);
-    std::vector<acc_t>& ratio = storage_[3];
-    ratio.resize(length(a.H, a.lanes));
-    for (size_t i = 0; i < ratio.size(); ++i) {
-      ratio[i] = make_neuron_params(acc_t(0), a.threshold[i], a.penalty[i]).ratio;
-    }
-    a.ratio = ratio.data();
   }
   template <typename Args>
   void tile_model(Args& a) {
@@ -423,33 +399,8 @@ struct CpuLaunch {
   NoDeviceGuard device_guard(const at::Device&) const { return {}; }
 };
 
-struct ForwardCpu : CpuLaunch {
-  template <typename scalar_t, typename acc_t, int kReset>
-  void operator()(const ForwardArgs<scalar_t, acc_t>& given,
-                  std::integral_constant<int, kReset>) const {
-    TiledConstants<acc_t> tiled;
-    const auto args = tiled(given);
-    for_each_block_or_lane(
-        args.lanes, args.T,
-        [&](int64_t lane0, int n) { lif_forward_lanes<kCpuBlock, kReset>(args, lane0, n); },
-        [&](int64_t lane) { lif_forward_lanes<1, kReset>(args, lane, 1); });
-  }
-};
-
-struct BackwardCpu : CpuLaunch {
-  template <typename scalar_t, typename acc_t, int kReset>
-  void operator()(const BackwardArgs<scalar_t, acc_t>& given,
-                  std::integral_constant<int, kReset>) const {
-    TiledConstants<acc_t> tiled;
-    const auto args = tiled(given);
-    for_each_block_or_lane(
-        args.lanes, args.T,
-        [&](int64_t lane0, int n) { lif_backward_lanes<kCpuBlock, kReset>(args, lane0, n); },
-        [&](int64_t lane) { lif_backward_lanes<1, kReset>(args, lane, 1); });
-  }
-};
-
-// Any model of the generic interface (neuron_fwd / neuron_bwd; LIF's lif_fwd / lif_bwd too).
+// Any model of the generic interface (neuron_fwd / neuron_bwd; LIF's lif_fwd / lif_bwd and the
+// graded neuron's spiking_recurrence_fwd / _bwd too).
 struct ModelForwardCpu : CpuLaunch {
   template <typename scalar_t, typename acc_t, class Model>
   void operator()(const NeuronForwardArgs<scalar_t, acc_t>& given, ModelTag<Model>) const {
@@ -537,7 +488,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_fwd_cpu(
     const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
     const at::Tensor& penalty, c10::string_view reset, bool delay,
     const c10::optional<at::Tensor>& initial) {
-  return run_forward(excitation, decay, threshold, penalty, reset, delay, initial, ForwardCpu{});
+  return run_forward(excitation, decay, threshold, penalty, reset, delay, initial, ModelForwardCpu{});
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_recurrence_bwd_cpu(
@@ -550,7 +501,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> spiking_r
     bool need_initial) {
   return run_backward(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
                       penalty, shape, dtype, reset, delay, need_decay, need_threshold,
-                      need_penalty, initial, need_initial, BackwardCpu{});
+                      need_penalty, initial, need_initial, ModelBackwardCpu{});
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ C10_HOST_DEVICE inline void lif_fwd_step(acc_t input, const NeuronParams<acc_t>&
 //   grad_v: dL/dv_t, everything that reaches v_t (its own output row and the next step);
 //   grad_o: dL/do_t;
 //   u:      u_t, only read by the proportional reset's parameter gradients (pass 0 otherwise).
-//   v_reached: 1 if v_t reaches the loss (see lif_backward_lanes), else 0: then the products of
+//   v_reached: 1 if v_t reaches the loss (see GradedNeuron::reach), else 0: then the products of
 //              grad_v with u are not formed, as autograd does not run a node the loss does not reach
 //              (0 * inf would make NaN where the reference has nothing).
 // Returns dL/du_t (= dL/dI_t); adds this step's terms of dL/dthreshold and dL/dpenalty.
@@ -122,48 +122,6 @@ struct ZeroRow {
 #endif
 };
 
-// Pointers of one forward call. All strides are in elements; tensors are [T, lanes] unless noted.
-template <typename scalar_t, typename acc_t>
-struct ForwardArgs {
-  const scalar_t* excitation;
-  const scalar_t* initial;  // [lanes], nullable (zeros): v_{-1}; only with delay = false
-  scalar_t* states;
-  scalar_t* outputs;
-  uint8_t* gates;  // [ceil(T / 8), lanes], one bit per step
-  const acc_t* decay;      // [H], or tiled on the CPU (see LaneConstant); the same below
-  const acc_t* threshold;  // [H]
-  const acc_t* penalty;    // [H]
-  const acc_t* ratio;      // penalty / threshold, tiled: the CPU's; null on the GPU (not read)
-  int64_t T;
-  int64_t lanes;
-  int64_t H;
-  bool delay;
-};
-
-// Pointers of one backward call. Nullable pointers are marked; a null grad means a zero grad.
-template <typename scalar_t, typename acc_t>
-struct BackwardArgs {
-  const scalar_t* grad_states;   // nullable
-  const scalar_t* grad_outputs;  // nullable
-  const uint8_t* gates;          // [ceil(T / 8), lanes]
-  const scalar_t* states;        // nullable; read only for the decay gradient
-  const scalar_t* initial;       // [lanes], nullable (zeros); read only for the decay gradient
-  const scalar_t* outputs;       // nullable; read only for the proportional reset's parameter grads
-  const acc_t* decay;            // [H], or tiled on the CPU (see LaneConstant); the same below
-  const acc_t* threshold;        // [H]
-  const acc_t* penalty;          // [H]
-  const acc_t* ratio;            // penalty / threshold, tiled: the CPU's; null on the GPU
-  scalar_t* grad_excitation;
-  acc_t* grad_decay;      // [lanes], nullable: per-lane sums over time
-  acc_t* grad_threshold;  // [lanes], nullable
-  acc_t* grad_penalty;    // [lanes], nullable
-  scalar_t* grad_initial;  // [lanes], nullable: dL/dv_{-1}
-  int64_t T;
-  int64_t lanes;
-  int64_t H;
-  bool delay;
-};
-
 // One constant of the lanes lane0, lane0 + 1, ... of a block. Lanes hold neurons in order, lane l
 // neuron l % H. On the CPU the launch hands the loops each constant "tiled" (tiled[i] = c[i % H],
 // see tile_constant in the CPU launch), so a block's constants are the contiguous run that starts
@@ -187,40 +145,6 @@ struct LaneConstant<1, acc_t> {
     value = c[lane0 % H];
   }
   C10_HOST_DEVICE inline acc_t operator[](int) const { return value; }
-};
-
-// The graded neuron's constants of a block of lanes (see LaneConstant): params[j] gives lane j's
-// NeuronParams. The ratio penalty / threshold comes tiled from the CPU launch, which computes it
-// once per neuron; with one lane (the GPU) it is computed from the lane's two constants, the same
-// division.
-template <int kBlock, typename acc_t>
-struct LaneParams {
-  LaneConstant<kBlock, acc_t> decay, threshold, penalty, ratio;
-
-  C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, const acc_t* r,
-                                   int64_t H, int64_t lane0) {
-    decay.load(d, H, lane0);
-    threshold.load(t, H, lane0);
-    penalty.load(p, H, lane0);
-    ratio.load(r, H, lane0);
-  }
-
-  C10_HOST_DEVICE inline NeuronParams<acc_t> operator[](int j) const {
-    return {decay[j], threshold[j], penalty[j], ratio[j]};
-  }
-};
-
-template <typename acc_t>
-struct LaneParams<1, acc_t> {
-  NeuronParams<acc_t> params;
-
-  C10_HOST_DEVICE inline void load(const acc_t* d, const acc_t* t, const acc_t* p, const acc_t*,
-                                   int64_t H, int64_t lane0) {
-    const int64_t h = lane0 % H;
-    params = make_neuron_params(d[h], t[h], p[h]);
-  }
-
-  C10_HOST_DEVICE inline NeuronParams<acc_t> operator[](int) const { return params; }
 };
 
 // The loops below keep per-lane state in small arrays and split each time step into simple loops
@@ -313,159 +237,6 @@ C10_HOST_DEVICE inline void load_initial(acc_t (&state)[kBlock], const scalar_t*
                                          int64_t lane0, int n) {
   for (int j = 0; j < n; ++j) {
     state[j] = initial != nullptr ? static_cast<acc_t>(initial[lane0 + j]) : acc_t(0);
-  }
-}
-
-// Runs the forward recurrence of lanes [lane0, lane0 + n), n <= kBlock, over all T steps.
-template <int kBlock, int kReset, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline void lif_forward_lanes(const ForwardArgs<scalar_t, acc_t>& a,
-                                              int64_t lane0, int n) {
-  LaneParams<kBlock, acc_t> params;
-  acc_t v[kBlock];
-  uint32_t bits[kBlock];
-  params.load(a.decay, a.threshold, a.penalty, a.ratio, a.H, lane0);
-  load_initial<kBlock>(v, a.initial, lane0, n);
-  const int64_t shift = a.delay ? 1 : 0;
-  for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
-    const int steps = chunk_steps(a.T, t0);
-    StagedRow<kBlock, scalar_t, acc_t> in[kChunk];
-    stage_chunk(in, a.excitation, t0, steps, a.lanes, lane0);
-    if (a.delay && t0 == 0) {
-      // Row 0 of a delayed layer is the initial state: zeros (stored after the first chunk's
-      // loads, which it would otherwise hold back).
-      for (int j = 0; j < n; ++j) {
-        a.states[lane0 + j] = scalar_t(0);
-        a.outputs[lane0 + j] = scalar_t(0);
-      }
-    }
-    for (int j = 0; j < n; ++j) bits[j] = 0;
-    SNN_UNROLL
-    for (int k = 0; k < kChunk; ++k) {
-      if (k >= steps) continue;
-      const int64_t row = t0 + k + shift;
-      if (row < a.T) {
-        scalar_t* st = a.states + row * a.lanes + lane0;
-        scalar_t* out = a.outputs + row * a.lanes + lane0;
-        // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
-        for (int j = 0; j < n; ++j) {
-          uint32_t fired;
-          acc_t o;
-          lif_fwd_step<kReset>(in[k][j], params[j], v[j], o, fired);
-          bits[j] |= fired << k;
-          st[j] = static_cast<scalar_t>(v[j]);
-          out[j] = static_cast<scalar_t>(o);
-        }
-      } else {  // the last step of a delayed layer: only its gate is kept
-        // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
-        for (int j = 0; j < n; ++j) {
-          uint32_t fired;
-          acc_t o;
-          lif_fwd_step<kReset>(in[k][j], params[j], v[j], o, fired);
-          bits[j] |= fired << k;
-        }
-      }
-    }
-    uint8_t* gate_row = a.gates + (t0 / kChunk) * a.lanes + lane0;
-    for (int j = 0; j < n; ++j) gate_row[j] = static_cast<uint8_t>(bits[j]);
-  }
-}
-
-// The row of t's states the backward reads for v_{t-1}: states row t with delay, row t - 1
-// without; before the first step, the initial state (zeros when absent).
-template <typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline const scalar_t* previous_state_row(const BackwardArgs<scalar_t, acc_t>& a,
-                                                          int64_t t, int64_t shift, int64_t lane0,
-                                                          const scalar_t* zeros) {
-  const int64_t prev_row = t - 1 + shift;
-  return a.grad_decay == nullptr ? zeros
-         : prev_row >= 0         ? a.states + prev_row * a.lanes + lane0
-         : a.initial != nullptr  ? a.initial + lane0
-                                 : zeros;
-}
-
-// Runs the backward recurrence of lanes [lane0, lane0 + n), n <= kBlock, from t = T - 1 down to 0.
-// One pass per step: a stream that is absent (no upstream gradient, a row that was never returned,
-// a saved tensor that was not needed) reads as zeros, so the loop has no branches.
-template <int kBlock, int kReset, typename scalar_t, typename acc_t>
-C10_HOST_DEVICE inline void lif_backward_lanes(const BackwardArgs<scalar_t, acc_t>& a,
-                                               int64_t lane0, int n) {
-  LaneParams<kBlock, acc_t> params;
-  acc_t carry[kBlock];  // dL/dv_t that arrives through u_{t+1} = I_{t+1} + decay * v_t
-  acc_t g_decay[kBlock];
-  acc_t g_threshold[kBlock];
-  acc_t g_penalty[kBlock];
-  uint32_t bits[kBlock];
-  const ZeroRow<kBlock, scalar_t> zero_row;
-  const scalar_t* const zeros = zero_row.get();
-  params.load(a.decay, a.threshold, a.penalty, a.ratio, a.H, lane0);
-  for (int j = 0; j < n; ++j) {
-    carry[j] = acc_t(0);
-    g_decay[j] = acc_t(0);
-    g_threshold[j] = acc_t(0);
-    g_penalty[j] = acc_t(0);
-  }
-  const int64_t shift = a.delay ? 1 : 0;
-  const bool need_u = kReset == kResetProportional && a.outputs != nullptr;
-  // Which values of a step reach the loss, as autograd through the reference loop sees it: v_t
-  // through its returned row or through u_{t+1}; o_t through its row or (subtract) through v_t;
-  // u_t through either. Terms of a step the loss does not reach are not formed (autograd never runs
-  // those nodes): with an infinite input, 0 * inf would give NaN where the reference gives a number.
-  // The same for every lane, so these are flags of t only.
-  bool u_next_reached = false;
-  const int64_t last_chunk = a.T > 0 ? (a.T - 1) / kChunk * kChunk : -1;
-  for (int64_t t0 = last_chunk; t0 >= 0; t0 -= kChunk) {
-    const int steps = chunk_steps(a.T, t0);
-    const uint8_t* gate_row = a.gates + (t0 / kChunk) * a.lanes + lane0;
-    for (int j = 0; j < n; ++j) bits[j] = gate_row[j];
-    // The chunk's loads; slot i holds step t0 + i (the chain then walks i down).
-    StagedRow<kBlock, scalar_t, acc_t> gs_in[kChunk], go_in[kChunk], out_in[kChunk], v_prev_in[kChunk];
-    SNN_UNROLL
-    for (int i = 0; i < kChunk; ++i) {
-      if (i >= steps) continue;
-      const int64_t t = t0 + i;
-      // (v_t, o_t) were returned in `row`; with delay the last step's were not returned at all.
-      const int64_t row = t + shift;
-      const bool returned = row < a.T;
-      const int64_t row_off = row * a.lanes + lane0;
-      gs_in[i].load(returned && a.grad_states != nullptr ? a.grad_states + row_off : zeros);
-      go_in[i].load(returned && a.grad_outputs != nullptr ? a.grad_outputs + row_off : zeros);
-      // While fired, o_t = u_t - threshold, so u_t comes back from the returned output.
-      out_in[i].load(returned && need_u ? a.outputs + row_off : zeros);
-      v_prev_in[i].load(previous_state_row(a, t, shift, lane0, zeros));
-    }
-    SNN_UNROLL
-    for (int i = kChunk - 1; i >= 0; --i) {
-      if (i >= steps) continue;
-      const int64_t t = t0 + i;
-      const bool returned = t + shift < a.T;
-      const bool v_reached = (returned && a.grad_states != nullptr) || u_next_reached;
-      const bool o_reached = (returned && a.grad_outputs != nullptr) ||
-                             (kReset == kResetSubtract && v_reached);
-      const bool u_reached = v_reached || o_reached;
-      u_next_reached = u_reached;
-      // As 0/1 floats: a select on a compare vectorises, one on a scalar bool does not.
-      const acc_t v_flag = v_reached ? acc_t(1) : acc_t(0);
-      const acc_t u_flag = u_reached ? acc_t(1) : acc_t(0);
-      scalar_t* gx = a.grad_excitation + t * a.lanes + lane0;
-      // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
-      for (int j = 0; j < n; ++j) {
-        const uint32_t fired = (bits[j] >> i) & 1u;
-        const acc_t u = out_in[i][j] + params[j].threshold;
-        const acc_t grad_u = lif_bwd_step<kReset>(carry[j] + gs_in[i][j], go_in[i][j], fired, u,
-                                                  params[j], v_flag, g_threshold[j], g_penalty[j]);
-        gx[j] = static_cast<scalar_t>(grad_u);
-        carry[j] = grad_u * params[j].decay;
-        const acc_t decay_term = grad_u * v_prev_in[i][j];
-        g_decay[j] += u_flag > acc_t(0) ? decay_term : acc_t(0);
-      }
-    }
-  }
-  for (int j = 0; j < n; ++j) {
-    if (a.grad_decay != nullptr) a.grad_decay[lane0 + j] = g_decay[j];
-    if (a.grad_threshold != nullptr) a.grad_threshold[lane0 + j] = g_threshold[j];
-    if (a.grad_penalty != nullptr) a.grad_penalty[lane0 + j] = g_penalty[j];
-    // carry = dL/du_0 * decay = dL/dv_{-1}.
-    if (a.grad_initial != nullptr) a.grad_initial[lane0 + j] = static_cast<scalar_t>(carry[j]);
   }
 }
 
@@ -770,6 +541,14 @@ C10_HOST_DEVICE inline acc_t spikingjelly_bwd_step(acc_t gs, acc_t gh, acc_t h, 
 //                                      autograd never runs those nodes, and 0 * inf would be NaN);
 //   backward<kSurrogate, scalar_t>(...) one step back, returns dL/dx_t;
 //   finish<kSurrogate>(...)            dL/d(initial state) and any terms of the state before step 0.
+// and optionally (ModelTraits gives the defaults):
+//   kSaved      saved streams the backward reads (default kStates): the first kStates are the
+//               states' rows (read at t and t - 1), the others rows read at step t only;
+//   kBits       1 if every step also keeps one bit per lane that its backward reads (the graded
+//               neuron's gate), packed 8 steps to a byte as [ceil(T / 8), lanes]; forward and
+//               backward then take it as a last argument (default 0);
+//   kShifts     true if the model takes kFlagDelay: the rows of step t are written at row t + 1,
+//               row 0 holds zeros and the last step's rows are not returned (default false).
 // neuron_forward_lanes and neuron_backward_lanes do the rest for every model: chunks, staging,
 // streams that may be absent, per-lane arrays; the launches, ops and autograd are shared too.
 
@@ -778,15 +557,38 @@ constexpr int kMaxRows = 4;       // rows written per step (LSNN: spikes, v, i, 
 constexpr int kMaxConstants = 7;  // per-neuron constants (LSNN has seven)
 
 // A call's options, as bits.
-enum NeuronFlag : int { kFlagDecayInput = 1, kFlagDetachReset = 2 };
+enum NeuronFlag : int { kFlagDecayInput = 1, kFlagDetachReset = 2, kFlagDelay = 4 };
+
+// A model's optional members (see above), with their defaults.
+template <class M, class = void>
+struct SavedStreams : std::integral_constant<int, M::kStates> {};
+template <class M>
+struct SavedStreams<M, std::void_t<decltype(M::kSaved)>> : std::integral_constant<int, M::kSaved> {};
+template <class M, class = void>
+struct KeepsBits : std::false_type {};
+template <class M>
+struct KeepsBits<M, std::void_t<decltype(M::kBits)>> : std::bool_constant<M::kBits != 0> {};
+template <class M, class = void>
+struct ShiftsRows : std::false_type {};
+template <class M>
+struct ShiftsRows<M, std::void_t<decltype(M::kShifts)>> : std::bool_constant<M::kShifts> {};
+
+template <class M>
+struct ModelTraits {
+  static constexpr int kSaved = SavedStreams<M>::value;
+  static constexpr bool kBits = KeepsBits<M>::value;
+  static constexpr bool kShifts = ShiftsRows<M>::value;
+  static_assert(kSaved >= M::kStates && kSaved <= kMaxStates, "saved streams: kStates..kMaxStates");
+};
 
 template <typename scalar_t, typename acc_t>
 struct NeuronForwardArgs {
   const scalar_t* input;                 // [T, lanes]
   const scalar_t* initial[kMaxStates];   // per state: [lanes], nullable (zeros)
   scalar_t* rows[kMaxRows];              // per row: [T, lanes]
-  scalar_t* state[kMaxStates];           // per state: [lanes], the state after the last step
+  scalar_t* state[kMaxStates];           // per state: [lanes], nullable: the state after the last step
   const acc_t* constants[kMaxConstants];  // per constant: [H], or tiled on the CPU (LaneConstant)
+  uint8_t* bits;                         // [ceil(T / 8), lanes], models with kBits only
   int64_t T;
   int64_t lanes;
   int64_t H;
@@ -797,7 +599,9 @@ template <typename scalar_t, typename acc_t>
 struct NeuronBackwardArgs {
   const scalar_t* grad_rows[kMaxRows];      // per row: [T, lanes], nullable (zero)
   const scalar_t* grad_state[kMaxStates];   // per state: [lanes], nullable: dL/d(state after T-1)
-  const scalar_t* saved[kMaxStates];        // per state: its saved row, [T, lanes], as written
+  const scalar_t* saved[kMaxStates];        // per saved stream (kSaved): its row, [T, lanes], as
+                                            // written; nullable (zeros) where the model allows
+  const uint8_t* bits;                      // [ceil(T / 8), lanes], models with kBits only
   const scalar_t* initial[kMaxStates];      // per state: [lanes], nullable (zeros)
   const scalar_t* input;                    // [T, lanes], nullable: read only if the model asks
   const acc_t* constants[kMaxConstants];    // per constant: [H], or tiled on the CPU
@@ -1638,37 +1442,156 @@ struct SnntorchRsynaptic {
   }
 };
 
+// The seed's graded neuron (the equations at the top of this file), in both resets. Rows: states v_t,
+// outputs o_t; state v (its saved row: the states row; the op returns no separate final state);
+// a second saved stream, the outputs row, which gives back u_t = o_t + threshold while fired (read
+// only for the proportional reset's threshold and penalty gradients); the gate g_t kept as a bit;
+// rows delayed by one step with kFlagDelay (row 0 zeros, the last step's (v, o) not returned, as
+// the seed's delayed layer). Constants decay, threshold, penalty and ratio = penalty / threshold
+// (computed once per neuron by the op, as the reference computes it once); one carry dL/dv_t.
+template <int kReset>
+struct GradedNeuron {
+  static constexpr int kStates = 1, kRows = 2, kConstants = 4, kCarries = 1;
+  static constexpr int kSaved = 2, kBits = 1;
+  static constexpr bool kShifts = true;
+  template <typename acc_t>
+  struct Options {
+    bool delay;
+  };
+  struct Reach {
+    bool u_next_reached;  // u_{t+1}
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t v, u;  // v_t, u_t reach the loss (0/1 floats: a select on a compare vectorises)
+  };
+
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE NeuronParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[4],
+                                                    int j) {
+    return {c[0][j], c[1][j], c[2][j], c[3][j]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int flags, acc_t) {
+    return {(flags & kFlagDelay) != 0};
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return false; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads&) { return {false}; }
+  // v_t reaches the loss through its returned row or through u_{t+1}; o_t through its row or
+  // (subtract) through v_t; u_t through either. With delay, step t's values are in row t + 1.
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>& o, int64_t t, int64_t T) {
+    const bool returned = t + (o.delay ? 1 : 0) < T;
+    const bool v_reached = (returned && given.rows[0]) || r.u_next_reached;
+    const bool o_reached = (returned && given.rows[1]) || (kReset == kResetSubtract && v_reached);
+    const bool u_reached = v_reached || o_reached;
+    r.u_next_reached = u_reached;
+    return {v_reached ? acc_t(1) : acc_t(0), u_reached ? acc_t(1) : acc_t(0)};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const NeuronParams<acc_t>& p, const Options<acc_t>&, acc_t x,
+                                      acc_t (&state)[1], acc_t (&out)[2], uint32_t& fired) {
+    lif_fwd_step<kReset>(x, p, state[0], out[1], fired);
+    out[0] = state[0];
+  }
+  // saved: (v_t, o_t); prev: v_{t-1} (the initial state at t = 0), read for the decay gradient.
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const NeuronParams<acc_t>& p, const Options<acc_t>&,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/,
+                                        acc_t /*x*/, const acc_t (&saved)[2],
+                                        const acc_t (&prev)[1], const acc_t (&grad_rows)[2],
+                                        acc_t (&carry)[1], acc_t (&grad_c)[4], uint32_t fired) {
+    // While fired, o_t = u_t - threshold (only read by the proportional reset).
+    const acc_t u = saved[1] + p.threshold;
+    const acc_t grad_u = lif_bwd_step<kReset>(carry[0] + grad_rows[0], grad_rows[1], fired, u, p,
+                                              f.v, grad_c[1], grad_c[2]);
+    carry[0] = grad_u * p.decay;  // dL/dv_{t-1} through u_t = I_t + decay * v_{t-1}
+    const acc_t decay_term = grad_u * prev[0];
+    grad_c[0] += f.u > acc_t(0) ? decay_term : acc_t(0);
+    return grad_u;
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const NeuronParams<acc_t>&, const acc_t (&)[1],
+                                     const acc_t (&carry)[1], acc_t (&grad_initial)[1],
+                                     acc_t (&)[4]) {
+    grad_initial[0] = carry[0];  // dL/dv_{-1}
+  }
+};
+
 // Runs model M's forward over all T steps for lanes [lane0, lane0 + n), n <= kBlock.
 template <int kBlock, class M, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void neuron_forward_lanes(const NeuronForwardArgs<scalar_t, acc_t>& a,
                                                  int64_t lane0, int n) {
+  using Traits = ModelTraits<M>;
   LaneConstant<kBlock, acc_t> c[M::kConstants];
   for (int q = 0; q < M::kConstants; ++q) c[q].load(a.constants[q], a.H, lane0);
   acc_t state[M::kStates][kBlock];
   for (int s = 0; s < M::kStates; ++s) load_initial<kBlock>(state[s], a.initial[s], lane0, n);
   const auto o = M::template options<acc_t>(a.flags, acc_t(0));
-  // Chunks as in lif_forward_lanes: a chunk's input loads all go before its chain.
+  const int64_t shift = Traits::kShifts && (a.flags & kFlagDelay) != 0 ? 1 : 0;
+  uint32_t bits[Traits::kBits ? kBlock : 1];
+  // Time in chunks of kChunk steps (one byte of bits): a chunk's input loads all go before its
+  // chain (see StagedRow).
   for (int64_t t0 = 0; t0 < a.T; t0 += kChunk) {
     const int steps = chunk_steps(a.T, t0);
     StagedRow<kBlock, scalar_t, acc_t> in[kChunk];
     stage_chunk(in, a.input, t0, steps, a.lanes, lane0);
+    if (Traits::kShifts && shift != 0 && t0 == 0) {
+      // Row 0 of delayed rows holds zeros (stored after the first chunk's loads, which it would
+      // otherwise hold back).
+      for (int r = 0; r < M::kRows; ++r) {
+        for (int j = 0; j < n; ++j) a.rows[r][lane0 + j] = scalar_t(0);
+      }
+    }
+    for (int j = 0; j < n && Traits::kBits; ++j) bits[j] = 0;
     SNN_UNROLL
     for (int k = 0; k < kChunk; ++k) {
       if (k >= steps) continue;
-      const int64_t off = (t0 + k) * a.lanes + lane0;
-      scalar_t* rows[M::kRows];
-      for (int r = 0; r < M::kRows; ++r) rows[r] = a.rows[r] + off;
-      SNN_LANE_LOOP  // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
-      for (int j = 0; j < n; ++j) {
-        acc_t st[M::kStates], out[M::kRows];
-        for (int s = 0; s < M::kStates; ++s) st[s] = state[s][j];
-        M::template forward<scalar_t>(M::params(c, j), o, in[k][j], st, out);
-        for (int r = 0; r < M::kRows; ++r) rows[r][j] = static_cast<scalar_t>(out[r]);
-        for (int s = 0; s < M::kStates; ++s) state[s][j] = st[s];
+      const int64_t row = t0 + k + shift;
+      if (!Traits::kShifts || row < a.T) {
+        const int64_t off = row * a.lanes + lane0;
+        scalar_t* rows[M::kRows];
+        for (int r = 0; r < M::kRows; ++r) rows[r] = a.rows[r] + off;
+        SNN_LANE_LOOP  // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
+        for (int j = 0; j < n; ++j) {
+          acc_t st[M::kStates], out[M::kRows];
+          for (int s = 0; s < M::kStates; ++s) st[s] = state[s][j];
+          if constexpr (Traits::kBits) {
+            uint32_t fired;
+            M::template forward<scalar_t>(M::params(c, j), o, in[k][j], st, out, fired);
+            bits[j] |= fired << k;
+          } else {
+            M::template forward<scalar_t>(M::params(c, j), o, in[k][j], st, out);
+          }
+          for (int r = 0; r < M::kRows; ++r) rows[r][j] = static_cast<scalar_t>(out[r]);
+          for (int s = 0; s < M::kStates; ++s) state[s][j] = st[s];
+        }
+      } else if constexpr (Traits::kShifts) {
+        // The last step of delayed rows: its rows are not returned, only its state and bit kept.
+        SNN_LANE_LOOP  // [lane loop, kShifts]: vectorised on the CPU (tests/test_vectorisation.py)
+        for (int j = 0; j < n; ++j) {
+          acc_t st[M::kStates], out[M::kRows];
+          for (int s = 0; s < M::kStates; ++s) st[s] = state[s][j];
+          if constexpr (Traits::kBits) {
+            uint32_t fired;
+            M::template forward<scalar_t>(M::params(c, j), o, in[k][j], st, out, fired);
+            bits[j] |= fired << k;
+          } else {
+            M::template forward<scalar_t>(M::params(c, j), o, in[k][j], st, out);
+          }
+          for (int s = 0; s < M::kStates; ++s) state[s][j] = st[s];
+        }
       }
+    }
+    if constexpr (Traits::kBits) {
+      uint8_t* bit_row = a.bits + (t0 / kChunk) * a.lanes + lane0;
+      for (int j = 0; j < n; ++j) bit_row[j] = static_cast<uint8_t>(bits[j]);
     }
   }
   for (int s = 0; s < M::kStates; ++s) {
+    if (a.state[s] == nullptr) continue;
     for (int j = 0; j < n; ++j) a.state[s][lane0 + j] = static_cast<scalar_t>(state[s][j]);
   }
 }
@@ -1678,6 +1601,9 @@ C10_HOST_DEVICE inline void neuron_forward_lanes(const NeuronForwardArgs<scalar_
 template <int kBlock, class M, int kSurrogate, typename scalar_t, typename acc_t>
 C10_HOST_DEVICE inline void neuron_backward_lanes(const NeuronBackwardArgs<scalar_t, acc_t>& a,
                                                   int64_t lane0, int n) {
+  using Traits = ModelTraits<M>;
+  constexpr int kSaved = Traits::kSaved;
+  constexpr int kExtra = kSaved > M::kStates ? kSaved - M::kStates : 1;  // saved rows read at t only
   GivenGrads given;
   bool any_given = false;
   for (int r = 0; r < M::kRows; ++r) any_given |= given.rows[r] = a.grad_rows[r] != nullptr;
@@ -1700,17 +1626,23 @@ C10_HOST_DEVICE inline void neuron_backward_lanes(const NeuronBackwardArgs<scala
   LaneConstant<kBlock, acc_t> c[M::kConstants];
   for (int q = 0; q < M::kConstants; ++q) c[q].load(a.constants[q], a.H, lane0);
   acc_t carry[M::kCarries][kBlock], grad_c[M::kConstants][kBlock];
-  acc_t cur[M::kStates][kBlock];  // the saved rows of step t
+  acc_t cur[M::kStates][kBlock];  // the states' saved rows of step t
+  uint32_t bits[Traits::kBits ? kBlock : 1];
   const ZeroRow<kBlock, scalar_t> zero_row;
   const scalar_t* const zeros = zero_row.get();
+  // With kFlagDelay (kShifts models) the rows of step t are in row t + 1; the last step's in none.
+  const int64_t shift = Traits::kShifts && (a.flags & kFlagDelay) != 0 ? 1 : 0;
   const scalar_t* initial[M::kStates];
   for (int s = 0; s < M::kStates; ++s) {
     initial[s] = a.initial[s] != nullptr ? a.initial[s] + lane0 : zeros;
-    const scalar_t* last = a.saved[s] + (a.T - 1) * a.lanes + lane0;
+    const int64_t last_row = a.T - 1 + shift;
+    const scalar_t* last = a.saved[s] != nullptr && last_row < a.T
+                               ? a.saved[s] + last_row * a.lanes + lane0
+                               : zeros;
     // The state after the last step is what the state carries stand for.
     const scalar_t* grad_state = a.grad_state[s] != nullptr ? a.grad_state[s] + lane0 : zeros;
     for (int j = 0; j < n; ++j) {
-      cur[s][j] = static_cast<acc_t>(last[j]);
+      cur[s][j] = static_cast<acc_t>(read_or_zero(last, j));
       carry[s][j] = static_cast<acc_t>(read_or_zero(grad_state, j));
     }
   }
@@ -1723,25 +1655,37 @@ C10_HOST_DEVICE inline void neuron_backward_lanes(const NeuronBackwardArgs<scala
   const auto o = M::template options<acc_t>(a.flags, a.alpha);
   const bool need_x = M::needs_input(a.flags, a.grad_constants[0] != nullptr);
   typename M::Reach reach = M::reach_after_last(given);
-  // Chunks as in lif_backward_lanes: a chunk's loads (upstream gradients, the previous saved rows,
-  // the input) all go before its chain; slot i holds step t0 + i.
+  // Chunks of kChunk steps, last first: a chunk's loads (upstream gradients, the previous saved
+  // rows, the input) all go before its chain; slot i holds step t0 + i.
   const int64_t last_chunk = a.T > 0 ? (a.T - 1) / kChunk * kChunk : -1;
   for (int64_t t0 = last_chunk; t0 >= 0; t0 -= kChunk) {
     const int steps = chunk_steps(a.T, t0);
+    if constexpr (Traits::kBits) {
+      const uint8_t* bit_row = a.bits + (t0 / kChunk) * a.lanes + lane0;
+      for (int j = 0; j < n; ++j) bits[j] = bit_row[j];
+    }
     StagedRow<kBlock, scalar_t, acc_t> g_in[M::kRows][kChunk], prev_in[M::kStates][kChunk],
-        x_in[kChunk];
+        extra_in[kExtra][kChunk], x_in[kChunk];
     SNN_UNROLL
     for (int i = 0; i < kChunk; ++i) {
       if (i >= steps) continue;
       const int64_t t = t0 + i;
-      const int64_t off = t * a.lanes + lane0;
+      const int64_t row = t + shift;
+      const bool returned = !Traits::kShifts || row < a.T;  // step t's rows were written
+      const int64_t off = row * a.lanes + lane0;
       for (int r = 0; r < M::kRows; ++r) {
-        g_in[r][i].load(a.grad_rows[r] != nullptr ? a.grad_rows[r] + off : zeros);
+        g_in[r][i].load(returned && a.grad_rows[r] != nullptr ? a.grad_rows[r] + off : zeros);
       }
-      x_in[i].load(need_x ? a.input + off : zeros);
-      // The saved rows of step t - 1, or at t = 0 the initial state.
+      x_in[i].load(need_x ? a.input + t * a.lanes + lane0 : zeros);
+      // The states' saved rows of step t - 1, or before step 0 the initial state.
       for (int s = 0; s < M::kStates; ++s) {
-        prev_in[s][i].load(t > 0 ? a.saved[s] + off - a.lanes : initial[s]);
+        prev_in[s][i].load(row == 0                ? initial[s]
+                           : a.saved[s] != nullptr ? a.saved[s] + off - a.lanes
+                                                   : zeros);
+      }
+      for (int e = 0; e < kSaved - M::kStates; ++e) {
+        const scalar_t* stream = a.saved[M::kStates + e];
+        extra_in[e][i].load(returned && stream != nullptr ? stream + off : zeros);
       }
     }
     SNN_UNROLL
@@ -1754,17 +1698,25 @@ C10_HOST_DEVICE inline void neuron_backward_lanes(const NeuronBackwardArgs<scala
       const acc_t after_first = t > 0 ? acc_t(1) : acc_t(0);  // a float flag, as above
       SNN_LANE_LOOP  // [lane loop]: vectorised on the CPU (tests/test_vectorisation.py checks)
       for (int j = 0; j < n; ++j) {
-        acc_t saved[M::kStates], prev[M::kStates], grads[M::kRows], car[M::kCarries];
+        acc_t saved[kSaved], prev[M::kStates], grads[M::kRows], car[M::kCarries];
         acc_t gc[M::kConstants];
         for (int s = 0; s < M::kStates; ++s) {
           saved[s] = cur[s][j];
           prev[s] = prev_in[s][i][j];
         }
+        for (int e = 0; e < kSaved - M::kStates; ++e) saved[M::kStates + e] = extra_in[e][i][j];
         for (int r = 0; r < M::kRows; ++r) grads[r] = g_in[r][i][j];
         for (int e = 0; e < M::kCarries; ++e) car[e] = carry[e][j];
         for (int q = 0; q < M::kConstants; ++q) gc[q] = grad_c[q][j];
-        const acc_t grad_x = M::template backward<kSurrogate, scalar_t>(
-            M::params(c, j), o, flags, after_first, x_in[i][j], saved, prev, grads, car, gc);
+        acc_t grad_x;
+        if constexpr (Traits::kBits) {
+          grad_x = M::template backward<kSurrogate, scalar_t>(M::params(c, j), o, flags,
+                                                              after_first, x_in[i][j], saved, prev,
+                                                              grads, car, gc, (bits[j] >> i) & 1u);
+        } else {
+          grad_x = M::template backward<kSurrogate, scalar_t>(
+              M::params(c, j), o, flags, after_first, x_in[i][j], saved, prev, grads, car, gc);
+        }
         gx[j] = static_cast<scalar_t>(grad_x);
         for (int e = 0; e < M::kCarries; ++e) carry[e][j] = car[e];
         for (int q = 0; q < M::kConstants; ++q) grad_c[q][j] = gc[q];

@@ -55,122 +55,6 @@ inline at::Tensor zeros_unless_written(at::IntArrayRef shape, const at::TensorOp
   return T > 0 ? at::empty(shape, options) : at::zeros(shape, options);
 }
 
-struct ForwardTensors {
-  at::Tensor input;  // contiguous excitation
-  at::Tensor initial;  // contiguous, or undefined (zeros)
-  at::Tensor states;
-  at::Tensor outputs;
-  at::Tensor gates;
-};
-
-inline ForwardTensors make_forward_tensors(const at::Tensor& excitation,
-                                           const c10::optional<at::Tensor>& initial) {
-  ForwardTensors f;
-  f.input = excitation.contiguous();
-  if (initial.has_value()) f.initial = initial->contiguous();
-  const int64_t T = f.input.size(0);
-  const int64_t lanes = lanes_of(f.input);
-  f.states = at::empty_like(f.input);
-  f.outputs = at::empty_like(f.input);
-  f.gates = at::empty({(T + 7) / 8, lanes}, f.input.options().dtype(at::kByte));
-  return f;
-}
-
-template <typename scalar_t, typename acc_t>
-ForwardArgs<scalar_t, acc_t> make_forward_args(const ForwardTensors& f, const at::Tensor& decay,
-                                               const at::Tensor& threshold,
-                                               const at::Tensor& penalty, bool delay) {
-  ForwardArgs<scalar_t, acc_t> a;
-  a.excitation = f.input.const_data_ptr<scalar_t>();
-  a.initial = const_data_or_null<scalar_t>(f.initial);
-  a.states = f.states.data_ptr<scalar_t>();
-  a.outputs = f.outputs.data_ptr<scalar_t>();
-  a.gates = f.gates.data_ptr<uint8_t>();
-  a.decay = decay.const_data_ptr<acc_t>();
-  a.threshold = threshold.const_data_ptr<acc_t>();
-  a.penalty = penalty.const_data_ptr<acc_t>();
-  a.ratio = nullptr;  // the CPU launch tiles it (see LaneConstant)
-  a.T = f.input.size(0);
-  a.lanes = f.gates.size(1);
-  a.H = f.input.size(-1);
-  a.delay = delay;
-  return a;
-}
-
-struct BackwardTensors {
-  at::Tensor grad_states;   // undefined = zero
-  at::Tensor grad_outputs;  // undefined = zero
-  at::Tensor gates;
-  at::Tensor states;   // undefined unless the decay gradient is asked for
-  at::Tensor outputs;  // undefined unless the proportional reset's threshold/penalty grads are
-  at::Tensor grad_excitation;
-  at::Tensor grad_decay;  // per-lane partial sums [lanes], or undefined
-  at::Tensor grad_threshold;
-  at::Tensor grad_penalty;
-  at::Tensor initial;       // undefined unless the decay gradient needs v_{-1}
-  at::Tensor grad_initial;  // [*batch, H] when asked for, else an empty tensor
-  int64_t H;
-};
-
-inline BackwardTensors make_backward_tensors(
-    const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
-    const at::Tensor& gates, const c10::optional<at::Tensor>& states,
-    const c10::optional<at::Tensor>& outputs, at::IntArrayRef shape, at::ScalarType dtype,
-    bool need_decay, bool need_threshold, bool need_penalty, int reset,
-    const c10::optional<at::Tensor>& initial, bool need_initial) {
-  BackwardTensors b;
-  const auto options = gates.options().dtype(dtype);
-  const auto acc_options = gates.options().dtype(at::toOpMathType(dtype));
-  const int64_t lanes = gates.size(1);
-  if (grad_states.has_value()) b.grad_states = grad_states->contiguous();
-  if (grad_outputs.has_value()) b.grad_outputs = grad_outputs->contiguous();
-  b.gates = gates.contiguous();
-  if (need_decay) b.states = states->contiguous();
-  if (reset == kResetProportional && (need_threshold || need_penalty)) {
-    b.outputs = outputs->contiguous();
-  }
-  b.grad_excitation = at::empty(shape, options);
-  // Zero-filled so that T = 0 gives zero gradients without a kernel launch.
-  // The kernel writes every lane of these; zeros only where it does not run (T = 0).
-  const int64_t T = shape[0];
-  if (need_decay) b.grad_decay = zeros_unless_written({lanes}, acc_options, T);
-  if (need_threshold) b.grad_threshold = zeros_unless_written({lanes}, acc_options, T);
-  if (need_penalty) b.grad_penalty = zeros_unless_written({lanes}, acc_options, T);
-  if (need_decay && initial.has_value()) b.initial = initial->contiguous();
-  b.grad_initial = need_initial ? zeros_unless_written(shape.slice(1), options, T)
-                                : at::empty({0}, options);
-  b.H = shape.back();
-  return b;
-}
-
-template <typename scalar_t, typename acc_t>
-BackwardArgs<scalar_t, acc_t> make_backward_args(const BackwardTensors& b,
-                                                 const at::Tensor& decay,
-                                                 const at::Tensor& threshold,
-                                                 const at::Tensor& penalty, bool delay) {
-  BackwardArgs<scalar_t, acc_t> a;
-  a.grad_states = const_data_or_null<scalar_t>(b.grad_states);
-  a.grad_outputs = const_data_or_null<scalar_t>(b.grad_outputs);
-  a.gates = b.gates.const_data_ptr<uint8_t>();
-  a.states = const_data_or_null<scalar_t>(b.states);
-  a.outputs = const_data_or_null<scalar_t>(b.outputs);
-  a.decay = decay.const_data_ptr<acc_t>();
-  a.threshold = threshold.const_data_ptr<acc_t>();
-  a.penalty = penalty.const_data_ptr<acc_t>();
-  a.ratio = nullptr;  // the CPU launch tiles it (see LaneConstant)
-  a.grad_excitation = b.grad_excitation.data_ptr<scalar_t>();
-  a.grad_decay = data_or_null<acc_t>(b.grad_decay);
-  a.grad_threshold = data_or_null<acc_t>(b.grad_threshold);
-  a.grad_penalty = data_or_null<acc_t>(b.grad_penalty);
-  a.initial = const_data_or_null<scalar_t>(b.initial);
-  a.grad_initial = b.grad_initial.numel() > 0 ? b.grad_initial.data_ptr<scalar_t>() : nullptr;
-  a.T = b.grad_excitation.size(0);
-  a.lanes = b.gates.size(1);
-  a.H = b.H;
-  a.delay = delay;
-  return a;
-}
-
 // Sums the per-lane parameter gradients over the batch: [lanes] = [batch, H] -> [H]. A gradient
 // that was not asked for comes back as zeros of shape [H].
 inline at::Tensor sum_over_batch(const at::Tensor& per_lane, int64_t H, const at::Tensor& like) {
@@ -178,77 +62,10 @@ inline at::Tensor sum_over_batch(const at::Tensor& per_lane, int64_t H, const at
   return per_lane.view({-1, H}).sum(0);
 }
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> reduce_param_grads(
-    const BackwardTensors& b, const at::Tensor& decay) {
-  return {b.grad_excitation, sum_over_batch(b.grad_decay, b.H, decay),
-          sum_over_batch(b.grad_threshold, b.H, decay), sum_over_batch(b.grad_penalty, b.H, decay),
-          b.grad_initial};
-}
-
 // A backend's launch object also supplies device_guard(device): what must hold while the operator
 // allocates and launches on that device (nothing on the CPU, a CUDAGuard on CUDA). The run_*
 // templates create it after their argument checks.
 struct NoDeviceGuard {};
-
-// The whole forward operator but the loop launch, which each backend supplies:
-// launch(args, std::integral_constant<int, kReset>) runs the lanes of `args`.
-template <typename Launch>
-std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
-    const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
-    const at::Tensor& penalty, c10::string_view reset, bool delay,
-    const c10::optional<at::Tensor>& initial, const Launch& launch) {
-  const int reset_mode = parse_reset(reset);
-  check_forward_inputs(excitation, decay, threshold, penalty, initial, delay);
-  // After the checks, so that a wrong device gets our message, not the device guard's.
-  [[maybe_unused]] const auto guard = launch.device_guard(excitation.device());
-  const ForwardTensors f = make_forward_tensors(excitation, initial);
-  const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.input.scalar_type(),
-                                  "spiking_recurrence_fwd", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto args = make_forward_args<scalar_t, acc_t>(f, dec, thr, pen, delay);
-    if (args.lanes == 0 || args.T == 0) return;
-    if (reset_mode == kResetProportional) {
-      launch(args, std::integral_constant<int, kResetProportional>{});
-    } else {
-      launch(args, std::integral_constant<int, kResetSubtract>{});
-    }
-  });
-  return {f.states, f.outputs, f.gates};
-}
-
-// The whole backward operator but the loop launch; see run_forward.
-template <typename Launch>
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
-    const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
-    const at::Tensor& gates, const c10::optional<at::Tensor>& states,
-    const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
-    const at::Tensor& threshold, const at::Tensor& penalty, at::IntArrayRef shape,
-    at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
-    bool need_threshold, bool need_penalty, const c10::optional<at::Tensor>& initial,
-    bool need_initial, const Launch& launch) {
-  const int reset_mode = parse_reset(reset);
-  check_backward_inputs(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
-                        penalty, shape, dtype, need_decay, need_threshold, need_penalty,
-                        reset_mode, initial, delay);
-  [[maybe_unused]] const auto guard = launch.device_guard(gates.device());
-  const BackwardTensors b =
-      make_backward_tensors(grad_states, grad_outputs, gates, states, outputs, shape, dtype,
-                            need_decay, need_threshold, need_penalty, reset_mode, initial,
-                            need_initial);
-  const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "spiking_recurrence_bwd", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto args = make_backward_args<scalar_t, acc_t>(b, dec, thr, pen, delay);
-    if (args.lanes == 0 || args.T == 0) return;
-    if (reset_mode == kResetProportional) {
-      launch(args, std::integral_constant<int, kResetProportional>{});
-    } else {
-      launch(args, std::integral_constant<int, kResetSubtract>{});
-    }
-  });
-  return reduce_param_grads(b, decay);
-}
 
 // ------------------------------------------------------------------------------------------------
 // Binary spikes with surrogate gradients (lif_fwd / lif_bwd).
@@ -640,6 +457,152 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> run_neu
     grad_constants.push_back(sum_over_batch(grad_lanes[q], H, consts[q]));
   }
   return {grad_input, grad_initial, grad_constants};
+}
+
+// ------------------------------------------------------------------------------------------------
+// The seed's graded neuron (spiking_recurrence_fwd / spiking_recurrence_bwd): the model
+// GradedNeuron<kReset> of the generic loops, run by the same launches as neuron_fwd / neuron_bwd.
+
+// The graded neuron's fourth constant, ratio = penalty / threshold per neuron (the reference
+// computes it once too; IEEE division, so the same value on every device). Both contiguous. On the
+// CPU a plain loop: at::div's dispatch cost ~1.5 us, a quarter of a T = 1 forward.
+inline at::Tensor graded_ratio(const at::Tensor& penalty, const at::Tensor& threshold) {
+  if (!penalty.is_cpu()) return at::div(penalty, threshold);
+  at::Tensor ratio = at::empty_like(penalty);
+  AT_DISPATCH_FLOATING_TYPES(penalty.scalar_type(), "graded_ratio", [&] {
+    const scalar_t* p = penalty.const_data_ptr<scalar_t>();
+    const scalar_t* t = threshold.const_data_ptr<scalar_t>();
+    scalar_t* r = ratio.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < penalty.numel(); ++i) r[i] = p[i] / t[i];
+  });
+  return ratio;
+}
+
+// Calls f(ModelTag<GradedNeuron<kReset>>{}) for the runtime reset.
+template <typename F>
+void dispatch_graded(int reset, const F& f) {
+  if (reset == kResetProportional) {
+    f(ModelTag<GradedNeuron<kResetProportional>>{});
+  } else {
+    f(ModelTag<GradedNeuron<kResetSubtract>>{});
+  }
+}
+
+// The whole forward operator but the loop launch, which each backend supplies:
+// launch(args, ModelTag<M>) runs the lanes of `args` (the generic neuron launch).
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
+    const at::Tensor& excitation, const at::Tensor& decay, const at::Tensor& threshold,
+    const at::Tensor& penalty, c10::string_view reset, bool delay,
+    const c10::optional<at::Tensor>& initial, const Launch& launch) {
+  const int reset_mode = parse_reset(reset);
+  check_forward_inputs(excitation, decay, threshold, penalty, initial, delay);
+  // After the checks, so that a wrong device gets our message, not the device guard's.
+  [[maybe_unused]] const auto guard = launch.device_guard(excitation.device());
+  const at::Tensor x = excitation.contiguous();
+  const at::Tensor init = initial.has_value() ? initial->contiguous() : at::Tensor();
+  const int64_t T = x.size(0);
+  const int64_t lanes = lanes_of(x);
+  at::Tensor states = at::empty_like(x);
+  at::Tensor outputs = at::empty_like(x);
+  at::Tensor gates = at::empty({(T + 7) / 8, lanes}, x.options().dtype(at::kByte));
+  const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "spiking_recurrence_fwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    if (lanes == 0 || T == 0) return;
+    const at::Tensor ratio = graded_ratio(pen, thr);
+    NeuronForwardArgs<scalar_t, acc_t> a{};
+    a.input = x.const_data_ptr<scalar_t>();
+    a.initial[0] = const_data_or_null<scalar_t>(init);
+    a.rows[0] = states.data_ptr<scalar_t>();
+    a.rows[1] = outputs.data_ptr<scalar_t>();
+    a.state[0] = nullptr;  // the last row holds it (without delay)
+    a.constants[0] = dec.const_data_ptr<acc_t>();
+    a.constants[1] = thr.const_data_ptr<acc_t>();
+    a.constants[2] = pen.const_data_ptr<acc_t>();
+    a.constants[3] = ratio.const_data_ptr<acc_t>();
+    a.bits = gates.data_ptr<uint8_t>();
+    a.T = T;
+    a.lanes = lanes;
+    a.H = x.size(-1);
+    a.flags = delay ? kFlagDelay : 0;
+    dispatch_graded(reset_mode, [&](auto tag) { launch(a, tag); });
+  });
+  return {states, outputs, gates};
+}
+
+// The whole backward operator but the loop launch: launch(args, ModelTag<M>, IntConstant<k>)
+// (the graded neuron has no surrogate; the launch's surrogate parameter is not read).
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backward(
+    const c10::optional<at::Tensor>& grad_states, const c10::optional<at::Tensor>& grad_outputs,
+    const at::Tensor& gates, const c10::optional<at::Tensor>& states,
+    const c10::optional<at::Tensor>& outputs, const at::Tensor& decay,
+    const at::Tensor& threshold, const at::Tensor& penalty, at::IntArrayRef shape,
+    at::ScalarType dtype, c10::string_view reset, bool delay, bool need_decay,
+    bool need_threshold, bool need_penalty, const c10::optional<at::Tensor>& initial,
+    bool need_initial, const Launch& launch) {
+  const int reset_mode = parse_reset(reset);
+  check_backward_inputs(grad_states, grad_outputs, gates, states, outputs, decay, threshold,
+                        penalty, shape, dtype, need_decay, need_threshold, need_penalty,
+                        reset_mode, initial, delay);
+  [[maybe_unused]] const auto guard = launch.device_guard(gates.device());
+  const auto options = gates.options().dtype(dtype);
+  const auto acc_options = gates.options().dtype(at::toOpMathType(dtype));
+  const int64_t T = shape[0];
+  const int64_t lanes = gates.size(1);
+  const int64_t H = shape.back();
+  const at::Tensor gs = defined_or_empty(grad_states);
+  const at::Tensor go = defined_or_empty(grad_outputs);
+  const at::Tensor bits = gates.contiguous();
+  // States are read only for the decay gradient (with v_{-1}), outputs only for the proportional
+  // reset's threshold and penalty gradients.
+  const at::Tensor st = need_decay ? states->contiguous() : at::Tensor();
+  const at::Tensor init = need_decay ? defined_or_empty(initial) : at::Tensor();
+  const at::Tensor out = reset_mode == kResetProportional && (need_threshold || need_penalty)
+                             ? outputs->contiguous()
+                             : at::Tensor();
+  at::Tensor grad_excitation = at::empty(shape, options);
+  // The kernel writes every lane of these; zeros only where it does not run (T = 0).
+  const at::Tensor grad_decay = need_decay ? zeros_unless_written({lanes}, acc_options, T)
+                                           : at::Tensor();
+  const at::Tensor grad_threshold =
+      need_threshold ? zeros_unless_written({lanes}, acc_options, T) : at::Tensor();
+  const at::Tensor grad_penalty = need_penalty ? zeros_unless_written({lanes}, acc_options, T)
+                                               : at::Tensor();
+  at::Tensor grad_initial = need_initial ? zeros_unless_written(shape.slice(1), options, T)
+                                         : at::empty({0}, options);
+  const auto dec = decay.contiguous(), thr = threshold.contiguous(), pen = penalty.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "spiking_recurrence_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    if (lanes == 0 || T == 0) return;
+    const at::Tensor ratio = graded_ratio(pen, thr);
+    NeuronBackwardArgs<scalar_t, acc_t> a{};
+    a.grad_rows[0] = const_data_or_null<scalar_t>(gs);
+    a.grad_rows[1] = const_data_or_null<scalar_t>(go);
+    a.saved[0] = const_data_or_null<scalar_t>(st);
+    a.saved[1] = const_data_or_null<scalar_t>(out);
+    a.initial[0] = const_data_or_null<scalar_t>(init);
+    a.bits = bits.const_data_ptr<uint8_t>();
+    a.constants[0] = dec.const_data_ptr<acc_t>();
+    a.constants[1] = thr.const_data_ptr<acc_t>();
+    a.constants[2] = pen.const_data_ptr<acc_t>();
+    a.constants[3] = ratio.const_data_ptr<acc_t>();
+    a.grad_input = grad_excitation.data_ptr<scalar_t>();
+    a.grad_initial[0] = need_initial ? grad_initial.data_ptr<scalar_t>() : nullptr;
+    a.grad_constants[0] = data_or_null<acc_t>(grad_decay);
+    a.grad_constants[1] = data_or_null<acc_t>(grad_threshold);
+    a.grad_constants[2] = data_or_null<acc_t>(grad_penalty);
+    a.T = T;
+    a.lanes = lanes;
+    a.H = H;
+    a.flags = delay ? kFlagDelay : 0;
+    dispatch_graded(reset_mode, [&](auto tag) { launch(a, tag, IntConstant<kSurrogateSigmoid>{}); });
+  });
+  return {grad_excitation, sum_over_batch(grad_decay, H, decay),
+          sum_over_batch(grad_threshold, H, decay), sum_over_batch(grad_penalty, H, decay),
+          grad_initial};
 }
 
 }  // namespace snn_cuda

@@ -15,18 +15,22 @@ namespace {
 
 constexpr int kThreads = 128;
 
+// The seed's graded neuron (spiking_recurrence_fwd / _bwd); the kernels keep their names.
 template <int kReset, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    lif_forward_kernel(const ForwardArgs<scalar_t, acc_t> args) {
+    lif_forward_kernel(const NeuronForwardArgs<scalar_t, acc_t> args) {
   const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (lane < args.lanes) lif_forward_lanes<1, kReset>(args, lane, 1);
+  if (lane < args.lanes) neuron_forward_lanes<1, GradedNeuron<kReset>>(args, lane, 1);
 }
 
 template <int kReset, typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
-    lif_backward_kernel(const BackwardArgs<scalar_t, acc_t> args) {
+    lif_backward_kernel(const NeuronBackwardArgs<scalar_t, acc_t> args) {
   const int64_t lane = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (lane < args.lanes) lif_backward_lanes<1, kReset>(args, lane, 1);
+  // The model has no surrogate: one flavour.
+  if (lane < args.lanes) {
+    neuron_backward_lanes<1, GradedNeuron<kReset>, kSurrogateSigmoid>(args, lane, 1);
+  }
 }
 
 template <int kConv, int kReset, typename scalar_t, typename acc_t>
@@ -76,8 +80,8 @@ struct CudaLaunch {
 
 struct ForwardCuda : CudaLaunch {
   template <typename scalar_t, typename acc_t, int kReset>
-  void operator()(const ForwardArgs<scalar_t, acc_t>& args,
-                  std::integral_constant<int, kReset>) const {
+  void operator()(const NeuronForwardArgs<scalar_t, acc_t>& args,
+                  ModelTag<GradedNeuron<kReset>>) const {
     lif_forward_kernel<kReset><<<num_blocks(args.lanes), kThreads, 0,
                                  c10::cuda::getCurrentCUDAStream()>>>(args);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -85,9 +89,9 @@ struct ForwardCuda : CudaLaunch {
 };
 
 struct BackwardCuda : CudaLaunch {
-  template <typename scalar_t, typename acc_t, int kReset>
-  void operator()(const BackwardArgs<scalar_t, acc_t>& args,
-                  std::integral_constant<int, kReset>) const {
+  template <typename scalar_t, typename acc_t, int kReset, int kSurrogate>
+  void operator()(const NeuronBackwardArgs<scalar_t, acc_t>& args, ModelTag<GradedNeuron<kReset>>,
+                  IntConstant<kSurrogate>) const {
     lif_backward_kernel<kReset><<<num_blocks(args.lanes), kThreads, 0,
                                   c10::cuda::getCurrentCUDAStream()>>>(args);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
