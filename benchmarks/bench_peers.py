@@ -21,6 +21,10 @@ Rows:
                          (V = 0.5): one kernel call; ".all_to_all": RLeaky with an nn.Linear(n, n)
                          recurrence, one matmul + one fused step per step; against snnTorch's
                          modules called per step
+  snn_cuda.ALIF          fused adaptive LIF (common discrete form; no library ships it)
+  loop.ALIF              the same neuron as a careful per-step PyTorch loop over x.unbind(0) (the
+                         ops of snn_cuda.reference.alif, spikes through a surrogate autograd
+                         Function): what a user without a fused kernel writes
   norse.LIFCell          Norse's cell in a per-step loop over x.unbind(0): what a careful user
                          writes instead of norse.LIF (whose loop indexes input[ts]: each step's
                          backward writes a whole [T, ...] zero gradient)
@@ -67,7 +71,7 @@ LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode",
              "snn_cuda.RSynaptic", "snntorch.Leaky", "snntorch.RLeaky", "snntorch.RLeaky.all_to_all",
              "snntorch.RSynaptic", "spikingjelly.LIFNode", "spikingjelly.IFNode",
              "spikingjelly.ParametricLIFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI",
-             "norse.LSNN", "norse.LIFCell")
+             "norse.LSNN", "norse.LIFCell", "snn_cuda.ALIF", "loop.ALIF")
 # Each of ours against the module it replaces.
 ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
             "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic",
@@ -75,7 +79,8 @@ ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjell
             "snn_cuda.norse.LSNN": "norse.LSNN", "snn_cuda.RLeaky": "snntorch.RLeaky",
             "snn_cuda.RLeaky.all_to_all": "snntorch.RLeaky.all_to_all",
             "snn_cuda.RSynaptic": "snntorch.RSynaptic",
-            "snn_cuda.ParametricLIFNode": "spikingjelly.ParametricLIFNode"}
+            "snn_cuda.ParametricLIFNode": "spikingjelly.ParametricLIFNode",
+            "snn_cuda.ALIF": "loop.ALIF"}
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
 ALPHA = 0.8  # Synaptic's current decay
 TAU = 1.0 / (1.0 - BETA)
@@ -84,7 +89,7 @@ TAU = 1.0 / (1.0 - BETA)
 def library_version(library: str):
     """The installed version, or None if the library cannot be imported."""
     module = library.split(".")[0]
-    if module == "linear":
+    if module in ("linear", "loop"):
         return torch.__version__
     try:
         __import__(module)
@@ -185,6 +190,26 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
                 out = neuron(step, *states)
                 spikes.append(out[0])
                 states = out
+            return torch.stack(spikes)
+    elif library in ("snn_cuda.ALIF", "loop.ALIF"):
+        import snn_cuda
+        from snn_cuda.reference import SurrogateSpike
+
+        neuron = snn_cuda.ALIF(alpha=BETA, rho=0.97, beta=1.8, threshold=1.0).to(device)
+
+        def forward():
+            current = linear(x)
+            if library.startswith("snn_cuda"):
+                return neuron(current)[0]  # one kernel call
+            p = neuron  # the same constants and surrogate
+            v = a = z = torch.zeros_like(current[0])
+            spikes = []
+            for step in current.unbind(0):
+                a = p.rho * a + (1 - p.rho) * z
+                adaptive = p.threshold + p.beta * a
+                v = (p.alpha * v + (1 - p.alpha) * step) - adaptive * z
+                z = SurrogateSpike.apply(v - adaptive, p.surrogate, False)
+                spikes.append(z)
             return torch.stack(spikes)
     elif library == "snntorch.Synaptic":
         import snntorch

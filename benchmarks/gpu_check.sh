@@ -99,6 +99,7 @@ step cuda_tests 150 "$PY" -m pytest tests/test_cuda.py tests/test_cuda_build.py 
   tests/test_if.py::test_if_cuda_matches_cpu tests/test_synaptic.py::test_synaptic_cuda_matches_cpu \
   tests/test_norse.py::test_norse_cuda_matches_cpu tests/test_norse.py::test_lsnn_cuda_matches_cpu \
   tests/test_plif.py::test_plif_cuda_matches_cpu tests/test_rleaky.py::test_rleaky_cuda_matches_cpu \
+  tests/test_alif.py::test_alif_cuda_matches_cpu \
   -q -rs -p no:cacheprovider
 SANITIZER=$(command -v compute-sanitizer || true)
 if [ -z "$SANITIZER" ] && [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/compute-sanitizer" ]; then
@@ -136,5 +137,6 @@ step other_tests 120 "$PY" -m pytest tests -q -rs -p no:cacheprovider \
   --deselect tests/test_norse.py::test_norse_cuda_matches_cpu \
   --deselect tests/test_norse.py::test_lsnn_cuda_matches_cpu \
   --deselect tests/test_plif.py::test_plif_cuda_matches_cpu \
-  --deselect tests/test_rleaky.py::test_rleaky_cuda_matches_cpu
+  --deselect tests/test_rleaky.py::test_rleaky_cuda_matches_cpu \
+  --deselect tests/test_alif.py::test_alif_cuda_matches_cpu
 finish

@@ -14,6 +14,8 @@
 - :func:`norse_lif`, :func:`norse_lsnn`, :func:`norse_li` and :mod:`snn_cuda.norse` (``LIF``,
   ``LIFCell``, ``LSNN``, ``LSNNCell``, ``LI``, ``LICell``): Norse's current-based LIF, adaptive LIF
   and leaky integrator, fused.
+- :func:`alif`, :class:`ALIF`: the adaptive LIF neuron in its common discrete form (Bellec et al.
+  2018), fused.
 - :func:`convert` swaps those originals in a model for the fused ones; :func:`run_sequence` runs a
   per-step model over a whole sequence layer by layer.
 - :func:`validate_parameters`: check the values of tensor neuron constants on every call.
@@ -25,6 +27,7 @@ from .layers import SpikingNeuronLayer, SpikingNeuronLayerRNN
 from .models import NonSpikingNet, SpikingNet
 from .neuron_ops import (
     NeuronFunction,
+    alif,
     norse_li,
     norse_lif,
     norse_lsnn,
@@ -33,7 +36,7 @@ from .neuron_ops import (
     synaptic,
     synaptic_step,
 )
-from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, RSynaptic, Synaptic
+from .neurons import ALIF, IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, RSynaptic, Synaptic
 from .ops import (
     LIFFunction,
     SpikingRecurrenceFunction,
@@ -45,9 +48,10 @@ from .ops import (
     validate_parameters,
 )
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 __all__ = [
+    "ALIF",
     "LIFFunction",
     "IFNode",
     "LIFNode",
@@ -62,6 +66,7 @@ __all__ = [
     "SpikingNeuronLayerRNN",
     "SpikingRecurrenceFunction",
     "Synaptic",
+    "alif",
     "convert",
     "is_validating_parameters",
     "lif",

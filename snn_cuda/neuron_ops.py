@@ -85,6 +85,15 @@ MODELS = {
                    "v_reset", "beta"),
         saved_rows=(1, 2, 3),
     ),
+    "alif": NeuronModel(
+        name="alif",
+        resets=("subtract",),
+        states=("v", "a", "z"),
+        rows=("spikes", "v", "a"),
+        constants=("alpha", "rho", "beta", "threshold"),
+        saved_rows=(1, 2, 0),
+        needs_input=True,
+    ),
     "norse_li": NeuronModel(
         name="norse_li",
         resets=("none",),
@@ -535,3 +544,49 @@ def rsynaptic(
     return run_model("rsynaptic", "snntorch_rsynaptic", reset, input, (alpha, beta, V, threshold),
                      ("alpha", "beta", "V", "threshold"), initial, surrogate,
                      _surrogate.SNNTORCH_DEFAULT, return_state)
+
+
+# ------------------------------------------------------------------------------------------------
+# The adaptive LIF neuron in its common discrete form (no installed original).
+
+ALIF_NAMES = ("alpha", "rho", "beta", "threshold")
+ALIF_SURROGATE = _surrogate.Surrogate("fast_sigmoid", 25.0)
+
+
+def alif(
+    input: torch.Tensor,
+    alpha: Param,
+    rho: Param,
+    beta: Param = 1.8,
+    threshold: Param = 1.0,
+    *,
+    surrogate=None,
+    initial=None,
+    return_state: bool = False,
+):
+    """The adaptive LIF neuron (ALIF) in its common discrete form -- Bellec et al. 2018 (the LSNN
+    paper's ALIF, without refractoriness) as Yin et al. 2021 and many since write it -- all time
+    steps in one fused kernel call. Per step, ``z_{t-1}`` the previous spike (with its surrogate
+    gradient, in both the reset and the adaptation)::
+
+        a_t = rho * a_{t-1} + (1 - rho) * z_{t-1}             (threshold adaptation)
+        A_t = threshold + beta * a_t                          (the adaptive threshold)
+        v_t = (alpha * v_{t-1} + (1 - alpha) * x_t) - A_t * z_{t-1}   (reset by subtraction)
+        z_t = H(v_t - A_t)          (backward: the surrogate's derivative; default fast_sigmoid(25))
+
+    ``alpha = exp(-dt / tau_m)`` and ``rho = exp(-dt / tau_adp)`` are used as given; they, ``beta``
+    and ``threshold`` (constants: floats or tensors broadcastable to one step, usually per neuron)
+    and the initial states get gradients when they require them. No library we test against ships
+    this neuron, so the plain loop :func:`snn_cuda.reference.alif` is its oracle. Norse's adaptive
+    neuron (reset to ``v_reset``, threshold as a state) is :func:`norse_lsnn`.
+
+    Args:
+        input: ``[T, *batch, *features]``, float64/32/16 or bfloat16, CPU or CUDA.
+        initial: None (zeros), or ``(v, a, z)`` before step 0, each a tensor shaped like one step
+            or None (zeros).
+        return_state: also return ``(v, a, z)`` after the last step (the next call's ``initial``).
+
+    Returns ``(spikes, v, a)`` shaped like ``input``; with ``return_state`` also the state tuple.
+    """
+    return run_model("alif", "alif", "subtract", input, (alpha, rho, beta, threshold), ALIF_NAMES,
+                     initial, surrogate, ALIF_SURROGATE, return_state)

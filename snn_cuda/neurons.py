@@ -1212,3 +1212,54 @@ class ParametricLIFNode(LIFNode):
             tau = 1.0 / self.w.sigmoid()
         shown = f"{float(tau):g}" if tau.numel() == 1 else f"tensor{tuple(tau.shape)}"
         return f"tau={shown}, decay_input={self.decay_input}, "
+
+
+class ALIF(CheckedConstants, nn.Module):
+    """The adaptive LIF neuron (ALIF) in its common discrete form (Bellec et al. 2018; Yin et al.
+    2021), fused: see :func:`snn_cuda.alif` for the equations. No installed library ships this
+    neuron (snnTorch has none; Norse's adaptive neuron, with a reset to ``v_reset``, is
+    :class:`snn_cuda.norse.LSNN`), so it has its own interface, in the style of Norse's modules:
+
+    - ``forward(input, state=None) -> (spikes, state)``: ``input`` is a whole sequence
+      ``[T, *batch, *features]``, one fused kernel call; ``state`` is None (zeros) or the
+      ``(v, a, z)`` a previous call returned (each shaped like one step).
+    - ``step(input, state=None) -> (spikes, state)``: one time step, ``input`` shaped like a step.
+
+    The returned state keeps its graph (backpropagation through time across calls); detach it to
+    cut. ``alpha``, ``rho``, ``beta``, ``threshold``: floats or tensors broadcastable to one step
+    (usually per neuron), learnable with ``learn_*=True`` (Parameters; otherwise buffers), all in
+    ``state_dict``. ``surrogate``: a name, ``snn_cuda.surrogate.Surrogate``, or an snnTorch /
+    SpikingJelly surrogate; default ``fast_sigmoid`` with slope 25.
+    """
+
+    def __init__(self, alpha=0.9, rho=0.97, beta=1.8, threshold=1.0, *, learn_alpha=False,
+                 learn_rho=False, learn_beta=False, learn_threshold=False, surrogate=None):
+        super().__init__()
+        from .neuron_ops import ALIF_SURROGATE
+
+        self.surrogate = _surrogate.resolve(surrogate, ALIF_SURROGATE, "snn_cuda.ALIF")
+        for name, value, learn in (("alpha", alpha, learn_alpha), ("rho", rho, learn_rho),
+                                   ("beta", beta, learn_beta), ("threshold", threshold, learn_threshold)):
+            check_flag(learn, f"learn_{name}", "snn_cuda.ALIF")
+            _tensor_param(self, name, value, learn)
+        self._start_checking_constants()
+
+    def _constant_rules(self):
+        return {"alpha": (False, ""), "rho": (False, ""), "beta": (False, ""),
+                "threshold": (False, "")}
+
+    def forward(self, input: torch.Tensor, state=None):
+        from .neuron_ops import alif
+
+        spikes, _, _, last = alif(input, self.alpha, self.rho, self.beta, self.threshold,
+                                  surrogate=self.surrogate, initial=state, return_state=True)
+        return spikes, last
+
+    def step(self, input: torch.Tensor, state=None):
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"snn_cuda.ALIF.step: input must be a tensor, got {type(input).__name__}")
+        spikes, last = self.forward(input.unsqueeze(0), state)
+        return spikes[0], last
+
+    def extra_repr(self) -> str:
+        return f"surrogate={self.surrogate}"

@@ -463,3 +463,35 @@ def rsynaptic(input, alpha, beta, V=1.0, threshold=1.0, *, reset="subtract", sur
     else:
         out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
     return (*out, last) if return_state else out
+
+
+def alif(input, alpha, rho, beta=1.8, threshold=1.0, *, surrogate=None, initial=None,
+         return_state=False):
+    """Same signature, semantics and results as :func:`snn_cuda.alif`, as a plain loop."""
+    from .neuron_ops import ALIF_NAMES, ALIF_SURROGATE, check_model_options, prepare_neuron
+
+    spec = check_model_options("alif", "subtract", surrogate, ALIF_SURROGATE, "alif")
+    x, (v0, a0, z0), (alpha, rho, beta, threshold), restore = prepare_neuron(
+        "alif", input, initial, (alpha, rho, beta, threshold), ALIF_NAMES, ("v", "a", "z"))
+    dtype = input.dtype
+    compute_dtype = accumulation_dtype(dtype)
+    x = x.to(compute_dtype)
+    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    v = zeros if v0 is None else v0.to(compute_dtype)
+    a = zeros if a0 is None else a0.to(compute_dtype)
+    z = zeros if z0 is None else z0.to(compute_dtype)
+    rows = ([], [], [])
+    for x_t in x.unbind(0):
+        a = _stored(rho * a + (1 - rho) * z, dtype)
+        adaptive = threshold + beta * a
+        v = _stored((alpha * v + (1 - alpha) * x_t) - adaptive * z, dtype)
+        z = SurrogateSpike.apply(v - adaptive, spec, False)
+        for row, value in zip(rows, (z, v, a)):
+            row.append(value)
+    step_shape = input.shape[1:]
+    last = tuple(t.to(dtype).reshape(step_shape) for t in (v, a, z))
+    if not rows[0]:
+        out = tuple(input.new_empty(input.shape) for _ in rows)
+    else:
+        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    return (*out, last) if return_state else out

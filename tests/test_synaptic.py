@@ -219,7 +219,7 @@ def test_synaptic_bad_arguments():
         snn_cuda.synaptic(x, float("nan"), 0.9)
     with pytest.raises(ValueError, match=r"synaptic: beta of shape \(3, 3, 3\) does not broadcast to one step"):
         snn_cuda.synaptic(x, 0.5, torch.ones(3, 3, 3))
-    with pytest.raises(RuntimeError, match='model must be "snntorch_synaptic", "snntorch_rleaky", "snntorch_rsynaptic", "norse_lif", "norse_li" or "norse_lsnn", got "leaky"'):
+    with pytest.raises(RuntimeError, match='model must be "snntorch_synaptic", "snntorch_rleaky", "snntorch_rsynaptic", "norse_lif", "norse_li", "norse_lsnn" or "alif", got "leaky"'):
         torch.ops.snn_cuda.neuron_fwd("leaky", "subtract", x, [None, None], [], 0)
     with pytest.raises(ValueError, match=r"neuron: model must be one of \[.*\], got 'leaky'"):
         snn_cuda.NeuronFunction.apply("leaky", "subtract", 0, "atan", 2.0, x, None, None)

@@ -92,7 +92,7 @@ def instantiations(block):
                                        ("kConvSpikingjellyPlif", all_resets[:2]))
                   for reset in resets]
         models += [f"{name}<{reset}>" for name in ("SnntorchSynaptic", "SnntorchRleaky", "SnntorchRsynaptic")
-                   for reset in all_resets] + ["NorseLif", "NorseLi", "NorseLsnn"]
+                   for reset in all_resets] + ["NorseLif", "NorseLi", "NorseLsnn", "Alif"]
         models += ["GradedNeuron<0>", "GradedNeuron<1>"]  # proportional, subtract
         for model in models:
             out.append(("neuron_forward_lanes", dt,

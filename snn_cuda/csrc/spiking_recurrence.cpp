@@ -240,10 +240,14 @@ ModelSpec parse_model(c10::string_view model, c10::string_view reset) {
     spec = {kModelNorseLi, kSpikeResetNone, 2, 2, 3, true, "norse_li"};
     resets = "\"none\" (no spike)";
     if (reset == "none") return spec;
+  } else if (model == "alif") {
+    spec = {kModelAlif, kSpikeResetSubtract, 3, 3, 4, true, "alif"};
+    resets = "\"subtract\" (by the adaptive threshold)";
+    if (reset == "subtract") return spec;
   } else {
     TORCH_CHECK(false, "neuron: model must be \"snntorch_synaptic\", \"snntorch_rleaky\", "
-                "\"snntorch_rsynaptic\", \"norse_lif\", \"norse_li\" or \"norse_lsnn\", got \"",
-                std::string(model), "\"");
+                "\"snntorch_rsynaptic\", \"norse_lif\", \"norse_li\", \"norse_lsnn\" or "
+                "\"alif\", got \"", std::string(model), "\"");
   }
   TORCH_CHECK(false, "neuron: reset of model \"", spec.name, "\" must be ", resets, ", got \"",
               std::string(reset), "\"");
@@ -642,9 +646,8 @@ TORCH_LIBRARY(snn_cuda, m) {
       "Tensor grad_threshold)");
   // Any model of the generic neuron interface (docs/design-neuron-interface.md), by name:
   // "snntorch_synaptic", "snntorch_rleaky", "snntorch_rsynaptic" (reset "subtract" | "zero" |
-  // "none"), "norse_lif" ("hard"),
-  // "norse_li"
-  // ("none"), "norse_lsnn" ("hard"). input: [T, *batch, H]; initial: one
+  // "none"), "norse_lif" ("hard"), "norse_li" ("none"), "norse_lsnn" ("hard"), "alif"
+  // ("subtract"). input: [T, *batch, H]; initial: one
   // entry per state, [*batch, H] or None (zeros); constants: the model's, [H] each in the
   // accumulation dtype; flags: NeuronFlag bits. Returns the rows written per step ([T, *batch, H]
   // each) and the states after the last step ([*batch, H] each; the initial ones when T = 0).
@@ -654,15 +657,16 @@ TORCH_LIBRARY(snn_cuda, m) {
   // norse_lsnn: constants (dt * tau_mem_inv, -dt * tau_syn_inv, dt * tau_adapt_inv, v_leak, v_th,
   // v_reset, beta), states (v, i, b), rows (spikes, v, i, b). snntorch_rleaky: constants (beta,
   // V, threshold), states (spk, mem), rows (spikes, mem). snntorch_rsynaptic: constants (alpha,
-  // beta, V, threshold), states (spk, syn, mem), rows (spikes, syn, mem).
+  // beta, V, threshold), states (spk, syn, mem), rows (spikes, syn, mem). alif: constants (alpha,
+  // rho, beta, threshold), states (v, a, z), rows (spikes, v, a).
   m.def(
       "neuron_fwd(str model, str reset, Tensor input, Tensor?[] initial, Tensor[] constants, "
       "int flags) -> (Tensor[] rows, Tensor[] state)");
   // Grads are optional (None = zero), one per row and one per state; saved: per state the row the
   // forward wrote for it (snntorch_synaptic: rows syn and mem; norse_lif/li: rows v and i;
   // norse_lsnn: rows v, i and b; snntorch_rleaky: rows spikes and mem; snntorch_rsynaptic: rows
-  // spikes, syn and mem); input: the
-  // forward's, needed by the norse models (None otherwise); initial as the forward's;
+  // spikes, syn and mem; alif: rows v, a and spikes); input: the forward's, needed by norse_lif,
+  // norse_li and alif (None otherwise); initial as the forward's;
   // need_constants: bit q asks for constant q's gradient. Returns (grad_input, per state the
   // gradient of its initial value, per constant its gradient [H]), zeros where not asked for.
   m.def(

@@ -1235,6 +1235,120 @@ struct NorseLsnn {
   }
 };
 
+// The adaptive LIF neuron (ALIF) in its common discrete form (Bellec et al. 2018; Yin et al. 2021),
+// no installed original (snn_cuda.reference.alif is the oracle). States v, a, z (the previous
+// spike, with its surrogate gradient); rows spikes, v, a (saved: v, a, spikes); constants alpha,
+// rho, beta, threshold; carries dL/dv_t, dL/da_t, dL/dz_t. Per lane:
+//     a_t = rho * a_{t-1} + (1 - rho) * z_{t-1}
+//     A_t = threshold + beta * a_t
+//     v_t = (alpha * v_{t-1} + (1 - alpha) * x_t) - A_t * z_{t-1}
+//     z_t = [v_t - A_t > 0]
+// v and a are kept at the input's precision (float16/bfloat16), as the other models' states.
+template <typename acc_t>
+struct AlifParams {
+  acc_t alpha, rho, beta, threshold;
+};
+
+struct Alif {
+  static constexpr int kStates = 3, kCarries = 3, kRows = 3, kConstants = 4;
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;
+  };
+  struct Reach {
+    bool v_next, a_next, z_next;  // v_t, a_t, z_t reach the loss through step t + 1 (or the state)
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t spike, v, a;  // z_t, v_t (and A_t), a_t reach the loss
+  };
+
+  template <int kBlock, typename acc_t>
+  static C10_HOST_DEVICE AlifParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[4],
+                                                  int j) {
+    return {c[0][j], c[1][j], c[2][j], c[3][j]};
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
+    return {alpha};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE void forward(const AlifParams<acc_t>& p, const Options<acc_t>&, acc_t x,
+                                      acc_t (&state)[3], acc_t (&out)[3]) {
+    const acc_t z_prev = state[2];
+    const acc_t a = round_to_storage<scalar_t>(p.rho * state[1] + (acc_t(1) - p.rho) * z_prev);
+    const acc_t adaptive = p.threshold + p.beta * a;
+    const acc_t v = round_to_storage<scalar_t>((p.alpha * state[0] + (acc_t(1) - p.alpha) * x) -
+                                               adaptive * z_prev);
+    const acc_t z = v - adaptive > acc_t(0) ? acc_t(1) : acc_t(0);
+    state[0] = v;
+    state[1] = a;
+    state[2] = z;
+    out[0] = z;
+    out[1] = v;
+    out[2] = a;
+  }
+  // x_t is read for alpha's gradient.
+  static C10_HOST_DEVICE bool needs_input(int, bool grad_alpha) { return grad_alpha; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0], given.state[1], given.state[2]};
+  }
+  // z_t reaches the loss through its row or step t + 1; v_t through its row, z_t or v_{t+1}; A_t
+  // whenever v_t does (v_t depends on it, and z_t on both); a_t through its row, A_t or a_{t+1}.
+  // Step t + 1 reads v_t (through v_{t+1}), a_t (through a_{t+1}) and z_t (through both).
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>&, int64_t, int64_t) {
+    const bool spike = given.rows[0] || r.z_next;
+    const bool v = given.rows[1] || r.v_next || spike;
+    const bool a = given.rows[2] || r.a_next || v;
+    r.v_next = v;
+    r.a_next = a;
+    r.z_next = a;  // a || v, and v implies a
+    return {as_flag<acc_t>(spike), as_flag<acc_t>(v), as_flag<acc_t>(a)};
+  }
+  // saved = (v_t, a_t, z_t); prev = (v, a, z) of step t - 1 (the initial states at t = 0);
+  // grad_c = (alpha, rho, beta, threshold).
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const AlifParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/, acc_t x,
+                                        const acc_t (&saved)[3], const acc_t (&prev)[3],
+                                        const acc_t (&grad_rows)[3], acc_t (&carry)[3],
+                                        acc_t (&grad_c)[4]) {
+    const acc_t adaptive = p.threshold + p.beta * saved[1];
+    const acc_t sg = surrogate_grad<kSurrogate>(saved[0] - adaptive, o.alpha);
+    const acc_t spike_product = (grad_rows[0] + carry[2]) * sg;
+    const acc_t g_zv = f.spike > acc_t(0) ? spike_product : acc_t(0);  // dL/d(v_t - A_t)
+    const acc_t gv = (grad_rows[1] + carry[0]) + g_zv;                 // dL/dv_t
+    const acc_t reset_product = gv * prev[2];
+    const acc_t g_adaptive = -g_zv - (f.v > acc_t(0) ? reset_product : acc_t(0));  // dL/dA_t
+    const acc_t ga = (grad_rows[2] + carry[1]) + g_adaptive * p.beta;  // dL/da_t
+    const acc_t beta_product = g_adaptive * saved[1];
+    grad_c[2] += f.v > acc_t(0) ? beta_product : acc_t(0);
+    grad_c[3] += g_adaptive;
+    // v_t = alpha * v_{t-1} + (1 - alpha) * x_t - A_t * z_{t-1}
+    const acc_t alpha_product = gv * prev[0] - gv * x;
+    grad_c[0] += f.v > acc_t(0) ? alpha_product : acc_t(0);
+    // a_t = rho * a_{t-1} + (1 - rho) * z_{t-1}
+    const acc_t rho_product = ga * prev[1] - ga * prev[2];
+    grad_c[1] += f.a > acc_t(0) ? rho_product : acc_t(0);
+    const acc_t threshold_product = gv * -adaptive;
+    carry[0] = gv * p.alpha;
+    carry[1] = ga * p.rho;
+    carry[2] = (f.v > acc_t(0) ? threshold_product : acc_t(0)) + ga * (acc_t(1) - p.rho);
+    return gv * (acc_t(1) - p.alpha);
+  }
+  template <int kSurrogate, typename acc_t>
+  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
+                                     const AlifParams<acc_t>&, const acc_t (&)[3],
+                                     const acc_t (&carry)[3], acc_t (&grad_initial)[3],
+                                     acc_t (&)[4]) {
+    grad_initial[0] = carry[0];
+    grad_initial[1] = carry[1];
+    grad_initial[2] = carry[2];
+  }
+};
+
 // snnTorch's RLeaky with one-to-one recurrence (all_to_all=False, reset_delay=True): Leaky plus the
 // previous spike fed back, weighted per neuron by V. States spk, mem (each its own row: spikes,
 // mem); constants beta (clamped by the caller), V, threshold. Per lane, r_t = [mem_{t-1} - theta > 0]

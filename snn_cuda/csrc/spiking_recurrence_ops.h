@@ -277,10 +277,12 @@ enum NeuronModelKind : int {
   kModelNorseLsnn = 3,
   kModelSnntorchRleaky = 4,
   kModelSnntorchRsynaptic = 5,
+  kModelAlif = 6,
 };
 
 // "snntorch_synaptic", "snntorch_rleaky" and "snntorch_rsynaptic" with "subtract" / "zero" /
-// "none"; "norse_lif" and "norse_lsnn" with "hard" (to v_reset); "norse_li" with "none". Anything
+// "none"; "norse_lif" and "norse_lsnn" with "hard" (to v_reset); "norse_li" with "none"; "alif"
+// with "subtract". Anything
 // else is an error listing the accepted names.
 ModelSpec parse_model(c10::string_view model, c10::string_view reset);
 
@@ -301,6 +303,7 @@ void dispatch_model(const ModelSpec& spec, const F& f) {
     case kModelNorseLif: f(ModelTag<NorseLif>{}); break;
     case kModelNorseLi: f(ModelTag<NorseLi>{}); break;
     case kModelNorseLsnn: f(ModelTag<NorseLsnn>{}); break;
+    case kModelAlif: f(ModelTag<Alif>{}); break;
     case kModelSnntorchRleaky: dispatch_snntorch_reset<SnntorchRleaky>(spec.reset, f); break;
     case kModelSnntorchRsynaptic: dispatch_snntorch_reset<SnntorchRsynaptic>(spec.reset, f); break;
     default: dispatch_snntorch_reset<SnntorchSynaptic>(spec.reset, f); break;
