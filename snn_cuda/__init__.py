@@ -18,6 +18,7 @@
   2018), fused.
 - :func:`convert` swaps those originals in a model for the fused ones; :func:`run_sequence` runs a
   per-step model over a whole sequence layer by layer.
+- :func:`export_nir`, :func:`import_nir`: models out to and in from NIR graphs (needs ``nir``).
 - :func:`validate_parameters`: check the values of tensor neuron constants on every call.
 """
 
@@ -36,6 +37,7 @@ from .neuron_ops import (
     synaptic,
     synaptic_step,
 )
+from .nir_io import export_nir, import_nir
 from .neurons import ALIF, IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, RSynaptic, Synaptic
 from .ops import (
     LIFFunction,
@@ -68,6 +70,8 @@ __all__ = [
     "Synaptic",
     "alif",
     "convert",
+    "export_nir",
+    "import_nir",
     "is_validating_parameters",
     "lif",
     "lif_step",

@@ -22,6 +22,7 @@ from torch import nn
 from . import _peers
 from .layers import SpikingNeuronLayerRNN
 from .neurons import IFNode, LIFNode, Leaky, ParametricLIFNode, RLeaky, RSynaptic, Synaptic
+from .nir_io import MembraneReadout
 
 _HOOK_DICTS = (
     "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
@@ -387,7 +388,8 @@ def _run(module, x, per_sample, per_step, where):
             "it, as it would in the per-step loop, where that fails too (a neuron in the middle of a "
             "Sequential must return spikes only: snnTorch's init_hidden=True, output=False)"
         )
-    if isinstance(module, (Leaky, Synaptic, RLeaky, LIFNode, SpikingNeuronLayerRNN)):
+    if isinstance(module, (Leaky, Synaptic, RLeaky, LIFNode, SpikingNeuronLayerRNN,
+                           MembraneReadout)):
         return module.multi_step_forward(x)
     if type(module) is nn.Sequential or (isinstance(module, nn.Sequential)
                                          and type(module).forward is nn.Sequential.forward):

@@ -93,7 +93,7 @@ class _NorseModule(nn.Module):
 
     _parameters_class = None
 
-    def __init__(self, p, dt: float = 0.001, **kwargs):
+    def __init__(self, p=None, dt: float = 0.001, **kwargs):
         super().__init__()
         if kwargs:
             raise TypeError(f"snn_cuda.norse.{type(self).__name__}: unexpected arguments "

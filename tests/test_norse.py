@@ -547,3 +547,13 @@ def compare_lsnn_devices(device, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_lsnn_cuda_matches_cpu(dtype):
     compare_lsnn_devices("cuda", dtype)
+
+
+def test_every_module_builds_with_norse_defaults():
+    """Norse's modules all default ``p`` (LICell() was an error here: its p had no default)."""
+    x = torch.rand(6, 2, 3) * 40
+    for name in ("LIF", "LIFCell", "LI", "LICell", "LSNN", "LSNNCell"):
+        ours, theirs = getattr(fused, name)(), getattr(norse, name)()
+        cell = name.endswith("Cell")
+        a, e = (m(x[0] if cell else x) for m in (ours, theirs))
+        assert torch.equal(a[0], e[0]), name

@@ -1,0 +1,558 @@
+"""Models in and out through NIR (the Neuromorphic Intermediate Representation, ``pip install
+snn_cuda[nir]``): :func:`export_nir` writes a ``nir.NIRGraph`` for an ``nn.Sequential`` of our
+neurons and standard layers; :func:`import_nir` builds one, with fused neurons, from a NIR graph
+(ours, snnTorch's, or anyone's within what it maps).
+
+NIR describes neurons in continuous time, e.g. ``LIF``: ``tau dv/dt = (v_leak - v) + r I``, a spike
+when ``v > v_threshold``, then ``v = v_reset``. Both directions use forward Euler with a step ``dt``
+(default 1e-4 s, snnTorch's choice, so that graphs move between the two unchanged), the current
+updated before the membrane in ``CubaLIF`` (as snnTorch's and Norse's importers run it):
+
+    LIF:     v_t = beta v_{t-1} + s I_t,      beta = 1 - dt / tau,   s = r dt / tau
+    CubaLIF: I_t = alpha I_{t-1} + a x_t,     alpha = 1 - dt / tau_syn,  a = w_in dt / tau_syn
+             v_t = beta v_{t-1} + b I_t,      beta = 1 - dt / tau_mem,   b = r dt / tau_mem
+    IF:      v_t = v_{t-1} + r dt I_t
+
+then the spike and, in the same step, the reset to ``v_reset``. The export writes ``tau = dt / (1 -
+beta)`` and the ``r`` (and ``w_in``) that make the input scale 1, as snnTorch does; the import
+inverts that and runs spikes exactly (an input scale ``s != 1`` divides the threshold instead, which
+gives the same spikes; the membrane is then ``v / s``).
+
+What NIR cannot hold is never changed silently: exporting a neuron whose reset NIR cannot express
+(snnTorch's default ``reset_mechanism="subtract"``, ``"none"``, or ``Synaptic``'s delayed zero reset,
+which also drops the input of the step after a spike) raises a ``ValueError``; with
+``approximate=True`` it is exported as NIR's reset to ``v_reset = 0`` with a ``UserWarning`` that
+names the neuron and what changes. Surrogate gradients are training-only and not part of NIR.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import OrderedDict
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+DEFAULT_DT = 1e-4
+
+__all__ = ["export_nir", "import_nir", "MembraneReadout", "DEFAULT_DT"]
+
+# Why a neuron we have cannot be exported exactly (it has no NIR primitive with its semantics).
+_NOT_EXPRESSIBLE = {
+    "LIFNode": "SpikingJelly's neurons fire at h >= threshold and charge before the reset; NIR's at "
+               "v > threshold",
+    "IFNode": "SpikingJelly's neurons fire at h >= threshold; NIR's IF fires at v > threshold",
+    "ParametricLIFNode": "SpikingJelly's neurons fire at h >= threshold; NIR's at v > threshold",
+    "RLeaky": "recurrent neurons are NIR subgraphs with a recurrent edge; not exported yet",
+    "RSynaptic": "recurrent neurons are NIR subgraphs with a recurrent edge; not exported yet",
+    "ALIF": "NIR has no adaptive-threshold neuron",
+    "SpikingNeuronLayerRNN": "the seed's graded neuron (a proportional reset, graded outputs) has "
+                             "no NIR primitive",
+    "SpikingNeuronLayer": "the seed's graded neuron (a proportional reset, graded outputs) has no "
+                          "NIR primitive",
+    "LIF": "Norse's LIF feeds the input into the current after the step (one step later than the "
+           "Euler form of NIR's CubaLIF)",
+    "LIFCell": "Norse's LIF feeds the input into the current after the step (one step later than "
+               "the Euler form of NIR's CubaLIF)",
+    "LI": "Norse's LI feeds the input into the current after the step (one step later than the "
+          "Euler form of NIR's CubaLI); snn_cuda.nir_io.MembraneReadout exports as CubaLI",
+    "LICell": "Norse's LI feeds the input into the current after the step (one step later than the "
+              "Euler form of NIR's CubaLI); snn_cuda.nir_io.MembraneReadout exports as CubaLI",
+    "LSNN": "NIR has no adaptive-threshold neuron",
+    "LSNNCell": "NIR has no adaptive-threshold neuron",
+}
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError as error:  # pragma: no cover - nir is a test dependency
+        raise ImportError("snn_cuda's NIR support needs the nir package: pip install "
+                          "'snn_cuda[nir]' (or pip install nir h5py)") from error
+    return nir
+
+
+def _check_dt(dt, op: str) -> float:
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"{op}: dt must be a finite float > 0, got {dt!r}")
+    return float(dt)
+
+
+class MembraneReadout(nn.Module):
+    """A non-spiking readout: NIR's leaky integrators ``LI`` and ``CubaLI`` on our fused neurons.
+
+    Wraps a :class:`snn_cuda.Leaky` (``LI``) or :class:`snn_cuda.Synaptic` (``CubaLI``) built with
+    ``reset_mechanism="none"``, ``init_hidden=True`` and ``output=True`` and returns its membrane,
+    ``output_scale * mem`` with the neuron fed ``input_scale * x``: per step ``v_t = beta v_{t-1} +
+    s x_t`` (``LI``, ``s = input_scale * output_scale``), or ``I_t = alpha I_{t-1} + input_scale
+    x_t``, ``v_t = output_scale * mem_t`` with ``mem_t = beta mem_{t-1} + I_t`` (``CubaLI``). Its
+    spikes (never reset) are not returned. Called once per step like the neuron; reset with the
+    neuron's class (``snn_cuda.Leaky.reset_hidden()``); :func:`snn_cuda.run_sequence` runs it fused
+    over a whole sequence.
+    """
+
+    def __init__(self, neuron: nn.Module, input_scale=1.0, output_scale=1.0):
+        super().__init__()
+        from .neurons import Leaky, Synaptic
+
+        if not isinstance(neuron, (Leaky, Synaptic)) or neuron.reset_mechanism != "none" or \
+                not neuron.init_hidden or not neuron.output:
+            raise ValueError("MembraneReadout: neuron must be an snn_cuda.Leaky or Synaptic with "
+                             "reset_mechanism='none', init_hidden=True and output=True")
+        self.neuron = neuron
+        for name, value in (("input_scale", input_scale), ("output_scale", output_scale)):
+            if isinstance(value, torch.Tensor):
+                self.register_buffer(name, value)  # moves with .to(device)
+            else:
+                setattr(self, name, float(value))
+
+    @staticmethod
+    def _scaled(x, scale):
+        return x if isinstance(scale, float) and scale == 1.0 else x * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._scaled(self.neuron(self._scaled(x, self.input_scale))[-1], self.output_scale)
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        out = self.neuron.multi_step_forward(self._scaled(x_seq, self.input_scale))
+        return self._scaled(out[-1], self.output_scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# Export.
+
+def _layers(model: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module]]:
+    """The modules a Sequential runs, in order, nested Sequentials flattened; names are the
+    module paths with '.' replaced by '_' (NIR node names)."""
+    out = []
+    for name, module in model.named_children():
+        path = f"{prefix}{name}"
+        if type(module) is nn.Sequential:
+            out += _layers(module, path + "_")
+        else:
+            out.append((path, module))
+    return out
+
+
+def _per_neuron(value, shape, name: str) -> np.ndarray:
+    """A neuron constant as an array of the layer's neuron shape (float64)."""
+    array = np.asarray(torch.as_tensor(value).detach().cpu().double().numpy())
+    try:
+        return np.broadcast_to(array, shape).astype(np.float64)
+    except ValueError:
+        raise ValueError(f"export_nir: {name} of shape {array.shape} does not broadcast to the "
+                         f"layer's neurons {tuple(shape)}") from None
+
+
+def _reset_problem(module, kind: str) -> Optional[str]:
+    """What NIR's reset-to-v_reset changes for this neuron, or None if it is exact."""
+    mechanism = module.reset_mechanism
+    if mechanism == "subtract":
+        return ("reset_mechanism='subtract' lowers the membrane by the threshold; NIR resets it to "
+                "v_reset = 0")
+    if mechanism == "none":
+        return "reset_mechanism='none' never resets; NIR resets to v_reset = 0 after a spike"
+    if kind == "Synaptic" and module.reset_delay:
+        return ("Synaptic's reset_mechanism='zero' with reset_delay=True zeroes the whole next "
+                "membrane, input included; NIR's CubaLIF resets to 0 at the spike and keeps the next "
+                "input (reset_delay=False is exact)")
+    return None
+
+
+def _check_neuron(module, name: str, kind: str, approximate: bool) -> None:
+    factor = module.graded_spikes_factor
+    if factor.numel() != 1 or float(factor) != 1.0:
+        raise ValueError(f"export_nir: layer {name} ({kind}): graded_spikes_factor must be 1 (NIR "
+                         f"spikes are 0/1), got {factor.detach().cpu().tolist()}")
+    problem = _reset_problem(module, kind)
+    if problem is None:
+        return
+    if not approximate:
+        raise ValueError(f"export_nir: layer {name} ({kind}) has no exact NIR form: {problem}. "
+                         "Pass approximate=True to export it as NIR's reset to v_reset = 0 (with a "
+                         "warning), or use reset_mechanism='zero'"
+                         + (" and reset_delay=False" if kind == "Synaptic" else ""))
+    warnings.warn(f"export_nir: layer {name} ({kind}) exported approximately: {problem}",
+                  UserWarning, stacklevel=3)
+
+
+def _decay_time(decay: np.ndarray, dt: float, name: str, what: str) -> np.ndarray:
+    if np.any(decay >= 1.0) or np.any(decay < 0.0):
+        raise ValueError(f"export_nir: layer {name}: {what} must be in [0, 1) to have a NIR time "
+                         f"constant dt / (1 - {what}); got values in [{decay.min()}, {decay.max()}]")
+    return dt / (1.0 - decay)
+
+
+def _readout_node(module: MembraneReadout, name: str, shape, dt: float):
+    from .neurons import Leaky
+
+    nir = _nir()
+    neuron = module.neuron
+    zeros = np.zeros(shape)
+    gain_in = _per_neuron(module.input_scale, shape, "input_scale")
+    gain_out = _per_neuron(module.output_scale, shape, "output_scale")
+    beta = np.clip(_per_neuron(neuron.beta, shape, "beta"), 0.0, 1.0)
+    tau_mem = _decay_time(beta, dt, name, "beta")
+    if isinstance(neuron, Leaky):
+        return nir.LI(tau=tau_mem, r=gain_in * gain_out * tau_mem / dt, v_leak=zeros)
+    alpha = np.clip(_per_neuron(neuron.alpha, shape, "alpha"), 0.0, 1.0)
+    tau_syn = _decay_time(alpha, dt, name, "alpha")
+    return nir.CubaLI(tau_syn=tau_syn, tau_mem=tau_mem, r=gain_out * tau_mem / dt, v_leak=zeros,
+                      w_in=gain_in * tau_syn / dt)
+
+
+def _neuron_node(module, name: str, shape, dt: float, approximate: bool):
+    from .neurons import Leaky, Synaptic
+
+    nir = _nir()
+    if isinstance(module, MembraneReadout):
+        return _readout_node(module, name, shape, dt)
+    if not isinstance(module, (Leaky, Synaptic)):
+        return None
+    zeros = np.zeros(shape)
+    threshold = _per_neuron(module.threshold, shape, "threshold")
+    if isinstance(module, Leaky):
+        _check_neuron(module, name, "Leaky", approximate)
+        beta = np.clip(_per_neuron(module.beta, shape, "beta"), 0.0, 1.0)  # snnTorch clamps
+        if np.all(beta == 1.0):  # no leak: NIR's integrator
+            return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=threshold, v_reset=zeros)
+        tau = _decay_time(beta, dt, name, "beta")
+        return nir.LIF(tau=tau, r=tau / dt, v_leak=zeros, v_threshold=threshold, v_reset=zeros)
+    if isinstance(module, Synaptic):
+        _check_neuron(module, name, "Synaptic", approximate)
+        alpha = np.clip(_per_neuron(module.alpha, shape, "alpha"), 0.0, 1.0)
+        beta = np.clip(_per_neuron(module.beta, shape, "beta"), 0.0, 1.0)
+        tau_syn = _decay_time(alpha, dt, name, "alpha")
+        tau_mem = _decay_time(beta, dt, name, "beta")
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=zeros,
+                           v_threshold=threshold, v_reset=zeros, w_in=tau_syn / dt)
+
+
+def _array(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
+    return None if t is None else t.detach().cpu().numpy()
+
+
+def _layer_node(module: nn.Module, name: str, in_shape):
+    """The NIR node of a stateless layer, or None if it is not one we export."""
+    nir = _nir()
+    if type(module) is nn.Linear:
+        if module.bias is None:
+            return nir.Linear(weight=_array(module.weight))
+        return nir.Affine(weight=_array(module.weight), bias=_array(module.bias))
+    if type(module) in (nn.Conv1d, nn.Conv2d):
+        if module.padding_mode != "zeros":
+            raise ValueError(f"export_nir: layer {name}: padding_mode={module.padding_mode!r} has no "
+                             "NIR form (NIR pads with zeros)")
+        bias = module.bias if module.bias is not None else torch.zeros(module.out_channels)
+        if type(module) is nn.Conv1d:
+            padding = module.padding if isinstance(module.padding, str) else module.padding[0]
+            return nir.Conv1d(input_shape=int(in_shape[-1]), weight=_array(module.weight),
+                              stride=module.stride[0], padding=padding,
+                              dilation=module.dilation[0], groups=module.groups, bias=_array(bias))
+        return nir.Conv2d(input_shape=tuple(int(s) for s in in_shape[-2:]),
+                          weight=_array(module.weight), stride=module.stride,
+                          padding=module.padding, dilation=module.dilation,
+                          groups=module.groups, bias=_array(bias))
+    if type(module) is nn.Flatten:
+        if module.start_dim == 0 or module.end_dim == 0:
+            raise ValueError(f"export_nir: layer {name}: a Flatten over the batch dim (dim 0) has "
+                             "no NIR form")
+        shift = lambda d: d - 1 if d > 0 else d  # NIR's dims leave out the batch  # noqa: E731
+        return nir.Flatten(input_type={"input": np.array(in_shape)},
+                           start_dim=shift(module.start_dim), end_dim=shift(module.end_dim))
+    if type(module) is nn.AvgPool2d:
+        pair = lambda v: np.array(v if isinstance(v, tuple) else (v, v))  # noqa: E731
+        if module.ceil_mode or (module.padding not in (0, (0, 0))):
+            raise ValueError(f"export_nir: layer {name}: AvgPool2d with ceil_mode or padding has "
+                             "no exact NIR form")
+        stride = module.stride if module.stride is not None else module.kernel_size
+        if module.divisor_override == 1:
+            return nir.SumPool2d(kernel_size=pair(module.kernel_size), stride=pair(stride),
+                                 padding=np.array((0, 0)))
+        if module.divisor_override is not None:
+            raise ValueError(f"export_nir: layer {name}: AvgPool2d(divisor_override="
+                             f"{module.divisor_override}) has no NIR form")
+        return nir.AvgPool2d(kernel_size=pair(module.kernel_size), stride=pair(stride),
+                             padding=np.array((0, 0)))
+    return None
+
+
+def _fold_scale(nodes, name: str, node) -> None:
+    """Moves a LIF node's input scale r into the weights of the node before it (see export_nir's
+    fold_input_scale)."""
+    nir = _nir()
+    previous_name = list(nodes)[-1]
+    previous = nodes[previous_name]
+    r = np.asarray(node.r, dtype=np.float64)
+    if isinstance(previous, (nir.Affine, nir.Linear)):
+        scale = r.reshape(-1)
+    elif isinstance(previous, (nir.Conv1d, nir.Conv2d)):
+        per_channel = r.reshape(r.shape[0], -1)
+        if np.any(per_channel != per_channel[:, :1]):
+            raise ValueError(f"export_nir: fold_input_scale: layer {name}'s time constants vary "
+                             f"within a channel of the convolution {previous_name} before it")
+        scale = per_channel[:, 0]
+    else:
+        raise ValueError(f"export_nir: fold_input_scale: layer {name} ({type(node).__name__}) must "
+                         f"follow a weight layer (Linear, Conv1d, Conv2d), it follows "
+                         f"{previous_name} ({type(previous).__name__})")
+    expand = (slice(None),) + (None,) * (np.asarray(previous.weight).ndim - 1)
+    previous.weight = np.asarray(previous.weight, dtype=np.float64) * scale[expand]
+    if getattr(previous, "bias", None) is not None:
+        previous.bias = np.asarray(previous.bias, dtype=np.float64) * scale
+    node.r = np.ones_like(r)
+
+
+def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFAULT_DT,
+               approximate: bool = False, fold_input_scale: bool = False,
+               model_name: str = "snn_cuda"):
+    """A ``nir.NIRGraph`` of ``model``, an ``nn.Sequential`` (nested ones too) of our neurons and
+    stateless layers, as it runs one time step per call (snnTorch's ``init_hidden=True`` pattern).
+
+    Exported: :class:`snn_cuda.Leaky` (``LIF``; ``IF`` when ``beta == 1``) and
+    :class:`snn_cuda.Synaptic` (``CubaLIF``) with ``reset_mechanism="zero"`` (``Synaptic`` also
+    ``reset_delay=False``): exact, see the module's docstring for the conversion; ``nn.Linear``
+    (``Affine``, or ``Linear`` without bias), ``nn.Conv1d`` / ``nn.Conv2d``, ``nn.Flatten``,
+    ``nn.AvgPool2d`` (``SumPool2d`` with ``divisor_override=1``). Anything else raises (a
+    ``ValueError`` saying why, a ``TypeError`` for modules we do not know).
+
+    Args:
+        sample_input: one time step, ``[batch, *features]``: gives the graph's input shape
+            (``features``) and, run through the stateless layers, every layer's shape. The model's
+            state is not touched.
+        dt: the Euler step the conversion assumes (1e-4 s, as snnTorch).
+        fold_input_scale: write ``LIF`` nodes with ``r = 1`` and their input scale ``tau / dt``
+            multiplied into the weights and bias of the layer before them (``Affine``, ``Linear``,
+            ``Conv1d``, ``Conv2d``; per output neuron or channel): the same network in the form
+            Norse's importer needs (Norse 1.1 ignores ``r`` of ``LIF`` nodes; its ``IF`` adds the
+            input unscaled, which our ``IF`` nodes' ``r = 1 / dt`` already says). The products
+            round, so spikes agree to that rounding, not bit for bit.
+        approximate: export neurons whose reset NIR cannot express as NIR's reset to 0, with a
+            warning each, instead of raising.
+    """
+    nir = _nir()
+    dt = _check_dt(dt, "export_nir")
+    if not isinstance(model, nn.Sequential):
+        raise TypeError("export_nir: model must be an nn.Sequential (nested ones are fine) called "
+                        f"one time step at a time; got {type(model).__name__}. Models with their "
+                        "own forward have wiring NIR export cannot read")
+    if not isinstance(sample_input, torch.Tensor) or sample_input.dim() < 2:
+        raise ValueError("export_nir: sample_input must be one time step [batch, *features], got "
+                         + (f"shape {tuple(sample_input.shape)}" if isinstance(sample_input, torch.Tensor)
+                            else type(sample_input).__name__))
+    nodes = OrderedDict()
+    x = sample_input.detach()
+    nodes["input"] = nir.Input(input_type={"input": np.array(x.shape[1:])})
+    for name, module in _layers(model):
+        shape = tuple(x.shape[1:])
+        node = _neuron_node(module, name, shape, dt, approximate)
+        if node is None:
+            node = _layer_node(module, name, shape)
+            if node is None:
+                kind = type(module).__name__
+                if kind in _NOT_EXPRESSIBLE:
+                    raise ValueError(f"export_nir: layer {name} ({kind}) has no NIR form: "
+                                     f"{_NOT_EXPRESSIBLE[kind]}")
+                raise TypeError(f"export_nir: layer {name} ({type(module).__module__}.{kind}) is not "
+                                "supported; supported: snn_cuda.Leaky, snn_cuda.Synaptic, "
+                                "snn_cuda.nir_io.MembraneReadout, nn.Linear, nn.Conv1d, nn.Conv2d, "
+                                "nn.Flatten, nn.AvgPool2d (and nested nn.Sequential)")
+            with torch.no_grad():
+                x = module(x)
+        if fold_input_scale and isinstance(node, nir.LIF):
+            _fold_scale(nodes, name, node)
+        nodes[name] = node
+    nodes["output"] = nir.Output(output_type={"output": np.array(x.shape[1:])})
+    names = list(nodes)
+    graph = nir.NIRGraph(nodes=dict(nodes), edges=list(zip(names[:-1], names[1:])),
+                         metadata={"exported_by": model_name, "dt": dt})
+    graph.infer_types()
+    return graph
+
+
+# ------------------------------------------------------------------------------------------------
+# Import.
+
+def _chain(graph) -> List[Tuple[str, object]]:
+    """The nodes of a chain graph from its Input to its Output (both left out), in order."""
+    nir = _nir()
+    successors, predecessors = {}, {}
+    for source, target in graph.edges:
+        successors.setdefault(source, []).append(target)
+        predecessors.setdefault(target, []).append(source)
+    inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    if len(inputs) != 1:
+        raise ValueError(f"import_nir: the graph must have one Input node, it has {len(inputs)}")
+    order, name, seen = [], inputs[0], set()
+    while True:
+        seen.add(name)
+        following = successors.get(name, [])
+        if len(following) != 1:
+            if not following and isinstance(graph.nodes[name], nir.Output):
+                break
+            raise ValueError(
+                f"import_nir: only chain graphs (each node feeds the next) are supported; node "
+                f"{name!r} has {len(following)} outgoing edges ({following})")
+        name = following[0]
+        if name in seen:
+            raise ValueError(f"import_nir: the graph has a cycle through node {name!r} (recurrent "
+                             "connections are not supported yet)")
+        if len(predecessors.get(name, [])) != 1:
+            raise ValueError(f"import_nir: only chain graphs are supported; node {name!r} has "
+                             f"{len(predecessors.get(name, []))} incoming edges")
+        if not isinstance(graph.nodes[name], nir.Output):
+            order.append((name, graph.nodes[name]))
+    if len(seen) != len(graph.nodes):
+        missing = sorted(set(graph.nodes) - seen)
+        raise ValueError(f"import_nir: nodes {missing} are not on the path from Input to Output")
+    return order
+
+
+def _tensor(array, dtype) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array, dtype=np.float64)).to(dtype)
+
+
+def _constant(array: np.ndarray, dtype):
+    """A neuron constant: a float where every neuron has the same value, else a tensor."""
+    array = np.asarray(array, dtype=np.float64)
+    if array.size and np.all(array == array.flat[0]):
+        return float(array.flat[0])
+    return _tensor(array, dtype)
+
+
+def _require_zero(node, field: str, name: str) -> None:
+    value = np.asarray(getattr(node, field), dtype=np.float64)
+    if np.any(value != 0):
+        raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}) has {field} != 0 "
+                         f"(values in [{value.min()}, {value.max()}]); our fused neurons reset and "
+                         "rest at 0")
+
+
+def _decay(tau, dt: float, name: str, field: str) -> np.ndarray:
+    tau = np.asarray(tau, dtype=np.float64)
+    if np.any(~np.isfinite(tau)) or np.any(tau < dt):
+        raise ValueError(f"import_nir: node {name!r}: {field} must be finite and >= dt = {dt} (the "
+                         f"Euler decay 1 - dt / {field} must lie in [0, 1)); got values in "
+                         f"[{tau.min()}, {tau.max()}]. Pass the dt the graph was made for")
+    return 1.0 - dt / tau
+
+
+def _neuron_module(node, name: str, dt: float, dtype):
+    from .neurons import Leaky, Synaptic
+
+    nir = _nir()
+    common = dict(reset_mechanism="zero", init_hidden=True, reset_delay=False)
+    if isinstance(node, nir.LIF):
+        _require_zero(node, "v_leak", name)
+        _require_zero(node, "v_reset", name)
+        beta = _decay(node.tau, dt, name, "tau")
+        scale = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau, dtype=np.float64)
+        threshold = np.asarray(node.v_threshold, dtype=np.float64) / scale
+        return Leaky(beta=_constant(beta, dtype), threshold=_constant(threshold, dtype), **common)
+    if isinstance(node, nir.IF):
+        _require_zero(node, "v_reset", name)
+        scale = np.asarray(node.r, dtype=np.float64) * dt
+        threshold = np.asarray(node.v_threshold, dtype=np.float64) / scale
+        return Leaky(beta=1.0, threshold=_constant(threshold, dtype), **common)
+    readout = dict(reset_mechanism="none", init_hidden=True, output=True)
+    if isinstance(node, nir.LI):
+        _require_zero(node, "v_leak", name)
+        beta = _decay(node.tau, dt, name, "tau")
+        scale = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau, dtype=np.float64)
+        return MembraneReadout(Leaky(beta=_constant(beta, dtype), **readout),
+                               input_scale=_constant(scale, dtype))
+    if isinstance(node, nir.CubaLI):
+        _require_zero(node, "v_leak", name)
+        alpha = _decay(node.tau_syn, dt, name, "tau_syn")
+        beta = _decay(node.tau_mem, dt, name, "tau_mem")
+        a = np.asarray(node.w_in, dtype=np.float64) * dt / np.asarray(node.tau_syn, dtype=np.float64)
+        b = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau_mem, dtype=np.float64)
+        return MembraneReadout(Synaptic(alpha=_constant(alpha, dtype), beta=_constant(beta, dtype),
+                                        **readout),
+                               input_scale=_constant(a, dtype), output_scale=_constant(b, dtype))
+    if isinstance(node, nir.CubaLIF):
+        _require_zero(node, "v_leak", name)
+        _require_zero(node, "v_reset", name)
+        alpha = _decay(node.tau_syn, dt, name, "tau_syn")
+        beta = _decay(node.tau_mem, dt, name, "tau_mem")
+        a = np.asarray(node.w_in, dtype=np.float64) * dt / np.asarray(node.tau_syn, dtype=np.float64)
+        b = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau_mem, dtype=np.float64)
+        threshold = np.asarray(node.v_threshold, dtype=np.float64) / (a * b)
+        return Synaptic(alpha=_constant(alpha, dtype), beta=_constant(beta, dtype),
+                        threshold=_constant(threshold, dtype), **common)
+    return None
+
+
+def _layer_module(node, name: str, dtype):
+    nir = _nir()
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        weight = _tensor(node.weight, dtype)
+        bias = isinstance(node, nir.Affine) and node.bias is not None
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias, dtype=dtype)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            if bias:
+                layer.bias.copy_(_tensor(node.bias, dtype))
+        return layer
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        weight = _tensor(node.weight, dtype)
+        conv = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
+        layer = conv(weight.shape[1] * node.groups, weight.shape[0], tuple(weight.shape[2:]),
+                     stride=node.stride, padding=node.padding, dilation=node.dilation,
+                     groups=node.groups, bias=True, dtype=dtype)
+        with torch.no_grad():
+            layer.weight.copy_(weight)
+            layer.bias.copy_(_tensor(node.bias, dtype))
+        return layer
+    if isinstance(node, nir.Flatten):
+        shift = lambda d: d + 1 if d >= 0 else d  # our dims count the batch  # noqa: E731
+        return nn.Flatten(shift(int(node.start_dim)), shift(int(node.end_dim)))
+    if isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
+        if np.any(np.asarray(node.padding) != 0):
+            raise ValueError(f"import_nir: node {name!r}: pooling with padding is not supported")
+        kernel = tuple(int(k) for k in np.broadcast_to(node.kernel_size, (2,)))
+        stride = tuple(int(s) for s in np.broadcast_to(node.stride, (2,)))
+        return nn.AvgPool2d(kernel, stride, divisor_override=1 if isinstance(node, nir.SumPool2d) else None)
+    return None
+
+
+def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = None) -> nn.Sequential:
+    """An ``nn.Sequential`` of fused neurons and torch layers that runs ``graph`` (a
+    ``nir.NIRGraph`` or the path of a file ``nir.write`` wrote) one time step per call.
+
+    Mapped: ``LIF`` -> :class:`snn_cuda.Leaky`, ``IF`` -> :class:`snn_cuda.Leaky` with ``beta=1``,
+    ``CubaLIF`` -> :class:`snn_cuda.Synaptic` (all ``reset_mechanism="zero"``, ``reset_delay=False``,
+    ``init_hidden=True``: call the model once per step, reset with ``snntorch.utils.reset(model)``
+    or ``snn_cuda.Leaky.reset_hidden()``, or run a whole sequence fused with
+    :func:`snn_cuda.run_sequence`); ``Affine`` / ``Linear`` -> ``nn.Linear``, ``Conv1d`` / ``Conv2d``,
+    ``Flatten``, ``AvgPool2d``, ``SumPool2d`` (``AvgPool2d(divisor_override=1)``). Neurons need
+    ``v_leak = 0`` and ``v_reset = 0``; other nodes (``LI``, ``CubaLI``, ``Threshold``, ...), graphs
+    that are not a chain (branches, recurrent subgraphs) and anything else raise a ``ValueError``
+    that names the node. ``dt``: the Euler step the graph was made for (1e-4 s: snnTorch's and our
+    export's). ``dtype``: of the parameters (default: torch's default dtype).
+    """
+    nir = _nir()
+    dt = _check_dt(dt, "import_nir")
+    dtype = dtype or torch.get_default_dtype()
+    if isinstance(graph, (str, os.PathLike)):
+        graph = nir.read(graph)
+    if not isinstance(graph, nir.NIRGraph):
+        raise TypeError(f"import_nir: graph must be a nir.NIRGraph or a file path, got {type(graph).__name__}")
+    layers = OrderedDict()
+    for name, node in _chain(graph):
+        if isinstance(node, nir.NIRGraph):
+            raise ValueError(f"import_nir: node {name!r} is a subgraph (e.g. a recurrent layer); "
+                             "not supported yet")
+        module = _neuron_module(node, name, dt, dtype)
+        if module is None:
+            module = _layer_module(node, name, dtype)
+        if module is None:
+            raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}) is not supported; "
+                             "supported: LIF, IF, CubaLIF, LI, CubaLI, Affine, Linear, Conv1d, "
+                             "Conv2d, Flatten, AvgPool2d, SumPool2d")
+        layers[name.replace(".", "_")] = module
+    return nn.Sequential(layers)

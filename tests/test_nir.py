@@ -1,0 +1,351 @@
+"""NIR export and import (snn_cuda.export_nir / import_nir): our models through NIR and back give
+the same spikes; graphs written by snnTorch import and run to snnTorch's outputs, ours run in
+snnTorch's importer to ours; CubaLIF graphs run in Norse's importer to ours; files written with
+nir.write and read with nir.read; and every case NIR cannot hold is an error or, asked for, a
+warned approximation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import snn_cuda
+import snn_cuda.norse as fused_norse
+
+from helpers import import_peer
+
+nir = import_peer("nir")
+
+T = 40
+
+
+def reset_all():
+    snn_cuda.Leaky.reset_hidden()
+    snn_cuda.Synaptic.reset_hidden()
+
+
+def run_steps(model, x):
+    """The model called once per step (snnTorch's init_hidden pattern); spikes stacked."""
+    reset_all()
+    return torch.stack([model(x_t) for x_t in x])
+
+
+def dense_net(g):
+    return nn.Sequential(
+        nn.Linear(6, 5),
+        snn_cuda.Leaky(beta=torch.rand(5, generator=g) * 0.5 + 0.4, threshold=0.5,
+                       reset_mechanism="zero", init_hidden=True),
+        nn.Sequential(nn.Linear(5, 4, bias=False),
+                      snn_cuda.Synaptic(alpha=0.8, beta=torch.rand(4, generator=g) * 0.5 + 0.4,
+                                        threshold=torch.rand(4, generator=g) * 0.3 + 0.2,
+                                        reset_mechanism="zero", reset_delay=False, init_hidden=True)),
+    )
+
+
+def conv_net(g):
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        snn_cuda.Leaky(beta=0.85, threshold=0.4, reset_mechanism="zero", init_hidden=True),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(3 * 4 * 4, 5),
+        snn_cuda.Leaky(beta=1.0, threshold=0.3, reset_mechanism="zero", init_hidden=True),  # -> IF
+    )
+
+
+def conv1d_net(g):
+    return nn.Sequential(
+        nn.Conv1d(2, 3, 3, padding=1, bias=False),
+        snn_cuda.Leaky(beta=0.8, threshold=0.3, reset_mechanism="zero", init_hidden=True),
+        nn.Flatten(),
+        nn.Linear(3 * 8, 4),
+        snn_cuda.Synaptic(alpha=0.6, beta=0.7, threshold=0.4, reset_mechanism="zero",
+                          reset_delay=False, init_hidden=True),
+    )
+
+
+KINDS = {
+    dense_net: ["Input", "Affine", "LIF", "Linear", "CubaLIF", "Output"],
+    conv_net: ["Input", "Conv2d", "LIF", "AvgPool2d", "Flatten", "Affine", "IF", "Output"],
+    conv1d_net: ["Input", "Conv1d", "LIF", "Flatten", "Affine", "CubaLIF", "Output"],
+}
+
+
+@pytest.mark.parametrize("make, shape", [(dense_net, (3, 6)), (conv_net, (2, 2, 8, 8)),
+                                         (conv1d_net, (3, 2, 8))])
+def test_ours_through_nir_and_back_is_exact(make, shape, tmp_path):
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)  # the layers' initialisation
+    with torch.no_grad():
+        model = make(g)
+    x = torch.randn((T, *shape), generator=g) * 2.0
+    graph = snn_cuda.export_nir(model, x[0])
+    assert [type(n).__name__ for n in graph.nodes.values()] == KINDS[make]
+    spikes = run_steps(model, x)
+    assert 0.02 < spikes.mean() < 0.9, "degenerate case"
+    imported = snn_cuda.import_nir(graph)
+    assert torch.equal(run_steps(imported, x), spikes)
+    # The constants come back (to the float64 -> float32 rounding of tau = dt / (1 - beta)).
+    neurons = [m for m in model.modules() if isinstance(m, (snn_cuda.Leaky, snn_cuda.Synaptic))]
+    back = [m for m in imported.modules() if isinstance(m, (snn_cuda.Leaky, snn_cuda.Synaptic))]
+    for a, b in zip(neurons, back):
+        for name in ("beta", "threshold") + (("alpha",) if isinstance(a, snn_cuda.Synaptic) else ()):
+            got, want = torch.broadcast_tensors(torch.as_tensor(getattr(b, name)), getattr(a, name))
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    # Through a file, and a whole sequence fused layer by layer.
+    path = tmp_path / "model.nir"
+    nir.write(path, graph)
+    from_file = snn_cuda.import_nir(path)
+    assert torch.equal(run_steps(from_file, x), spikes)
+    reset_all()
+    assert torch.equal(snn_cuda.run_sequence(from_file, x), spikes)
+
+
+def test_snntorch_graphs_import_and_ours_export_to_snntorch():
+    snn = import_peer("snntorch")
+    import snntorch.utils
+    from snntorch.export_nir import export_to_nir
+    from snntorch.import_nir import import_from_nir
+
+    g = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
+    x = torch.randn((T, 3, 6), generator=g) * 2.0
+    # snnTorch's exporter needs per-neuron constants (a scalar's 0-dim node fails nir's type
+    # inference) and a sample without the batch dim.
+    theirs = nn.Sequential(
+        nn.Linear(6, 5),
+        snn.Leaky(beta=torch.rand(5, generator=g) * 0.5 + 0.4, threshold=torch.full((5,), 0.5),
+                  reset_mechanism="zero", init_hidden=True),
+        nn.Linear(5, 4),
+        snn.Synaptic(alpha=torch.full((4,), 0.8), beta=torch.rand(4, generator=g) * 0.5 + 0.4,
+                     threshold=torch.full((4,), 0.3), reset_mechanism="zero", reset_delay=False,
+                     init_hidden=True),
+    )
+    snntorch.utils.reset(theirs)
+    expected = torch.stack([theirs(x_t) for x_t in x])
+    assert expected.any()
+    ours = snn_cuda.import_nir(export_to_nir(theirs, torch.randn(6)))
+    assert torch.equal(run_steps(ours, x), expected)
+
+    # Ours -> NIR -> snnTorch's importer (an fx GraphModule returning (output, state)); it takes
+    # one threshold per layer.
+    model = nn.Sequential(
+        nn.Linear(6, 5),
+        snn_cuda.Leaky(beta=torch.rand(5, generator=g) * 0.5 + 0.4, threshold=0.5,
+                       reset_mechanism="zero", init_hidden=True),
+        nn.Linear(5, 4),
+        snn_cuda.Synaptic(alpha=0.8, beta=torch.rand(4, generator=g) * 0.5 + 0.4, threshold=0.3,
+                          reset_mechanism="zero", reset_delay=False, init_hidden=True))
+    spikes = run_steps(model, x)
+    back = import_from_nir(snn_cuda.export_nir(model, x[0]))
+    out = [back(x_t) for x_t in x]
+    assert torch.equal(torch.stack([o[0] if isinstance(o, tuple) else o for o in out]), spikes)
+
+
+def test_norse_runs_our_cubalif_and_its_own_export_is_off_by_dt():
+    norse = import_peer("norse.torch")
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    x = torch.randn((T, 3, 6), generator=g) * 2.0
+    model = nn.Sequential(nn.Linear(6, 5), snn_cuda.Synaptic(
+        alpha=0.8, beta=torch.rand(5, generator=g) * 0.5 + 0.4, threshold=0.5,
+        reset_mechanism="zero", reset_delay=False, init_hidden=True))
+    spikes = run_steps(model, x)
+    assert spikes.any()
+    theirs = norse.from_nir(snn_cuda.export_nir(model, x[0]), dt=1e-4)
+    state, out = None, []
+    for x_t in x:
+        z, state = theirs(x_t, state)
+        out.append(z)
+    assert torch.equal(torch.stack(out), spikes)
+    # Norse 1.1's own exporter writes tau = dt / tau_mem_inv (seconds * seconds), not 1 /
+    # tau_mem_inv, so its files do not describe its neurons (its own round trip changes the model).
+    # Pinned so that a fixed Norse shows up here: then its graphs can be tested against ours.
+    cell = norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.tensor(100.0)))
+    graph = norse.to_nir(norse.SequentialState(nn.Linear(6, 5), cell), torch.randn(1, 6))
+    lif = next(n for n in graph.nodes.values() if isinstance(n, nir.LIF))
+    assert np.allclose(np.asarray(lif.tau), 0.001 / 100.0)
+    with pytest.raises(ValueError, match="tau must be finite and >= dt"):
+        snn_cuda.import_nir(graph, dt=1e-3)
+
+
+def test_export_refuses_what_nir_cannot_hold():
+    x = torch.randn(2, 6)
+    leaky = lambda **kw: nn.Sequential(nn.Linear(6, 5), snn_cuda.Leaky(beta=0.9, init_hidden=True, **kw))  # noqa: E731
+    with pytest.raises(ValueError, match=r"layer 1 \(Leaky\) has no exact NIR form: "
+                                         r"reset_mechanism='subtract'"):
+        snn_cuda.export_nir(leaky(), x)
+    with pytest.raises(ValueError, match="reset_mechanism='none' never resets"):
+        snn_cuda.export_nir(leaky(reset_mechanism="none"), x)
+    with pytest.warns(UserWarning, match=r"layer 1 \(Leaky\) exported approximately"):
+        graph = snn_cuda.export_nir(leaky(), x, approximate=True)
+    assert np.all(graph.nodes["1"].v_reset == 0)
+    synaptic = nn.Sequential(snn_cuda.Synaptic(alpha=0.5, beta=0.9, reset_mechanism="zero",
+                                               init_hidden=True))
+    with pytest.raises(ValueError, match="reset_delay=True zeroes the whole next membrane"):
+        snn_cuda.export_nir(synaptic, x)
+    with pytest.raises(ValueError, match="graded_spikes_factor must be 1"):
+        snn_cuda.export_nir(leaky(reset_mechanism="zero", graded_spikes_factor=2.0), x)
+    with pytest.raises(ValueError, match=r"IFNode\) has no NIR form: SpikingJelly's neurons fire at h >= threshold"):
+        snn_cuda.export_nir(nn.Sequential(snn_cuda.IFNode()), x)
+    with pytest.raises(ValueError, match=r"LICell\) has no NIR form: Norse's LI feeds the input"):
+        snn_cuda.export_nir(nn.Sequential(fused_norse.LICell()), x)
+    with pytest.raises(ValueError, match=r"ALIF\) has no NIR form"):
+        snn_cuda.export_nir(nn.Sequential(snn_cuda.ALIF()), x)
+    with pytest.raises(TypeError, match=r"torch.nn.modules.activation.ReLU\) is not supported"):
+        snn_cuda.export_nir(nn.Sequential(nn.ReLU()), x)
+    with pytest.raises(TypeError, match="model must be an nn.Sequential"):
+        snn_cuda.export_nir(nn.Linear(6, 5), x)
+    with pytest.raises(ValueError, match="a Flatten over the batch dim"):
+        snn_cuda.export_nir(nn.Sequential(nn.Flatten(0)), x)
+    with pytest.raises(ValueError, match="sample_input must be one time step"):
+        snn_cuda.export_nir(leaky(reset_mechanism="zero"), torch.randn(6))
+    with pytest.raises(ValueError, match="dt must be a finite float > 0"):
+        snn_cuda.export_nir(leaky(reset_mechanism="zero"), x, dt=0.0)
+
+
+def test_import_refuses_what_it_cannot_run():
+    shape = np.array([3])
+    ones, zeros = np.ones(3), np.zeros(3)
+
+    def chain(*nodes, edges=None):
+        named = {"input": nir.Input(input_type={"input": shape}),
+                 **{f"n{i}": n for i, n in enumerate(nodes)},
+                 "output": nir.Output(output_type={"output": shape})}
+        names = list(named)
+        return nir.NIRGraph(nodes=named, edges=edges or list(zip(names[:-1], names[1:])),
+                            type_check=False)
+
+    lif = lambda **kw: nir.LIF(**{**dict(tau=ones * 1e-3, r=ones * 10, v_leak=zeros,  # noqa: E731
+                                       v_threshold=ones, v_reset=zeros), **kw})
+    with pytest.raises(ValueError, match=r"node 'n0' \(LIF\) has v_leak != 0"):
+        snn_cuda.import_nir(chain(lif(v_leak=ones)))
+    with pytest.raises(ValueError, match=r"has v_reset != 0"):
+        snn_cuda.import_nir(chain(lif(v_reset=ones)))
+    with pytest.raises(ValueError, match="tau must be finite and >= dt = 0.01"):
+        snn_cuda.import_nir(chain(lif()), dt=1e-2)
+    with pytest.raises(ValueError, match=r"node 'n0' \(Threshold\) is not supported"):
+        snn_cuda.import_nir(chain(nir.Threshold(threshold=ones)))
+    with pytest.raises(ValueError, match=r"node 'n0' \(LI\) has v_leak != 0"):
+        snn_cuda.import_nir(chain(nir.LI(tau=ones, r=ones, v_leak=ones)))
+    branched = chain(lif(), lif(), edges=[("input", "n0"), ("input", "n1"), ("n0", "output"),
+                                          ("n1", "output")])
+    with pytest.raises(ValueError, match=r"only chain graphs .* node 'input' has 2 outgoing edges"):
+        snn_cuda.import_nir(branched)
+    recurrent = chain(lif(), nir.Linear(weight=np.eye(3)),
+                      edges=[("input", "n0"), ("n0", "n1"), ("n1", "n0"), ("n0", "output")])
+    with pytest.raises(ValueError, match="only chain graphs"):
+        snn_cuda.import_nir(recurrent)
+    with pytest.raises(TypeError, match="graph must be a nir.NIRGraph or a file path"):
+        snn_cuda.import_nir({"nodes": {}})
+    # A LIF whose input scale r dt / tau is not 1 imports with the threshold divided by it: same
+    # spikes as the unit-scale neuron fed the scaled input.
+    scaled = snn_cuda.import_nir(chain(lif(r=ones * 30)))
+    unit = snn_cuda.import_nir(chain(lif()))
+    x = torch.rand(T, 2, 3) * 0.6
+    assert torch.equal(run_steps(scaled, x), run_steps(unit, 3 * x))
+    assert run_steps(unit, 3 * x).any()
+
+
+def test_leaky_integrators_import_export_and_run_fused():
+    """NIR's LI and CubaLI (non-spiking readouts) on fused neurons: against a plain Euler loop of
+    NIR's equations in float64, through NIR and back, and fused over the sequence."""
+    H = 4
+    g = torch.Generator().manual_seed(5)
+    tau, tau_syn = (np.linspace(2e-4, 9e-4, H), np.linspace(3e-4, 6e-4, H))
+    r, w_in = np.linspace(1.0, 4.0, H), np.linspace(0.5, 2.0, H)
+    shape = np.array([H])
+    dt = 1e-4
+    for node in (nir.LI(tau=tau, r=r, v_leak=np.zeros(H)),
+                 nir.CubaLI(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=np.zeros(H), w_in=w_in)):
+        graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": shape}), "li": node,
+                                    "output": nir.Output(output_type={"output": shape})},
+                             edges=[("input", "li"), ("li", "output")])
+        model = snn_cuda.import_nir(graph, dtype=torch.float64)
+        x = torch.randn((T, 3, H), generator=g, dtype=torch.float64)
+        got = run_steps(model, x)
+        v, i, expected = torch.zeros(3, H, dtype=torch.float64), torch.zeros(3, H, dtype=torch.float64), []
+        for x_t in x:  # NIR's equations, forward Euler, the current first
+            if isinstance(node, nir.CubaLI):
+                i = i + dt / torch.as_tensor(tau_syn) * (-i + torch.as_tensor(w_in) * x_t)
+                v = v + dt / torch.as_tensor(tau) * (-v + torch.as_tensor(r) * i)
+            else:
+                v = v + dt / torch.as_tensor(tau) * (-v + torch.as_tensor(r) * x_t)
+            expected.append(v)
+        torch.testing.assert_close(got, torch.stack(expected), rtol=1e-12, atol=1e-12)
+        reset_all()
+        assert torch.equal(snn_cuda.run_sequence(model, x), got)
+        again = snn_cuda.import_nir(snn_cuda.export_nir(model, x[0]), dtype=torch.float64)
+        assert type(again[0].neuron) is type(model[0].neuron)
+        torch.testing.assert_close(run_steps(again, x), got, rtol=1e-12, atol=1e-12)
+
+
+def test_spiking_nodes_run_nir_equations():
+    """LIF, IF and CubaLIF nodes (input scales not 1, per-neuron constants) imported here give the
+    spikes of a plain forward-Euler loop of NIR's equations (float64)."""
+    H, dt = 5, 1e-4
+    g = torch.Generator().manual_seed(6)
+    tau, tau_syn = np.linspace(2e-4, 9e-4, H), np.linspace(3e-4, 6e-4, H)
+    r, w_in, thr = np.linspace(1.0, 4.0, H), np.linspace(0.5, 2.0, H), np.linspace(0.2, 0.6, H)
+    zeros = np.zeros(H)
+    nodes = [nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=thr, v_reset=zeros),
+             nir.IF(r=r / dt / 3, v_threshold=thr, v_reset=zeros),
+             nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=zeros, v_threshold=thr,
+                         v_reset=zeros, w_in=w_in)]
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    shape = np.array([H])
+    for node in nodes:
+        graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": shape}), "n": node,
+                                    "output": nir.Output(output_type={"output": shape})},
+                             edges=[("input", "n"), ("n", "output")])
+        model = snn_cuda.import_nir(graph, dtype=torch.float64)
+        x = torch.rand((T, 3, H), generator=g, dtype=torch.float64) * 0.6
+        v = i = torch.zeros(3, H, dtype=torch.float64)
+        expected = []
+        for x_t in x:
+            if isinstance(node, nir.CubaLIF):
+                i = i + dt / t(tau_syn) * (-i + t(w_in) * x_t)
+                v = v + dt / t(tau) * (-v + t(r) * i)
+            elif isinstance(node, nir.LIF):
+                v = v + dt / t(tau) * (-v + t(r) * x_t)
+            else:
+                v = v + dt * t(node.r) * x_t
+            z = (v > t(thr)).double()
+            v = torch.where(z > 0, 0.0, v)
+            expected.append(z)
+        expected = torch.stack(expected)
+        assert 0.02 < expected.mean() < 0.9, type(node).__name__
+        assert torch.equal(run_steps(model, x), expected), type(node).__name__
+
+
+def test_fold_input_scale_lets_norse_run_our_lif():
+    norse = import_peer("norse.torch")
+    g = torch.Generator().manual_seed(7)
+    torch.manual_seed(7)
+    x = torch.randn((T, 3, 6), generator=g) * 2.0
+    model = nn.Sequential(
+        nn.Linear(6, 5), snn_cuda.Leaky(beta=torch.rand(5, generator=g) * 0.5 + 0.4, threshold=0.5,
+                                        reset_mechanism="zero", init_hidden=True),
+        nn.Linear(5, 4, bias=False), snn_cuda.Leaky(beta=1.0, threshold=0.4, reset_mechanism="zero",
+                                                    init_hidden=True))
+    spikes = run_steps(model, x)
+    assert spikes.mean() > 0.05
+    graph = snn_cuda.export_nir(model, x[0], fold_input_scale=True)
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Affine", "LIF", "Linear",
+                                                                "IF", "Output"]
+    assert np.all(graph.nodes["1"].r == 1) and np.all(graph.nodes["3"].r == 1e4)
+    # The same network: ours back (float64 to keep the folded products' rounding small) and
+    # Norse's importer (dt as ours).
+    assert torch.equal(run_steps(snn_cuda.import_nir(graph, dtype=torch.float64), x.double()).float(),
+                       spikes)
+    theirs = norse.from_nir(graph, dt=1e-4)
+    state, out = None, []
+    for x_t in x:
+        z, state = theirs(x_t, state)
+        out.append(z)
+    assert torch.equal(torch.stack(out), spikes)
+    with pytest.raises(ValueError, match="must follow a weight layer"):
+        snn_cuda.export_nir(nn.Sequential(snn_cuda.Leaky(beta=0.5, reset_mechanism="zero")),
+                            x[0], fold_input_scale=True)
