@@ -24,7 +24,8 @@ Rows:
   snn_cuda.ALIF          fused adaptive LIF (common discrete form; no library ships it)
   loop.ALIF              the same neuron as a careful per-step PyTorch loop over x.unbind(0) (the
                          ops of snn_cuda.reference.alif, spikes through a surrogate autograd
-                         Function): what a user without a fused kernel writes
+                         Function): what a user without a fused kernel writes; ".compiled": its
+                         step function under torch.compile (the loop stays in Python)
   norse.LIFCell          Norse's cell in a per-step loop over x.unbind(0): what a careful user
                          writes instead of norse.LIF (whose loop indexes input[ts]: each step's
                          backward writes a whole [T, ...] zero gradient)
@@ -71,7 +72,7 @@ LIBRARIES = ("linear", "snn_cuda.Leaky", "snn_cuda.LIFNode", "snn_cuda.IFNode",
              "snn_cuda.RSynaptic", "snntorch.Leaky", "snntorch.RLeaky", "snntorch.RLeaky.all_to_all",
              "snntorch.RSynaptic", "spikingjelly.LIFNode", "spikingjelly.IFNode",
              "spikingjelly.ParametricLIFNode", "snntorch.Synaptic", "norse.LIF", "norse.LI",
-             "norse.LSNN", "norse.LIFCell", "snn_cuda.ALIF", "loop.ALIF")
+             "norse.LSNN", "norse.LIFCell", "snn_cuda.ALIF", "loop.ALIF", "loop.ALIF.compiled")
 # Each of ours against the module it replaces.
 ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjelly.LIFNode",
             "snn_cuda.IFNode": "spikingjelly.IFNode", "snn_cuda.Synaptic": "snntorch.Synaptic",
@@ -80,7 +81,7 @@ ORIGINAL = {"snn_cuda.Leaky": "snntorch.Leaky", "snn_cuda.LIFNode": "spikingjell
             "snn_cuda.RLeaky.all_to_all": "snntorch.RLeaky.all_to_all",
             "snn_cuda.RSynaptic": "snntorch.RSynaptic",
             "snn_cuda.ParametricLIFNode": "spikingjelly.ParametricLIFNode",
-            "snn_cuda.ALIF": "loop.ALIF"}
+            "snn_cuda.ALIF": "loop.ALIF"}  # (and loop.ALIF.compiled: see its row)
 BETA = 0.9  # snnTorch-style decay; SpikingJelly's tau = 1 / (1 - beta) = 10 is the same leak
 ALPHA = 0.8  # Synaptic's current decay
 TAU = 1.0 / (1.0 - BETA)
@@ -191,7 +192,7 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
                 spikes.append(out[0])
                 states = out
             return torch.stack(spikes)
-    elif library in ("snn_cuda.ALIF", "loop.ALIF"):
+    elif library in ("snn_cuda.ALIF", "loop.ALIF", "loop.ALIF.compiled"):
         import snn_cuda
         from snn_cuda.reference import SurrogateSpike
 
@@ -201,16 +202,22 @@ def make_passes(library: str, n: int, T: int, batch: int, device: torch.device):
             current = linear(x)
             if library.startswith("snn_cuda"):
                 return neuron(current)[0]  # one kernel call
-            p = neuron  # the same constants and surrogate
             v = a = z = torch.zeros_like(current[0])
             spikes = []
             for step in current.unbind(0):
-                a = p.rho * a + (1 - p.rho) * z
-                adaptive = p.threshold + p.beta * a
-                v = (p.alpha * v + (1 - p.alpha) * step) - adaptive * z
-                z = SurrogateSpike.apply(v - adaptive, p.surrogate, False)
+                v, a, z = alif_step(step, v, a, z)
                 spikes.append(z)
             return torch.stack(spikes)
+
+        def alif_step(x_t, v, a, z):
+            p = neuron  # the same constants and surrogate
+            a = p.rho * a + (1 - p.rho) * z
+            adaptive = p.threshold + p.beta * a
+            v = (p.alpha * v + (1 - p.alpha) * x_t) - adaptive * z
+            return v, a, SurrogateSpike.apply(v - adaptive, p.surrogate, False)
+
+        if library.endswith("compiled"):
+            alif_step = torch.compile(alif_step)
     elif library == "snntorch.Synaptic":
         import snntorch
 

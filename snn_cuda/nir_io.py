@@ -47,8 +47,12 @@ _NOT_EXPRESSIBLE = {
                "v > threshold",
     "IFNode": "SpikingJelly's neurons fire at h >= threshold; NIR's IF fires at v > threshold",
     "ParametricLIFNode": "SpikingJelly's neurons fire at h >= threshold; NIR's at v > threshold",
-    "RLeaky": "recurrent neurons are NIR subgraphs with a recurrent edge; not exported yet",
-    "RSynaptic": "recurrent neurons are NIR subgraphs with a recurrent edge; not exported yet",
+    "RLeaky": "NIR's recurrent LIF subgraph resets to v_reset at the spike (snnTorch's "
+              "reset_delay=False, which snn_cuda.RLeaky does not fuse); the delayed zero reset also "
+              "drops the next step's input, subtract and none have no NIR form",
+    "RSynaptic": "NIR's recurrent CubaLIF subgraph resets to v_reset at the spike (snnTorch's "
+                 "reset_delay=False, which snn_cuda.RSynaptic does not fuse); the delayed zero reset "
+                 "also drops the next step's input, subtract and none have no NIR form",
     "ALIF": "NIR has no adaptive-threshold neuron",
     "SpikingNeuronLayerRNN": "the seed's graded neuron (a proportional reset, graded outputs) has "
                              "no NIR primitive",
@@ -554,5 +558,8 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
             raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}) is not supported; "
                              "supported: LIF, IF, CubaLIF, LI, CubaLI, Affine, Linear, Conv1d, "
                              "Conv2d, Flatten, AvgPool2d, SumPool2d")
-        layers[name.replace(".", "_")] = module
+        key = name.replace(".", "_")  # module names cannot hold dots
+        while key in layers:  # two node names that differ only there keep both layers
+            key += "_"
+        layers[key] = module
     return nn.Sequential(layers)

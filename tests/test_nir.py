@@ -32,6 +32,15 @@ def run_steps(model, x):
     return torch.stack([model(x_t) for x_t in x])
 
 
+def run_norse(model, x):
+    """A model from Norse's from_nir, called per step with its state passed along."""
+    state, out = None, []
+    for x_t in x:
+        z, state = model(x_t, state)
+        out.append(z)
+    return torch.stack(out)
+
+
 def dense_net(g):
     return nn.Sequential(
         nn.Linear(6, 5),
@@ -155,11 +164,7 @@ def test_norse_runs_our_cubalif_and_its_own_export_is_off_by_dt():
     spikes = run_steps(model, x)
     assert spikes.any()
     theirs = norse.from_nir(snn_cuda.export_nir(model, x[0]), dt=1e-4)
-    state, out = None, []
-    for x_t in x:
-        z, state = theirs(x_t, state)
-        out.append(z)
-    assert torch.equal(torch.stack(out), spikes)
+    assert torch.equal(run_norse(theirs, x), spikes)
     # Norse 1.1's own exporter writes tau = dt / tau_mem_inv (seconds * seconds), not 1 /
     # tau_mem_inv, so its files do not describe its neurons (its own round trip changes the model).
     # Pinned so that a fixed Norse shows up here: then its graphs can be tested against ours.
@@ -192,6 +197,8 @@ def test_export_refuses_what_nir_cannot_hold():
         snn_cuda.export_nir(nn.Sequential(snn_cuda.IFNode()), x)
     with pytest.raises(ValueError, match=r"LICell\) has no NIR form: Norse's LI feeds the input"):
         snn_cuda.export_nir(nn.Sequential(fused_norse.LICell()), x)
+    with pytest.raises(ValueError, match=r"RLeaky\) has no NIR form: NIR's recurrent LIF subgraph"):
+        snn_cuda.export_nir(nn.Sequential(snn_cuda.RLeaky(beta=0.9, linear_features=6)), x)
     with pytest.raises(ValueError, match=r"ALIF\) has no NIR form"):
         snn_cuda.export_nir(nn.Sequential(snn_cuda.ALIF()), x)
     with pytest.raises(TypeError, match=r"torch.nn.modules.activation.ReLU\) is not supported"):
@@ -238,6 +245,11 @@ def test_import_refuses_what_it_cannot_run():
                       edges=[("input", "n0"), ("n0", "n1"), ("n1", "n0"), ("n0", "output")])
     with pytest.raises(ValueError, match="only chain graphs"):
         snn_cuda.import_nir(recurrent)
+    # Node names that only differ in a dot keep both layers (module names cannot hold dots).
+    two = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": shape}), "a.b": lif(),
+                              "a_b": lif(), "output": nir.Output(output_type={"output": shape})},
+                       edges=[("input", "a.b"), ("a.b", "a_b"), ("a_b", "output")], type_check=False)
+    assert len(snn_cuda.import_nir(two)) == 2
     with pytest.raises(TypeError, match="graph must be a nir.NIRGraph or a file path"):
         snn_cuda.import_nir({"nodes": {}})
     # A LIF whose input scale r dt / tau is not 1 imports with the threshold divided by it: same
@@ -341,11 +353,7 @@ def test_fold_input_scale_lets_norse_run_our_lif():
     assert torch.equal(run_steps(snn_cuda.import_nir(graph, dtype=torch.float64), x.double()).float(),
                        spikes)
     theirs = norse.from_nir(graph, dt=1e-4)
-    state, out = None, []
-    for x_t in x:
-        z, state = theirs(x_t, state)
-        out.append(z)
-    assert torch.equal(torch.stack(out), spikes)
+    assert torch.equal(run_norse(theirs, x), spikes)
     with pytest.raises(ValueError, match="must follow a weight layer"):
         snn_cuda.export_nir(nn.Sequential(snn_cuda.Leaky(beta=0.5, reset_mechanism="zero")),
                             x[0], fold_input_scale=True)
