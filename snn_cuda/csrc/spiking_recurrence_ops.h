@@ -467,19 +467,30 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> run_neu
 // GradedNeuron<kReset> of the generic loops, run by the same launches as neuron_fwd / neuron_bwd.
 
 // The graded neuron's fourth constant, ratio = penalty / threshold per neuron (the reference
-// computes it once too; IEEE division, so the same value on every device). Both contiguous. On the
-// CPU a plain loop: at::div's dispatch cost ~1.5 us, a quarter of a T = 1 forward.
-inline at::Tensor graded_ratio(const at::Tensor& penalty, const at::Tensor& threshold) {
-  if (!penalty.is_cpu()) return at::div(penalty, threshold);
-  at::Tensor ratio = at::empty_like(penalty);
-  AT_DISPATCH_FLOATING_TYPES(penalty.scalar_type(), "graded_ratio", [&] {
-    const scalar_t* p = penalty.const_data_ptr<scalar_t>();
-    const scalar_t* t = threshold.const_data_ptr<scalar_t>();
-    scalar_t* r = ratio.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < penalty.numel(); ++i) r[i] = p[i] / t[i];
-  });
-  return ratio;
-}
+// computes it once too; IEEE division, so the same value on every device). Both contiguous, in the
+// accumulation dtype. On the CPU a plain loop into a host buffer: a tensor (allocation, at::div's
+// dispatch) cost ~0.5-1.5 us, a large part of a T = 1 call.
+template <typename acc_t>
+class GradedRatio {
+ public:
+  GradedRatio(const at::Tensor& penalty, const at::Tensor& threshold) {
+    if (!penalty.is_cpu()) {
+      device_ = at::div(penalty, threshold);
+      return;
+    }
+    const acc_t* p = penalty.const_data_ptr<acc_t>();
+    const acc_t* t = threshold.const_data_ptr<acc_t>();
+    host_.resize(static_cast<size_t>(penalty.numel()));
+    for (size_t i = 0; i < host_.size(); ++i) host_[i] = p[i] / t[i];
+  }
+  const acc_t* data() const {
+    return device_.defined() ? device_.const_data_ptr<acc_t>() : host_.data();
+  }
+
+ private:
+  std::vector<acc_t> host_;
+  at::Tensor device_;
+};
 
 // Calls f(ModelTag<GradedNeuron<kReset>>{}) for the runtime reset.
 template <typename F>
@@ -514,7 +525,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
                                   "spiking_recurrence_fwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     if (lanes == 0 || T == 0) return;
-    const at::Tensor ratio = graded_ratio(pen, thr);
+    const GradedRatio<acc_t> ratio(pen, thr);
     NeuronForwardArgs<scalar_t, acc_t> a{};
     a.input = x.const_data_ptr<scalar_t>();
     a.initial[0] = const_data_or_null<scalar_t>(init);
@@ -524,7 +535,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_forward(
     a.constants[0] = dec.const_data_ptr<acc_t>();
     a.constants[1] = thr.const_data_ptr<acc_t>();
     a.constants[2] = pen.const_data_ptr<acc_t>();
-    a.constants[3] = ratio.const_data_ptr<acc_t>();
+    a.constants[3] = ratio.data();
     a.bits = gates.data_ptr<uint8_t>();
     a.T = T;
     a.lanes = lanes;
@@ -580,7 +591,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backw
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "spiking_recurrence_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     if (lanes == 0 || T == 0) return;
-    const at::Tensor ratio = graded_ratio(pen, thr);
+    const GradedRatio<acc_t> ratio(pen, thr);
     NeuronBackwardArgs<scalar_t, acc_t> a{};
     a.grad_rows[0] = const_data_or_null<scalar_t>(gs);
     a.grad_rows[1] = const_data_or_null<scalar_t>(go);
@@ -591,7 +602,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_backw
     a.constants[0] = dec.const_data_ptr<acc_t>();
     a.constants[1] = thr.const_data_ptr<acc_t>();
     a.constants[2] = pen.const_data_ptr<acc_t>();
-    a.constants[3] = ratio.const_data_ptr<acc_t>();
+    a.constants[3] = ratio.data();
     a.grad_input = grad_excitation.data_ptr<scalar_t>();
     a.grad_initial[0] = need_initial ? grad_initial.data_ptr<scalar_t>() : nullptr;
     a.grad_constants[0] = data_or_null<acc_t>(grad_decay);
