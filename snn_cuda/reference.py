@@ -136,6 +136,27 @@ def _stored(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return _RoundToStorage.apply(value, dtype)
 
 
+def _start(x: torch.Tensor, dtype: torch.dtype, initial):
+    """The layout every model loop starts from: the input and the initial states (None: zeros) in
+    the accumulation dtype of ``dtype``."""
+    compute_dtype = accumulation_dtype(dtype)
+    x = x.to(compute_dtype)
+    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
+    return x, [zeros if t is None else t.to(compute_dtype) for t in initial]
+
+
+def _finish(input: torch.Tensor, rows, last, restore):
+    """What every model loop returns: its rows stacked over time in the input's dtype and shape
+    (uninitialised tensors of the input's shape when T = 0), and the states after the last step
+    shaped like one step."""
+    dtype = input.dtype
+    if not rows[0]:  # T = 0
+        out = tuple(input.new_empty(input.shape) for _ in rows)
+    else:
+        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    return out, tuple(t.to(dtype).reshape(input.shape[1:]) for t in last)
+
+
 def lif(
     input: torch.Tensor,
     decay: Optional[Param],
@@ -252,11 +273,7 @@ def synaptic(
         ("syn", "mem"),
     )
     dtype = input.dtype
-    compute_dtype = accumulation_dtype(dtype)
-    x = x.to(compute_dtype)
-    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
-    syn = zeros if syn0 is None else syn0.to(compute_dtype)
-    mem = zeros if mem0 is None else mem0.to(compute_dtype)
+    x, (syn, mem) = _start(x, dtype, (syn0, mem0))
     all_spikes, all_syn, all_mem = [], [], []
     for x_t in x.unbind(0):
         # The reset is the spike of the previous membrane, detached (as snnTorch's).
@@ -273,13 +290,7 @@ def synaptic(
         all_spikes.append(SurrogateSpike.apply(mem - threshold, spec, False))
         all_syn.append(syn)
         all_mem.append(mem)
-    step_shape = input.shape[1:]
-    last = (syn.to(dtype).reshape(step_shape), mem.to(dtype).reshape(step_shape))
-    if not all_spikes:  # T = 0
-        empty = input.new_empty(input.shape)
-        rows = (empty, empty.clone(), empty.clone())
-    else:
-        rows = tuple(restore(torch.stack(r).to(dtype)) for r in (all_spikes, all_syn, all_mem))
+    rows, last = _finish(input, (all_spikes, all_syn, all_mem), (syn, mem), restore)
     return (*rows, last) if return_state else rows
 
 
@@ -291,11 +302,8 @@ def _norse(input, constants, names, initial, surrogate, spiking, op):
     spec = _surrogate.resolve(surrogate, NORSE_SURROGATE, op)
     x, (v0, i0), constants, restore = prepare_neuron(op, input, initial, constants, names, ("v", "i"))
     dtype = input.dtype
-    compute_dtype = accumulation_dtype(dtype)
-    x = x.to(compute_dtype)
+    x, (v, i) = _start(x, dtype, (v0, i0))
     a, b, v_leak = constants[:3]
-    v = v0.to(compute_dtype)
-    i = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device) if i0 is None else i0.to(compute_dtype)
     rows = ([], [], []) if spiking else ([], [])
     for x_t in x.unbind(0):
         i_new = i + x_t
@@ -312,13 +320,7 @@ def _norse(input, constants, names, initial, surrogate, spiking, op):
             v = _stored(v_decayed, dtype)
         rows[-2].append(v)
         rows[-1].append(i)
-    step_shape = input.shape[1:]
-    last = (v.to(dtype).reshape(step_shape), i.to(dtype).reshape(step_shape))
-    if not rows[0]:
-        out = tuple(input.new_empty(input.shape) for _ in rows)
-    else:
-        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
-    return out, last
+    return _finish(input, rows, (v, i), restore)
 
 
 def norse_lif(input, tau_syn_inv=200.0, tau_mem_inv=100.0, v_leak=0.0, v_th=1.0, v_reset=0.0, *,
@@ -359,10 +361,7 @@ def norse_lsnn(input, tau_syn_inv=200.0, tau_mem_inv=100.0, tau_adapt_inv=1.0 / 
         op, input, initial, (a, s, c, v_leak, v_th, v_reset, beta), LSNN_NAMES, ("v", "i", "b"))
     a, s, c, v_leak, v_th, v_reset, beta = constants
     dtype = input.dtype
-    compute_dtype = accumulation_dtype(dtype)
-    x = x.to(compute_dtype)
-    v, b = v0.to(compute_dtype), b0.to(compute_dtype)
-    i = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device) if i0 is None else i0.to(compute_dtype)
+    x, (v, i, b) = _start(x, dtype, (v0, i0, b0))
     rows = ([], [], [], [])
     for x_t in x.unbind(0):
         dv = a * ((v_leak - v) + i)
@@ -377,12 +376,7 @@ def norse_lsnn(input, tau_syn_inv=200.0, tau_mem_inv=100.0, tau_adapt_inv=1.0 / 
         i = _stored(i_decayed + x_t, dtype)
         for row, value in zip(rows, (z, v, i, b)):
             row.append(value)
-    step_shape = input.shape[1:]
-    last = tuple(t.to(dtype).reshape(step_shape) for t in (v, i, b))
-    if not rows[0]:
-        out = tuple(input.new_empty(input.shape) for _ in rows)
-    else:
-        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    out, last = _finish(input, rows, (v, i, b), restore)
     return (*out, last) if return_state else out
 
 
@@ -397,11 +391,7 @@ def rleaky(input, beta, V=1.0, threshold=1.0, *, reset="subtract", surrogate=Non
     x, (spk0, mem0), (beta, V, threshold), restore = prepare_neuron(
         "rleaky", input, initial, (beta, V, threshold), ("beta", "V", "threshold"), ("spk", "mem"))
     dtype = input.dtype
-    compute_dtype = accumulation_dtype(dtype)
-    x = x.to(compute_dtype)
-    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
-    spk = zeros if spk0 is None else spk0.to(compute_dtype)
-    mem = zeros if mem0 is None else mem0.to(compute_dtype)
+    x, (spk, mem) = _start(x, dtype, (spk0, mem0))
     all_spikes, all_mem = [], []
     for x_t in x.unbind(0):
         r = SurrogateSpike.apply(mem - threshold, spec, False).detach()
@@ -416,12 +406,7 @@ def rleaky(input, beta, V=1.0, threshold=1.0, *, reset="subtract", surrogate=Non
         spk = SurrogateSpike.apply(mem - threshold, spec, False)
         all_spikes.append(spk)
         all_mem.append(mem)
-    step_shape = input.shape[1:]
-    last = (spk.to(dtype).reshape(step_shape), mem.to(dtype).reshape(step_shape))
-    if not all_spikes:
-        rows = (input.new_empty(input.shape), input.new_empty(input.shape))
-    else:
-        rows = tuple(restore(torch.stack(r).to(dtype)) for r in (all_spikes, all_mem))
+    rows, last = _finish(input, (all_spikes, all_mem), (spk, mem), restore)
     return (*rows, last) if return_state else rows
 
 
@@ -437,10 +422,7 @@ def rsynaptic(input, alpha, beta, V=1.0, threshold=1.0, *, reset="subtract", sur
         "rsynaptic", input, initial, (alpha, beta, V, threshold), ("alpha", "beta", "V", "threshold"),
         ("spk", "syn", "mem"))
     dtype = input.dtype
-    compute_dtype = accumulation_dtype(dtype)
-    x = x.to(compute_dtype)
-    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
-    spk, syn, mem = (zeros if t is None else t.to(compute_dtype) for t in (spk0, syn0, mem0))
+    x, (spk, syn, mem) = _start(x, dtype, (spk0, syn0, mem0))
     rows = ([], [], [])
     for x_t in x.unbind(0):
         r = SurrogateSpike.apply(mem - threshold, spec, False).detach()
@@ -456,12 +438,7 @@ def rsynaptic(input, alpha, beta, V=1.0, threshold=1.0, *, reset="subtract", sur
         spk = SurrogateSpike.apply(mem - threshold, spec, False)
         for row, value in zip(rows, (spk, syn, mem)):
             row.append(value)
-    step_shape = input.shape[1:]
-    last = tuple(t.to(dtype).reshape(step_shape) for t in (spk, syn, mem))
-    if not rows[0]:
-        out = tuple(input.new_empty(input.shape) for _ in rows)
-    else:
-        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    out, last = _finish(input, rows, (spk, syn, mem), restore)
     return (*out, last) if return_state else out
 
 
@@ -474,12 +451,7 @@ def alif(input, alpha, rho, beta=1.8, threshold=1.0, *, surrogate=None, initial=
     x, (v0, a0, z0), (alpha, rho, beta, threshold), restore = prepare_neuron(
         "alif", input, initial, (alpha, rho, beta, threshold), ALIF_NAMES, ("v", "a", "z"))
     dtype = input.dtype
-    compute_dtype = accumulation_dtype(dtype)
-    x = x.to(compute_dtype)
-    zeros = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
-    v = zeros if v0 is None else v0.to(compute_dtype)
-    a = zeros if a0 is None else a0.to(compute_dtype)
-    z = zeros if z0 is None else z0.to(compute_dtype)
+    x, (v, a, z) = _start(x, dtype, (v0, a0, z0))
     rows = ([], [], [])
     for x_t in x.unbind(0):
         a = _stored(rho * a + (1 - rho) * z, dtype)
@@ -488,10 +460,5 @@ def alif(input, alpha, rho, beta=1.8, threshold=1.0, *, surrogate=None, initial=
         z = SurrogateSpike.apply(v - adaptive, spec, False)
         for row, value in zip(rows, (z, v, a)):
             row.append(value)
-    step_shape = input.shape[1:]
-    last = tuple(t.to(dtype).reshape(step_shape) for t in (v, a, z))
-    if not rows[0]:
-        out = tuple(input.new_empty(input.shape) for _ in rows)
-    else:
-        out = tuple(restore(torch.stack(r).to(dtype)) for r in rows)
+    out, last = _finish(input, rows, (v, a, z), restore)
     return (*out, last) if return_state else out
