@@ -445,6 +445,16 @@ def _decay(tau, dt: float, name: str, field: str) -> np.ndarray:
     return 1.0 - dt / tau
 
 
+def _threshold_over(node, scale: np.ndarray, name: str) -> np.ndarray:
+    """The spiking node's threshold in units of v / scale. Only for a scale > 0: with a negative
+    one the spike condition v > threshold would turn into mem < threshold / scale."""
+    if np.any(~np.isfinite(scale)) or np.any(scale <= 0):
+        raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}): its input scale (r, "
+                         f"w_in with dt and the time constants) must be finite and > 0, got values in "
+                         f"[{np.min(scale)}, {np.max(scale)}]")
+    return np.asarray(node.v_threshold, dtype=np.float64) / scale
+
+
 def _neuron_module(node, name: str, dt: float, dtype):
     from .neurons import Leaky, Synaptic
 
@@ -455,12 +465,12 @@ def _neuron_module(node, name: str, dt: float, dtype):
         _require_zero(node, "v_reset", name)
         beta = _decay(node.tau, dt, name, "tau")
         scale = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau, dtype=np.float64)
-        threshold = np.asarray(node.v_threshold, dtype=np.float64) / scale
+        threshold = _threshold_over(node, scale, name)
         return Leaky(beta=_constant(beta, dtype), threshold=_constant(threshold, dtype), **common)
     if isinstance(node, nir.IF):
         _require_zero(node, "v_reset", name)
         scale = np.asarray(node.r, dtype=np.float64) * dt
-        threshold = np.asarray(node.v_threshold, dtype=np.float64) / scale
+        threshold = _threshold_over(node, scale, name)
         return Leaky(beta=1.0, threshold=_constant(threshold, dtype), **common)
     readout = dict(reset_mechanism="none", init_hidden=True, output=True)
     if isinstance(node, nir.LI):
@@ -485,7 +495,7 @@ def _neuron_module(node, name: str, dt: float, dtype):
         beta = _decay(node.tau_mem, dt, name, "tau_mem")
         a = np.asarray(node.w_in, dtype=np.float64) * dt / np.asarray(node.tau_syn, dtype=np.float64)
         b = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau_mem, dtype=np.float64)
-        threshold = np.asarray(node.v_threshold, dtype=np.float64) / (a * b)
+        threshold = _threshold_over(node, a * b, name)
         return Synaptic(alpha=_constant(alpha, dtype), beta=_constant(beta, dtype),
                         threshold=_constant(threshold, dtype), **common)
     return None

@@ -231,6 +231,13 @@ def test_import_refuses_what_it_cannot_run():
         snn_cuda.import_nir(chain(lif(v_leak=ones)))
     with pytest.raises(ValueError, match=r"has v_reset != 0"):
         snn_cuda.import_nir(chain(lif(v_reset=ones)))
+    with pytest.raises(ValueError, match=r"node 'n0' \(LIF\): its input scale .* must be finite and > 0"):
+        snn_cuda.import_nir(chain(lif(r=-ones)))  # would flip the spike condition
+    with pytest.raises(ValueError, match=r"\(IF\): its input scale"):
+        snn_cuda.import_nir(chain(nir.IF(r=zeros, v_threshold=ones)))
+    with pytest.raises(ValueError, match=r"\(CubaLIF\): its input scale"):
+        snn_cuda.import_nir(chain(nir.CubaLIF(tau_syn=ones, tau_mem=ones, r=ones, v_leak=zeros,
+                                              v_threshold=ones, w_in=-ones)))
     with pytest.raises(ValueError, match="tau must be finite and >= dt = 0.01"):
         snn_cuda.import_nir(chain(lif()), dt=1e-2)
     with pytest.raises(ValueError, match=r"node 'n0' \(Threshold\) is not supported"):
