@@ -31,20 +31,15 @@ namespace snn_cuda {
 
 enum ResetMode : int { kResetProportional = 0, kResetSubtract = 1 };
 
-// The neuron's constants, already in the accumulation type (float for half/bfloat16).
+// The graded neuron's constants, already in the accumulation type (float for half/bfloat16).
 template <typename acc_t>
 struct NeuronParams {
   acc_t decay;
   acc_t threshold;
   acc_t penalty;
-  acc_t ratio;  // penalty / threshold, computed once per lane as the reference computes it once
+  acc_t ratio;  // penalty / threshold, computed once per neuron by the op (GradedRatio), as the
+                // reference computes it once
 };
-
-template <typename acc_t>
-C10_HOST_DEVICE inline NeuronParams<acc_t> make_neuron_params(acc_t decay, acc_t threshold,
-                                                              acc_t penalty) {
-  return {decay, threshold, penalty, penalty / threshold};
-}
 
 // One forward step of one lane: v is v_{t-1} on entry and v_t on return; o = o_t; fired = g_t (0/1).
 // Branch-free, so that the CPU's lane loop vectorises.
