@@ -559,12 +559,16 @@ class RLeaky(_SnntorchNeuron):
     is one call of that layer plus one fused step (also in ``step_mode="m"``: the matrix product
     needs the previous step's spikes).
 
+    ``reset_delay=False`` (what snnTorch's NIR importer builds): the spike also resets the membrane
+    in its own step, ``mem_t - (s_t - r_t) * threshold`` ("subtract") or ``mem_t - (s_t - r_t) *
+    mem_t`` ("zero"), as snnTorch; one fused step per step, also in ``step_mode="m"``.
+
     Called per step: ``spk, mem = rlif(cur, spk, mem)`` (``spk, mem = rlif.reset_mem()`` first), or
     with ``init_hidden=True`` inside an ``nn.Sequential``. ``snntorch.utils.reset``,
     ``RLeaky.reset_hidden()`` / ``detach_hidden()`` and state_dict keys work as in snnTorch. Not
     supported (``ValueError``): ``inhibition``, ``state_quant``, ``surrogate_disable`` (the
-    recurrent spike carries the surrogate gradient), ``reset_delay=False``, a
-    ``graded_spikes_factor`` other than 1 (RLeaky takes none as an argument).
+    recurrent spike carries the surrogate gradient), a ``graded_spikes_factor`` other than 1
+    (RLeaky takes none as an argument).
     """
 
     _live = weakref.WeakSet()
@@ -580,8 +584,6 @@ class RLeaky(_SnntorchNeuron):
         if surrogate_disable:
             _reject("RLeaky", "surrogate_disable", surrogate_disable,
                     "the recurrent spike carries the surrogate gradient into the next step")
-        if not reset_delay:
-            _reject("RLeaky", "reset_delay", reset_delay, "only the delayed reset is fused")
         self._check_recurrent_options(all_to_all, linear_features, conv2d_channels, kernel_size)
         self._init_snntorch(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
                             learn_beta, learn_threshold, reset_mechanism, state_quant, output,
@@ -700,10 +702,13 @@ class RLeaky(_SnntorchNeuron):
         """One step on ``input_`` [*batch, ...]: the states after it, fresh tensors of its shape."""
         step_shape = tuple(input_.shape)
         sequence = input_.reshape(1, *step_shape) if input_.dim() > 0 else input_.reshape(1, 1)
-        initial = [t.reshape(sequence.shape[1:]) if isinstance(t, torch.Tensor) else t for t in initial]
-        *_, last = self._run(sequence, initial)
+        *_, last = self._run(sequence, [t.reshape(sequence.shape[1:]) if isinstance(t, torch.Tensor)
+                                        else t for t in initial])
         fresh = torch.ops.aten._unsafe_view
-        return [t if tuple(t.shape) == step_shape else fresh(t, step_shape) for t in last]
+        last = [t if tuple(t.shape) == step_shape else fresh(t, step_shape) for t in last]
+        if not self.reset_delay:  # the spike resets the membrane in its own step
+            last[-1] = self._reset_now(last[0], last[-1], initial[-1], input_)
+        return last
 
     def _single(self, input_, given):
         if not isinstance(input_, torch.Tensor):
@@ -724,7 +729,7 @@ class RLeaky(_SnntorchNeuron):
             )
         self._check_factor_unchanged()
         states = self._take_states(given, input_.shape[1:])
-        if not self.all_to_all:
+        if not self.all_to_all and self.reset_delay:
             *rows, last = self._run(input_, states)
             if input_.shape[0] > 0:
                 for name, value in zip(self._states, last):
@@ -765,8 +770,13 @@ class RSynaptic(RLeaky):
         s_t   = H(mem_t - threshold)
 
     ``all_to_all=False`` is fused over the whole sequence (``step_mode="m"``); ``all_to_all=True``
-    runs one recurrent layer call and one fused step per step. Not supported, as for
-    :class:`RLeaky`: ``inhibition``, ``state_quant``, ``surrogate_disable``, ``reset_delay=False``.
+    runs one recurrent layer call and one fused step per step. ``reset_delay=False``: the spike
+    also resets ``mem`` in its own step, as :class:`RLeaky` and :class:`Synaptic` do (one fused
+    step per step). snnTorch 1.0's own ``RSynaptic(reset_delay=False)`` cannot run: its reset
+    divides the ``spk`` argument (``None`` with ``init_hidden``: a ``TypeError``; the empty state
+    of ``reset_mem()``: a shape error) and, given a spike, writes the reset into a local variable it
+    does not return; ours computes what its code means to (the reset of ``Synaptic``). Not
+    supported, as for :class:`RLeaky`: ``inhibition``, ``state_quant``, ``surrogate_disable``.
     """
 
     _live = weakref.WeakSet()
@@ -783,8 +793,6 @@ class RSynaptic(RLeaky):
         if surrogate_disable:
             _reject("RSynaptic", "surrogate_disable", surrogate_disable,
                     "the recurrent spike carries the surrogate gradient into the next step")
-        if not reset_delay:
-            _reject("RSynaptic", "reset_delay", reset_delay, "only the delayed reset is fused")
         self._check_recurrent_options(all_to_all, linear_features, conv2d_channels, kernel_size)
         self._init_snntorch(beta, threshold, spike_grad, surrogate_disable, init_hidden, inhibition,
                             learn_beta, learn_threshold, reset_mechanism, state_quant, output,

@@ -18,9 +18,15 @@ beta)`` and the ``r`` (and ``w_in``) that make the input scale 1, as snnTorch do
 inverts that and runs spikes exactly (an input scale ``s != 1`` divides the threshold instead, which
 gives the same spikes; the membrane is then ``v / s``).
 
+A recurrent neuron (:class:`snn_cuda.RLeaky`, :class:`snn_cuda.RSynaptic`) is, as snnTorch writes
+it, its neuron node ``"k.lif"`` and its recurrent weights ``"k.w_rec"`` in a cycle; the recurrent
+edge carries the previous step's spikes, so ``I_t = x_t + w_rec(z_{t-1})``. The import also reads
+the cycle grouped as a subgraph node (``Input -> neuron <-> w_rec -> Output``).
+
 What NIR cannot hold is never changed silently: exporting a neuron whose reset NIR cannot express
-(snnTorch's default ``reset_mechanism="subtract"``, ``"none"``, or ``Synaptic``'s delayed zero reset,
-which also drops the input of the step after a spike) raises a ``ValueError``; with
+(snnTorch's default ``reset_mechanism="subtract"``, ``"none"``, the delayed zero reset of
+``Synaptic``, ``RLeaky`` and ``RSynaptic``, which also drops the input of the step after a spike, or
+a threshold <= 0 with ``reset_delay=False``) raises a ``ValueError``; with
 ``approximate=True`` it is exported as NIR's reset to ``v_reset = 0`` with a ``UserWarning`` that
 names the neuron and what changes. Surrogate gradients are training-only and not part of NIR.
 """
@@ -47,12 +53,6 @@ _NOT_EXPRESSIBLE = {
                "v > threshold",
     "IFNode": "SpikingJelly's neurons fire at h >= threshold; NIR's IF fires at v > threshold",
     "ParametricLIFNode": "SpikingJelly's neurons fire at h >= threshold; NIR's at v > threshold",
-    "RLeaky": "NIR's recurrent LIF subgraph resets to v_reset at the spike (snnTorch's "
-              "reset_delay=False, which snn_cuda.RLeaky does not fuse); the delayed zero reset also "
-              "drops the next step's input, subtract and none have no NIR form",
-    "RSynaptic": "NIR's recurrent CubaLIF subgraph resets to v_reset at the spike (snnTorch's "
-                 "reset_delay=False, which snn_cuda.RSynaptic does not fuse); the delayed zero reset "
-                 "also drops the next step's input, subtract and none have no NIR form",
     "ALIF": "NIR has no adaptive-threshold neuron",
     "SpikingNeuronLayerRNN": "the seed's graded neuron (a proportional reset, graded outputs) has "
                              "no NIR primitive",
@@ -152,7 +152,12 @@ def _per_neuron(value, shape, name: str) -> np.ndarray:
                          f"layer's neurons {tuple(shape)}") from None
 
 
-def _reset_problem(module, kind: str) -> Optional[str]:
+# The neurons whose delayed zero reset (reset_delay=True) is not NIR's: it zeroes the whole next
+# membrane, the input of that step included. Leaky's (beta (1 - r) mem + x) is exactly NIR's.
+_NEEDS_IMMEDIATE_RESET = ("Synaptic", "RLeaky", "RSynaptic")
+
+
+def _reset_problem(module, kind: str, threshold: np.ndarray) -> Optional[str]:
     """What NIR's reset-to-v_reset changes for this neuron, or None if it is exact."""
     mechanism = module.reset_mechanism
     if mechanism == "subtract":
@@ -160,26 +165,31 @@ def _reset_problem(module, kind: str) -> Optional[str]:
                 "v_reset = 0")
     if mechanism == "none":
         return "reset_mechanism='none' never resets; NIR resets to v_reset = 0 after a spike"
-    if kind == "Synaptic" and module.reset_delay:
-        return ("Synaptic's reset_mechanism='zero' with reset_delay=True zeroes the whole next "
-                "membrane, input included; NIR's CubaLIF resets to 0 at the spike and keeps the next "
-                "input (reset_delay=False is exact)")
+    if kind in _NEEDS_IMMEDIATE_RESET and module.reset_delay:
+        return (f"{kind}'s reset_mechanism='zero' with reset_delay=True zeroes the whole next "
+                "membrane, input included; NIR resets to 0 at the spike and keeps the next input "
+                "(reset_delay=False is exact)")
+    if not module.reset_delay and np.any(threshold <= 0):
+        return ("a threshold <= 0 with reset_delay=False: the membrane reset to 0 is then above the "
+                "threshold, and snnTorch's delayed-reset term of the next step changes that step "
+                f"(threshold values down to {threshold.min()})")
     return None
 
 
-def _check_neuron(module, name: str, kind: str, approximate: bool) -> None:
+def _check_neuron(module, name: str, kind: str, threshold: np.ndarray, approximate: bool) -> None:
     factor = module.graded_spikes_factor
     if factor.numel() != 1 or float(factor) != 1.0:
         raise ValueError(f"export_nir: layer {name} ({kind}): graded_spikes_factor must be 1 (NIR "
                          f"spikes are 0/1), got {factor.detach().cpu().tolist()}")
-    problem = _reset_problem(module, kind)
+    problem = _reset_problem(module, kind, threshold)
     if problem is None:
         return
     if not approximate:
         raise ValueError(f"export_nir: layer {name} ({kind}) has no exact NIR form: {problem}. "
                          "Pass approximate=True to export it as NIR's reset to v_reset = 0 (with a "
                          "warning), or use reset_mechanism='zero'"
-                         + (" and reset_delay=False" if kind == "Synaptic" else ""))
+                         + (" and reset_delay=False" if kind in _NEEDS_IMMEDIATE_RESET else "")
+                         + " and a threshold > 0")
     warnings.warn(f"export_nir: layer {name} ({kind}) exported approximately: {problem}",
                   UserWarning, stacklevel=3)
 
@@ -210,30 +220,49 @@ def _readout_node(module: MembraneReadout, name: str, shape, dt: float):
 
 
 def _neuron_node(module, name: str, shape, dt: float, approximate: bool):
-    from .neurons import Leaky, Synaptic
+    """The NIR node of a neuron module (LIF, IF, CubaLIF, LI, CubaLI), or None if it is not one of
+    ours. The recurrent neurons give their neuron node here (see _recurrent_node)."""
+    from .neurons import Leaky, RLeaky, RSynaptic, Synaptic
 
     nir = _nir()
     if isinstance(module, MembraneReadout):
         return _readout_node(module, name, shape, dt)
-    if not isinstance(module, (Leaky, Synaptic)):
+    if not isinstance(module, (Leaky, Synaptic, RLeaky)):
         return None
     zeros = np.zeros(shape)
     threshold = _per_neuron(module.threshold, shape, "threshold")
-    if isinstance(module, Leaky):
-        _check_neuron(module, name, "Leaky", approximate)
+    kind = next(k.__name__ for k in (RSynaptic, RLeaky, Synaptic, Leaky) if isinstance(module, k))
+    _check_neuron(module, name, kind, threshold, approximate)
+    if not isinstance(module, (Synaptic, RSynaptic)):
         beta = np.clip(_per_neuron(module.beta, shape, "beta"), 0.0, 1.0)  # snnTorch clamps
         if np.all(beta == 1.0):  # no leak: NIR's integrator
             return nir.IF(r=np.full(shape, 1.0 / dt), v_threshold=threshold, v_reset=zeros)
         tau = _decay_time(beta, dt, name, "beta")
         return nir.LIF(tau=tau, r=tau / dt, v_leak=zeros, v_threshold=threshold, v_reset=zeros)
-    if isinstance(module, Synaptic):
-        _check_neuron(module, name, "Synaptic", approximate)
-        alpha = np.clip(_per_neuron(module.alpha, shape, "alpha"), 0.0, 1.0)
-        beta = np.clip(_per_neuron(module.beta, shape, "beta"), 0.0, 1.0)
-        tau_syn = _decay_time(alpha, dt, name, "alpha")
-        tau_mem = _decay_time(beta, dt, name, "beta")
-        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=zeros,
-                           v_threshold=threshold, v_reset=zeros, w_in=tau_syn / dt)
+    alpha = np.clip(_per_neuron(module.alpha, shape, "alpha"), 0.0, 1.0)
+    beta = np.clip(_per_neuron(module.beta, shape, "beta"), 0.0, 1.0)
+    tau_syn = _decay_time(alpha, dt, name, "alpha")
+    tau_mem = _decay_time(beta, dt, name, "beta")
+    return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=zeros,
+                       v_threshold=threshold, v_reset=zeros, w_in=tau_syn / dt)
+
+
+def _recurrent_node(module, name: str, shape):
+    """The NIR node of a recurrent neuron's connection from its spikes back to its input: one-to-one
+    ``V`` as ``Linear(diag(V))`` for a vector of neurons (what snnTorch writes and reads) or
+    ``Scale(V)`` for other shapes; all-to-all ``nn.Linear`` as ``Affine``, ``nn.Conv2d`` as
+    ``Conv2d``."""
+    nir = _nir()
+    if not module.all_to_all:
+        V = _per_neuron(module.V, shape, "V")
+        return nir.Linear(weight=np.diag(V)) if len(shape) == 1 else nir.Scale(scale=V)
+    recurrent = module.recurrent
+    if isinstance(recurrent, nn.Linear):
+        return nir.Affine(weight=_array(recurrent.weight), bias=_array(recurrent.bias))
+    return nir.Conv2d(input_shape=tuple(int(s) for s in shape[-2:]), weight=_array(recurrent.weight),
+                      stride=recurrent.stride, padding=recurrent.padding,
+                      dilation=recurrent.dilation, groups=recurrent.groups,
+                      bias=_array(recurrent.bias))
 
 
 def _array(t: Optional[torch.Tensor]) -> Optional[np.ndarray]:
@@ -285,29 +314,38 @@ def _layer_node(module: nn.Module, name: str, in_shape):
     return None
 
 
-def _fold_scale(nodes, name: str, node) -> None:
-    """Moves a LIF node's input scale r into the weights of the node before it (see export_nir's
-    fold_input_scale)."""
+def _scale_outputs(node, r: np.ndarray, name: str, node_name: str) -> None:
+    """Multiplies the outputs of a weight node (per output neuron or channel) by ``r``, the input
+    scale of the LIF node ``name`` it feeds (see export_nir's fold_input_scale)."""
     nir = _nir()
-    previous_name = list(nodes)[-1]
-    previous = nodes[previous_name]
-    r = np.asarray(node.r, dtype=np.float64)
-    if isinstance(previous, (nir.Affine, nir.Linear)):
+    if isinstance(node, nir.Scale):
+        node.scale = np.asarray(node.scale, dtype=np.float64) * r
+        return
+    if isinstance(node, (nir.Affine, nir.Linear)):
         scale = r.reshape(-1)
-    elif isinstance(previous, (nir.Conv1d, nir.Conv2d)):
+    elif isinstance(node, (nir.Conv1d, nir.Conv2d)):
         per_channel = r.reshape(r.shape[0], -1)
         if np.any(per_channel != per_channel[:, :1]):
             raise ValueError(f"export_nir: fold_input_scale: layer {name}'s time constants vary "
-                             f"within a channel of the convolution {previous_name} before it")
+                             f"within a channel of the convolution {node_name} that feeds it")
         scale = per_channel[:, 0]
     else:
-        raise ValueError(f"export_nir: fold_input_scale: layer {name} ({type(node).__name__}) must "
-                         f"follow a weight layer (Linear, Conv1d, Conv2d), it follows "
-                         f"{previous_name} ({type(previous).__name__})")
-    expand = (slice(None),) + (None,) * (np.asarray(previous.weight).ndim - 1)
-    previous.weight = np.asarray(previous.weight, dtype=np.float64) * scale[expand]
-    if getattr(previous, "bias", None) is not None:
-        previous.bias = np.asarray(previous.bias, dtype=np.float64) * scale
+        raise ValueError(f"export_nir: fold_input_scale: layer {name} (LIF) must follow a weight "
+                         f"layer (Linear, Conv1d, Conv2d), it follows {node_name} "
+                         f"({type(node).__name__})")
+    expand = (slice(None),) + (None,) * (np.asarray(node.weight).ndim - 1)
+    node.weight = np.asarray(node.weight, dtype=np.float64) * scale[expand]
+    if getattr(node, "bias", None) is not None:
+        node.bias = np.asarray(node.bias, dtype=np.float64) * scale
+
+
+def _fold_scale(nodes, previous: str, name: str, node, recurrent) -> None:
+    """Moves a LIF node's input scale r into the weights of the node before it and of its
+    recurrent connection (see export_nir's fold_input_scale)."""
+    r = np.asarray(node.r, dtype=np.float64)
+    _scale_outputs(nodes[previous], r, name, previous)
+    if recurrent is not None:
+        _scale_outputs(recurrent, r, name, f"{name}.w_rec")
     node.r = np.ones_like(r)
 
 
@@ -317,9 +355,12 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
     """A ``nir.NIRGraph`` of ``model``, an ``nn.Sequential`` (nested ones too) of our neurons and
     stateless layers, as it runs one time step per call (snnTorch's ``init_hidden=True`` pattern).
 
-    Exported: :class:`snn_cuda.Leaky` (``LIF``; ``IF`` when ``beta == 1``) and
-    :class:`snn_cuda.Synaptic` (``CubaLIF``) with ``reset_mechanism="zero"`` (``Synaptic`` also
-    ``reset_delay=False``): exact, see the module's docstring for the conversion; ``nn.Linear``
+    Exported: :class:`snn_cuda.Leaky` (``LIF``; ``IF`` when ``beta == 1``),
+    :class:`snn_cuda.Synaptic` (``CubaLIF``) and the recurrent :class:`snn_cuda.RLeaky` /
+    :class:`snn_cuda.RSynaptic` (the neuron node and its recurrent weights in a cycle: ``Affine``,
+    ``Conv2d``, ``Linear(diag(V))`` or ``Scale(V)``) with ``reset_mechanism="zero"`` (all but
+    ``Leaky`` also ``reset_delay=False``) and a threshold > 0: exact, see the module's docstring
+    for the conversion; ``nn.Linear``
     (``Affine``, or ``Linear`` without bias), ``nn.Conv1d`` / ``nn.Conv2d``, ``nn.Flatten``,
     ``nn.AvgPool2d`` (``SumPool2d`` with ``divisor_override=1``). Anything else raises (a
     ``ValueError`` saying why, a ``TypeError`` for modules we do not know).
@@ -331,7 +372,8 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
         dt: the Euler step the conversion assumes (1e-4 s, as snnTorch).
         fold_input_scale: write ``LIF`` nodes with ``r = 1`` and their input scale ``tau / dt``
             multiplied into the weights and bias of the layer before them (``Affine``, ``Linear``,
-            ``Conv1d``, ``Conv2d``; per output neuron or channel): the same network in the form
+            ``Conv1d``, ``Conv2d``; per output neuron or channel) and of their recurrent weights:
+            the same network in the form
             Norse's importer needs (Norse 1.1 ignores ``r`` of ``LIF`` nodes; its ``IF`` adds the
             input unscaled, which our ``IF`` nodes' ``r = 1 / dt`` already says). The products
             round, so spikes agree to that rounding, not bit for bit.
@@ -348,12 +390,16 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
         raise ValueError("export_nir: sample_input must be one time step [batch, *features], got "
                          + (f"shape {tuple(sample_input.shape)}" if isinstance(sample_input, torch.Tensor)
                             else type(sample_input).__name__))
-    nodes = OrderedDict()
+    from .neurons import RLeaky
+
+    nodes, edges = OrderedDict(), []
     x = sample_input.detach()
     nodes["input"] = nir.Input(input_type={"input": np.array(x.shape[1:])})
+    last = "input"  # the node whose output the next layer takes
     for name, module in _layers(model):
         shape = tuple(x.shape[1:])
         node = _neuron_node(module, name, shape, dt, approximate)
+        recurrent = _recurrent_node(module, name, shape) if isinstance(module, RLeaky) else None
         if node is None:
             node = _layer_node(module, name, shape)
             if node is None:
@@ -363,16 +409,25 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
                                      f"{_NOT_EXPRESSIBLE[kind]}")
                 raise TypeError(f"export_nir: layer {name} ({type(module).__module__}.{kind}) is not "
                                 "supported; supported: snn_cuda.Leaky, snn_cuda.Synaptic, "
+                                "snn_cuda.RLeaky, snn_cuda.RSynaptic, "
                                 "snn_cuda.nir_io.MembraneReadout, nn.Linear, nn.Conv1d, nn.Conv2d, "
                                 "nn.Flatten, nn.AvgPool2d (and nested nn.Sequential)")
             with torch.no_grad():
                 x = module(x)
         if fold_input_scale and isinstance(node, nir.LIF):
-            _fold_scale(nodes, name, node)
-        nodes[name] = node
+            _fold_scale(nodes, last, name, node, recurrent)
+        if recurrent is None:
+            nodes[name] = node
+            edges.append((last, name))
+            last = name
+        else:  # snnTorch's form: the neuron and its recurrent weights in a cycle
+            neuron, weights = f"{name}.lif", f"{name}.w_rec"
+            nodes[neuron], nodes[weights] = node, recurrent
+            edges += [(last, neuron), (neuron, weights), (weights, neuron)]
+            last = neuron
     nodes["output"] = nir.Output(output_type={"output": np.array(x.shape[1:])})
-    names = list(nodes)
-    graph = nir.NIRGraph(nodes=dict(nodes), edges=list(zip(names[:-1], names[1:])),
+    edges.append((last, "output"))
+    graph = nir.NIRGraph(nodes=dict(nodes), edges=edges,
                          metadata={"exported_by": model_name, "dt": dt})
     graph.infer_types()
     return graph
@@ -381,17 +436,45 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
 # ------------------------------------------------------------------------------------------------
 # Import.
 
-def _chain(graph) -> List[Tuple[str, object]]:
-    """The nodes of a chain graph from its Input to its Output (both left out), in order."""
+_RECURRENT_WEIGHTS = ("Affine", "Linear", "Scale", "Conv2d")
+
+
+def _recurrent_pairs(graph) -> dict:
+    """The recurrent neurons of a graph, snnTorch's form: a spiking node ``n`` and a weight node
+    ``w`` (Affine, Linear, Scale, Conv2d) with edges ``n -> w -> n`` and no other edge at ``w``.
+    Returns ``{n: w}``; any other cycle is left for the chain walk to refuse."""
     nir = _nir()
+    edges = set(map(tuple, graph.edges))
+    degree_in, degree_out = {}, {}
+    for source, target in edges:
+        degree_out[source] = degree_out.get(source, 0) + 1
+        degree_in[target] = degree_in.get(target, 0) + 1
+    pairs = {}
+    for neuron, weights in sorted(edges):
+        node, back = graph.nodes.get(neuron), graph.nodes.get(weights)
+        if ((weights, neuron) in edges and isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF))
+                and type(back).__name__ in _RECURRENT_WEIGHTS
+                and degree_in[weights] == 1 and degree_out[weights] == 1):
+            pairs[neuron] = weights
+    return pairs
+
+
+def _chain(graph) -> List[Tuple[str, object, Optional[Tuple[str, object]]]]:
+    """The nodes of a chain graph from its Input to its Output (both left out), in order, each
+    with its recurrent weight node ``(name, node)`` (or None; see _recurrent_pairs)."""
+    nir = _nir()
+    pairs = _recurrent_pairs(graph)
+    loops = {(n, w) for n, w in pairs.items()} | {(w, n) for n, w in pairs.items()}
     successors, predecessors = {}, {}
     for source, target in graph.edges:
+        if (source, target) in loops:
+            continue
         successors.setdefault(source, []).append(target)
         predecessors.setdefault(target, []).append(source)
     inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
     if len(inputs) != 1:
         raise ValueError(f"import_nir: the graph must have one Input node, it has {len(inputs)}")
-    order, name, seen = [], inputs[0], set()
+    order, name, seen = [], inputs[0], set(pairs.values())
     while True:
         seen.add(name)
         following = successors.get(name, [])
@@ -399,25 +482,43 @@ def _chain(graph) -> List[Tuple[str, object]]:
             if not following and isinstance(graph.nodes[name], nir.Output):
                 break
             raise ValueError(
-                f"import_nir: only chain graphs (each node feeds the next) are supported; node "
-                f"{name!r} has {len(following)} outgoing edges ({following})")
+                f"import_nir: only chain graphs (each node feeds the next; a spiking node may also "
+                f"feed itself through one weight node) are supported; node {name!r} has "
+                f"{len(following)} outgoing edges ({following})")
         name = following[0]
         if name in seen:
-            raise ValueError(f"import_nir: the graph has a cycle through node {name!r} (recurrent "
-                             "connections are not supported yet)")
+            raise ValueError(f"import_nir: the graph has a cycle through node {name!r} that is not "
+                             "a recurrent neuron (LIF, IF or CubaLIF -> Affine, Linear, Scale or "
+                             "Conv2d -> back)")
         if len(predecessors.get(name, [])) != 1:
             raise ValueError(f"import_nir: only chain graphs are supported; node {name!r} has "
                              f"{len(predecessors.get(name, []))} incoming edges")
         if not isinstance(graph.nodes[name], nir.Output):
-            order.append((name, graph.nodes[name]))
+            weights = pairs.get(name)
+            order.append((name, graph.nodes[name],
+                          None if weights is None else (weights, graph.nodes[weights])))
     if len(seen) != len(graph.nodes):
         missing = sorted(set(graph.nodes) - seen)
         raise ValueError(f"import_nir: nodes {missing} are not on the path from Input to Output")
     return order
 
 
+def _subgraph_neuron(graph, name: str):
+    """A subgraph node that holds one recurrent neuron (Input -> neuron <-> weights -> Output, how
+    snnTorch's importer groups them): its neuron node and ``(weights name, weights node)``."""
+    try:
+        inner = _chain(graph)
+    except ValueError as error:
+        raise ValueError(f"import_nir: subgraph node {name!r}: {error}") from None
+    if len(inner) != 1 or inner[0][2] is None:
+        raise ValueError(f"import_nir: subgraph node {name!r} ({[type(n).__name__ for _, n, _ in inner]}"
+                         ") is not one recurrent neuron; only those subgraphs are supported")
+    return inner[0][1], inner[0][2]
+
+
 def _tensor(array, dtype) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array, dtype=np.float64)).to(dtype)
+    # A copy: NIR's arrays may be read-only views (np.diag), which torch does not take.
+    return torch.as_tensor(np.asarray(array, dtype=np.float64).copy()).to(dtype)
 
 
 def _constant(array: np.ndarray, dtype):
@@ -455,23 +556,101 @@ def _threshold_over(node, scale: np.ndarray, name: str) -> np.ndarray:
     return np.asarray(node.v_threshold, dtype=np.float64) / scale
 
 
-def _neuron_module(node, name: str, dt: float, dtype):
+def _recurrent_options(weights, name: str, shape, dtype) -> dict:
+    """RLeaky / RSynaptic's arguments for a recurrent weight node (see _recurrent_pairs): a
+    ``Linear`` with a diagonal weight or a ``Scale`` -> one-to-one ``V`` (fused over the whole
+    sequence); ``Affine`` / ``Linear`` -> ``linear_features``; ``Conv2d`` -> ``conv2d_channels``,
+    ``kernel_size`` (stride 1, no dilation or groups, padding ``kernel_size // 2``: RLeaky's)."""
+    nir = _nir()
+    weights_name, weights = weights
+    where = f"import_nir: node {name!r}'s recurrent weights {weights_name!r} ({type(weights).__name__})"
+    if isinstance(weights, nir.Scale):
+        return dict(all_to_all=False, V=_constant(weights.scale, dtype))
+    if isinstance(weights, (nir.Affine, nir.Linear)):
+        w = np.asarray(weights.weight, dtype=np.float64)
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or (shape is not None and shape != w.shape[:1]):
+            raise ValueError(f"{where}: weight of shape {w.shape} does not map the node's "
+                             f"{shape if shape is not None else ''} neurons onto themselves")
+        bias = np.asarray(weights.bias, dtype=np.float64) if isinstance(weights, nir.Affine) else None
+        if np.array_equal(w, np.diag(np.diag(w))) and (bias is None or not np.any(bias)):
+            return dict(all_to_all=False, V=_constant(np.diag(w), dtype))
+        return dict(linear_features=w.shape[0], _weights=(w, bias))
+    if isinstance(weights, nir.Conv2d):
+        w = np.asarray(weights.weight, dtype=np.float64)
+        k = w.shape[2:]
+        pad = tuple(int(p) for p in np.broadcast_to(weights.padding, (2,))) \
+            if not isinstance(weights.padding, str) else weights.padding
+        if (w.shape[0] != w.shape[1] or (shape is not None and (len(shape) != 3 or w.shape[0] != shape[0]))
+                or any(size % 2 == 0 for size in k) or pad != (k[0] // 2, k[1] // 2)
+                or np.any(np.asarray(weights.stride) != 1) or np.any(np.asarray(weights.dilation) != 1)
+                or weights.groups != 1):
+            raise ValueError(f"{where}: only a convolution of the node's channels onto themselves "
+                             "with an odd kernel, stride 1, no dilation or groups and padding "
+                             f"kernel_size // 2 runs here (snnTorch's recurrent Conv2d); got weight "
+                             f"{w.shape}, padding {weights.padding}, stride {weights.stride} for "
+                             f"neurons {shape}")
+        bias = np.asarray(weights.bias, dtype=np.float64)
+        return dict(conv2d_channels=int(w.shape[0]), kernel_size=tuple(int(size) for size in k),
+                    _weights=(w, bias))
+    raise ValueError(f"{where} is not supported")  # pragma: no cover - _recurrent_pairs filters
+
+
+def _spiking_module(kind: str, constants: dict, recurrent, name: str, shape, dtype):
+    """A fused spiking neuron (NIR's reset: to 0 at the spike), recurrent if ``recurrent`` is a
+    weight node: Leaky / RLeaky (``kind="leaky"``), Synaptic / RSynaptic."""
+    from .neurons import Leaky, RLeaky, RSynaptic, Synaptic
+
+    threshold = constants["threshold"]
+    if np.any(threshold <= 0):
+        raise ValueError(f"import_nir: node {name!r}: v_threshold must be > 0 (at or below the reset "
+                         "value 0 a neuron would fire again from rest, which the fused immediate "
+                         f"reset does not model); got values down to {np.min(threshold)}")
+    constants = {key: _constant(value, dtype) for key, value in constants.items()}
+    common = dict(reset_mechanism="zero", init_hidden=True, reset_delay=False)
+    if recurrent is None:
+        return (Leaky if kind == "leaky" else Synaptic)(**constants, **common)
+    options = _recurrent_options(recurrent, name, shape, dtype)
+    weights = options.pop("_weights", None)
+    module = (RLeaky if kind == "leaky" else RSynaptic)(**constants, **options, **common)
+    if weights is not None:
+        w, bias = weights
+        module.recurrent.to(dtype)
+        with torch.no_grad():
+            module.recurrent.weight.copy_(_tensor(w, dtype))
+            module.recurrent.bias.copy_(_tensor(bias if bias is not None else np.zeros(w.shape[0]),
+                                                dtype))
+    return module
+
+
+def _shape_of(node):
+    """The neuron shape of a node from its inferred input type, or None where it has none."""
+    shape = (getattr(node, "input_type", None) or {}).get("input")
+    if shape is None or np.asarray(shape).size == 0:
+        return None
+    return tuple(int(size) for size in np.asarray(shape).reshape(-1))
+
+
+def _neuron_module(node, name: str, dt: float, dtype, recurrent=None):
     from .neurons import Leaky, Synaptic
 
     nir = _nir()
-    common = dict(reset_mechanism="zero", init_hidden=True, reset_delay=False)
+    if recurrent is not None and not isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+        raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}) has a recurrent "
+                         "connection; only LIF, IF and CubaLIF nodes may have one here")
     if isinstance(node, nir.LIF):
         _require_zero(node, "v_leak", name)
         _require_zero(node, "v_reset", name)
         beta = _decay(node.tau, dt, name, "tau")
         scale = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau, dtype=np.float64)
         threshold = _threshold_over(node, scale, name)
-        return Leaky(beta=_constant(beta, dtype), threshold=_constant(threshold, dtype), **common)
+        return _spiking_module("leaky", dict(beta=beta, threshold=threshold), recurrent, name,
+                               _shape_of(node), dtype)
     if isinstance(node, nir.IF):
         _require_zero(node, "v_reset", name)
         scale = np.asarray(node.r, dtype=np.float64) * dt
         threshold = _threshold_over(node, scale, name)
-        return Leaky(beta=1.0, threshold=_constant(threshold, dtype), **common)
+        return _spiking_module("leaky", dict(beta=np.ones(1), threshold=threshold), recurrent, name,
+                               _shape_of(node), dtype)
     readout = dict(reset_mechanism="none", init_hidden=True, output=True)
     if isinstance(node, nir.LI):
         _require_zero(node, "v_leak", name)
@@ -496,8 +675,8 @@ def _neuron_module(node, name: str, dt: float, dtype):
         a = np.asarray(node.w_in, dtype=np.float64) * dt / np.asarray(node.tau_syn, dtype=np.float64)
         b = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau_mem, dtype=np.float64)
         threshold = _threshold_over(node, a * b, name)
-        return Synaptic(alpha=_constant(alpha, dtype), beta=_constant(beta, dtype),
-                        threshold=_constant(threshold, dtype), **common)
+        return _spiking_module("synaptic", dict(alpha=alpha, beta=beta, threshold=threshold),
+                               recurrent, name, _shape_of(node), dtype)
     return None
 
 
@@ -543,10 +722,15 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
     ``init_hidden=True``: call the model once per step, reset with ``snntorch.utils.reset(model)``
     or ``snn_cuda.Leaky.reset_hidden()``, or run a whole sequence fused with
     :func:`snn_cuda.run_sequence`); ``Affine`` / ``Linear`` -> ``nn.Linear``, ``Conv1d`` / ``Conv2d``,
-    ``Flatten``, ``AvgPool2d``, ``SumPool2d`` (``AvgPool2d(divisor_override=1)``). Neurons need
-    ``v_leak = 0`` and ``v_reset = 0``; other nodes (``LI``, ``CubaLI``, ``Threshold``, ...), graphs
-    that are not a chain (branches, recurrent subgraphs) and anything else raise a ``ValueError``
-    that names the node. ``dt``: the Euler step the graph was made for (1e-4 s: snnTorch's and our
+    ``Flatten``, ``AvgPool2d``, ``SumPool2d`` (``AvgPool2d(divisor_override=1)``); ``LI`` /
+    ``CubaLI`` -> :class:`MembraneReadout`. A ``LIF`` / ``IF`` / ``CubaLIF`` node fed back through
+    one ``Affine``, ``Linear``, ``Scale`` or ``Conv2d`` node (a cycle ``n -> w -> n``, snnTorch's
+    form, or a subgraph node holding it) -> :class:`snn_cuda.RLeaky` / :class:`snn_cuda.RSynaptic`
+    (``reset_delay=False``; a diagonal ``Linear`` or a ``Scale`` as one-to-one ``V``, fused over a
+    whole sequence; a ``Conv2d`` needs stride 1 and padding ``kernel_size // 2``). Neurons need
+    ``v_leak = 0``, ``v_reset = 0`` and ``v_threshold > 0``; other nodes (``Threshold``,
+    ``Delay``, ...), graphs that are not a chain (branches, other cycles) and anything else raise
+    a ``ValueError`` that names the node. ``dt``: the Euler step the graph was made for (1e-4 s: snnTorch's and our
     export's). ``dtype``: of the parameters (default: torch's default dtype).
     """
     nir = _nir()
@@ -557,11 +741,10 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"import_nir: graph must be a nir.NIRGraph or a file path, got {type(graph).__name__}")
     layers = OrderedDict()
-    for name, node in _chain(graph):
+    for name, node, recurrent in _chain(graph):
         if isinstance(node, nir.NIRGraph):
-            raise ValueError(f"import_nir: node {name!r} is a subgraph (e.g. a recurrent layer); "
-                             "not supported yet")
-        module = _neuron_module(node, name, dt, dtype)
+            node, recurrent = _subgraph_neuron(node, name)
+        module = _neuron_module(node, name, dt, dtype, recurrent)
         if module is None:
             module = _layer_module(node, name, dtype)
         if module is None:

@@ -156,7 +156,8 @@ def make(cls, kind, reset_mechanism, surrogate_name, H, dtype, seed, **extra):
 @pytest.mark.parametrize("kind", ["one_to_one", "linear", "conv"])
 @pytest.mark.parametrize("reset_mechanism", RESETS)
 @pytest.mark.parametrize("form", ["per_step", "sequence"])
-def test_rleaky_matches_snntorch(dtype, kind, reset_mechanism, form):
+@pytest.mark.parametrize("reset_delay", [True, False], ids=["delayed", "immediate"])
+def test_rleaky_matches_snntorch(dtype, kind, reset_mechanism, form, reset_delay):
     if dtype == torch.float64 and kind != "one_to_one":
         pytest.skip("snnTorch's RLeaky cannot run all-to-all in float64: its spikes are float32 and "
                     "its recurrent layer then gets a float32 input and float64 weights")
@@ -171,7 +172,7 @@ def test_rleaky_matches_snntorch(dtype, kind, reset_mechanism, form):
     for cls in (snn.RLeaky, snn_cuda.RLeaky):
         extra = {"step_mode": "m"} if cls is snn_cuda.RLeaky and form == "sequence" else {}
         module = make(cls, kind, reset_mechanism, "atan" if kind != "linear" else "fast_sigmoid",
-                      H, dtype, seed=3, **extra)
+                      H, dtype, seed=3, reset_delay=reset_delay, **extra)
         xx = x.clone().requires_grad_()
         spk, mem = module.reset_mem()
         if cls is snn.RLeaky or form == "per_step":
@@ -194,7 +195,7 @@ def test_rleaky_matches_snntorch(dtype, kind, reset_mechanism, form):
     for k, (a, e) in enumerate(zip(grads, p_grads)):
         bound = tol if k == 0 else max(tol, 1e-3 if dtype == torch.float32 else tol)
         assert rel_err(a, e) <= bound, f"gradient {k}: {rel_err(a, e):.3e}"
-        if kind == "one_to_one" and reset_mechanism == "zero" and k == 1:
+        if kind == "one_to_one" and reset_mechanism == "zero" and reset_delay and k == 1:
             # V's gradient is zero: s_{t-1} = r_t (the same spike), so V * s_{t-1} is only added
             # where the zero reset then removes the whole membrane (b - r * b).
             assert not a.any()
@@ -246,8 +247,6 @@ def test_rleaky_bad_arguments():
         snn_cuda.RLeaky(beta=0.9, all_to_all=False, linear_features=4)
     with pytest.raises(ValueError, match="surrogate_disable"):
         snn_cuda.RLeaky(beta=0.9, all_to_all=False, surrogate_disable=True)
-    with pytest.raises(ValueError, match="reset_delay"):
-        snn_cuda.RLeaky(beta=0.9, all_to_all=False, reset_delay=False)
     module = snn_cuda.RLeaky(beta=0.9, all_to_all=False)
     with pytest.raises(ValueError, match="graded_spikes_factor must stay 1"):
         module.graded_spikes_factor = torch.tensor(2.0)
@@ -410,6 +409,76 @@ def test_rsynaptic_matches_snntorch(dtype, kind, reset_mechanism, form):
     for k, (a, e) in enumerate(zip(grads, p_grads)):
         bound = tol if k == 0 else max(tol, 1e-3 if dtype == torch.float32 else tol)
         assert rel_err(a, e) <= bound, f"gradient {k}: {rel_err(a, e):.3e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("kind", ["one_to_one", "linear"])
+@pytest.mark.parametrize("reset_mechanism", RESETS)
+@pytest.mark.parametrize("form", ["per_step", "sequence"])
+def test_rsynaptic_immediate_reset_matches_snntorch_synaptic(dtype, kind, reset_mechanism, form):
+    """RSynaptic(reset_delay=False). snnTorch 1.0's own cannot run (see the class's docstring), so
+    the oracle is snnTorch's pieces: its Synaptic(reset_delay=False) fed x_t + recurrent(s_{t-1}),
+    with the same recurrent layer (RSynaptic's state function is Synaptic's with that input)."""
+    if dtype == torch.float64 and kind != "one_to_one":
+        pytest.skip("snnTorch's spikes are float32; an all-to-all layer in float64 cannot take them")
+    T, B, H = 40, 3, 8
+    g = torch.Generator().manual_seed(19)
+    offset = 0.0 if reset_mechanism == "none" else 0.1
+    x = (torch.randn(T, B, H, generator=g, dtype=torch.float64) * 0.4 + offset).to(dtype)
+    up = [torch.randn(T, B, H, generator=g, dtype=torch.float64).to(dtype) for _ in range(3)]
+    constants = dict(alpha=torch.linspace(0.5, 0.8, H), beta=torch.linspace(0.6, 0.9, H),
+                     threshold=0.8, learn_alpha=True, learn_beta=True, learn_threshold=True,
+                     reset_mechanism=reset_mechanism, reset_delay=False)
+    options = (dict(all_to_all=False, V=torch.linspace(-0.3, 0.3, H)) if kind == "one_to_one"
+               else dict(linear_features=H))
+    torch.manual_seed(3)
+    extra = {"step_mode": "m"} if form == "sequence" else {}
+    ours = snn_cuda.RSynaptic(**constants, **options, **extra).to(dtype)
+    peer = snn.Synaptic(**constants).to(dtype)
+    recurrent = ours.recurrent  # the same layer (and weights) in both runs
+    results = []
+    for run in ("peer", "ours"):
+        xx = x.clone().requires_grad_()
+        if run == "peer":
+            spk = torch.zeros(B, H, dtype=dtype)
+            syn, mem = peer.reset_mem()
+            rows = []
+            for t in range(T):
+                spk, syn, mem = peer(xx[t] + recurrent(spk.to(dtype)), syn, mem)
+                rows.append((spk.to(dtype), syn, mem))
+            outs = [torch.stack(r) for r in zip(*rows)]
+            params = [peer.alpha, peer.beta, peer.threshold]
+        else:
+            spk, syn, mem = ours.reset_mem()
+            if form == "per_step":
+                rows = []
+                for t in range(T):
+                    spk, syn, mem = ours(xx[t], spk, syn, mem)
+                    rows.append((spk, syn, mem))
+                outs = [torch.stack(r) for r in zip(*rows)]
+            else:
+                outs = list(ours(xx))
+            params = [ours.alpha, ours.beta, ours.threshold]
+        loss = sum((o * u).sum() for o, u in zip(outs, up))
+        results.append((outs, torch.autograd.grad(loss, [xx, *params, *recurrent.parameters()])))
+    (p_outs, p_grads), (outs, grads) = results
+    # The input and the recurrent term are added in another order here ((alpha syn + x) + V s
+    # against alpha syn + (x + V s)): states agree to rounding, spikes exactly.
+    assert torch.equal(outs[0], p_outs[0]), "spikes differ"
+    state_tol = {torch.float64: 1e-12, torch.float32: 1e-5}[dtype]
+    for a, e in zip(outs[1:], p_outs[1:]):
+        assert rel_err(a, e) <= state_tol
+    assert_spikes_and_resets(outs[0], min_rate=0.02, min_resets=5)
+    tol = {torch.float64: 1e-6, torch.float32: 1e-5}[dtype]
+    for k, (a, e) in enumerate(zip(grads, p_grads)):
+        bound = tol if k == 0 else max(tol, 1e-3 if dtype == torch.float32 else tol)
+        assert rel_err(a, e) <= bound, f"gradient {k}: {rel_err(a, e):.3e}"
+        assert e.abs().max() > 0, f"gradient {k} is zero: the comparison is vacuous"
+    # The immediate reset is what this case tests: the delayed one gives other membranes.
+    if reset_mechanism != "none":
+        ours.reset_delay = True
+        ours.reset_mem()
+        assert not torch.equal(torch.stack([ours(x[t])[2] for t in range(T)]), outs[2])
 
 
 def test_rsynaptic_state_dict_convert_and_bad_arguments():
