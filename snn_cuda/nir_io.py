@@ -1,6 +1,6 @@
 """Models in and out through NIR (the Neuromorphic Intermediate Representation, ``pip install
-snn_cuda[nir]``): :func:`export_nir` writes a ``nir.NIRGraph`` for an ``nn.Sequential`` of our
-neurons and standard layers; :func:`import_nir` builds one, with fused neurons, from a NIR graph
+snn_cuda[nir]``): :func:`export_nir` writes a ``nir.NIRGraph`` for a model of our neurons and
+standard layers (an ``nn.Sequential`` or a ``forward`` of one's own); :func:`import_nir` builds one, with fused neurons, from a NIR graph
 (ours, snnTorch's, or anyone's within what it maps).
 
 NIR describes neurons in continuous time, e.g. ``LIF``: ``tau dv/dt = (v_leak - v) + r I``, a spike
@@ -129,17 +129,116 @@ class MembraneReadout(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Export.
 
-def _layers(model: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module]]:
-    """The modules a Sequential runs, in order, nested Sequentials flattened; names are the
-    module paths with '.' replaced by '_' (NIR node names)."""
-    out = []
-    for name, module in model.named_children():
-        path = f"{prefix}{name}"
-        if type(module) is nn.Sequential:
-            out += _layers(module, path + "_")
-        else:
-            out.append((path, module))
-    return out
+class _Layer:
+    """One module of a traced model: its NIR node name, the module, the per-step shapes of its
+    input and output (batch left out), and the node its input comes from."""
+
+    def __init__(self, name, module, in_shape, out_shape, source):
+        self.name, self.module = name, module
+        self.in_shape, self.out_shape, self.source = in_shape, out_shape, source
+
+
+def _is_layer(module: nn.Module) -> bool:
+    """A module export treats as one node: a neuron (ours or one we can name), or a module without
+    submodules. Containers are looked into."""
+    from .neurons import RLeaky, _SnntorchNeuron
+
+    return (isinstance(module, (_SnntorchNeuron, RLeaky, MembraneReadout))
+            or type(module).__name__ in _NOT_EXPRESSIBLE or not any(True for _ in module.children()))
+
+
+def _is_step_of(x: torch.Tensor, sample: torch.Tensor) -> bool:
+    """``x`` is the sample itself or one step ``sample[t]`` of it (a forward that loops over time)."""
+    if x is sample:
+        return True
+    return (x._base is sample and x.dim() == sample.dim() - 1
+            and tuple(x.shape) == tuple(sample.shape[1:]) and x.stride() == sample.stride()[1:]
+            and x.storage_offset() % max(sample.stride(0), 1) == 0)
+
+
+def _trace(model: nn.Module, sample_input: torch.Tensor) -> List[_Layer]:
+    """Runs ``model(sample_input)`` on a copy (the model's state is not touched) and reads which
+    layer's output each layer takes, from the tensors passed: the wiring of a ``Sequential`` and of
+    a ``forward`` of one's own (a loop over time steps included: each layer must take its input from
+    the same place at every call). Neurons' further arguments (their states) are not wiring; a
+    neuron's output is its spikes (the first element of what it returns)."""
+    import copy
+
+    # States left by earlier calls with autograd are not graph leaves, which deepcopy refuses:
+    # their detached copies stand in for them.
+    memo = {}
+    for module in model.modules():
+        for store in (module._buffers, module.__dict__, module.__dict__.get("_memories") or {}):
+            for value in store.values():
+                if isinstance(value, torch.Tensor) and not value.is_leaf:
+                    memo[id(value)] = value.detach().clone()
+    try:
+        copied = copy.deepcopy(model, memo)
+    except Exception as error:
+        raise TypeError(f"export_nir: the model could not be copied to trace its wiring "
+                        f"({type(error).__name__}: {error})") from error
+    layers = []  # (node name, module) of the copy, in registration order
+
+    def walk(module, prefix):
+        for child_name, child in module.named_children():
+            path = f"{prefix}{child_name}"
+            if _is_layer(child):
+                layers.append((path.replace(".", "_"), child))
+            else:
+                walk(child, path + ".")
+
+    if _is_layer(copied):
+        raise TypeError(f"export_nir: model must be a container of layers (an nn.Sequential or a "
+                        f"module with its own forward), got the single layer {type(model).__name__}; "
+                        "wrap it: nn.Sequential(layer)")
+    walk(copied, "")
+    produced, alive, seen, problems = {}, [], {}, []
+
+    def hook(name):
+        def record(module, args, output):
+            x = args[0] if args else None
+            out = output[0] if isinstance(output, (tuple, list)) and output else output
+            if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor):
+                problems.append(f"layer {name} ({type(module).__name__}) was called without a "
+                                "tensor input or returned no tensor")
+                return
+            if id(x) in produced:
+                source = produced[id(x)]
+            elif _is_step_of(x, sample):
+                source = "input"
+            else:
+                problems.append(
+                    f"layer {name} ({type(module).__name__}) takes a tensor that is neither the "
+                    "model's input (or one step of it) nor another layer's output: an operation "
+                    "between modules (torch.relu, x + y, x.view, indexing, a neuron's membrane, ...) "
+                    "has no NIR node here; write it as a module (nn.Flatten, ...) or leave it out")
+                source = None
+            alive.extend((x, out))  # keeps ids unique while tracing
+            produced[id(out)] = name
+            if name not in seen:
+                seen[name] = _Layer(name, module, tuple(x.shape[1:]), tuple(out.shape[1:]), source)
+            elif seen[name].source != source:
+                problems.append(f"layer {name} takes its input from {seen[name].source!r} at one "
+                                f"call and from {source!r} at another: NIR wiring is fixed")
+        return record
+
+    sample = sample_input.detach().clone()  # its own storage: sample[t] are views of it alone
+    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    try:
+        with torch.no_grad():
+            copied(sample)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if problems:
+        raise ValueError("export_nir: " + problems[0])
+    originals = dict((path.replace(".", "_"), module) for path, module in model.named_modules())
+    traced = list(seen.values())  # the order of their first calls: each after its source
+    for layer in traced:
+        layer.module = originals[layer.name]  # constants are read from the model itself
+    if not traced:
+        raise ValueError("export_nir: the model called none of its layers on the sample input")
+    return traced
 
 
 def _per_neuron(value, shape, name: str) -> np.ndarray:
@@ -352,52 +451,70 @@ def _fold_scale(nodes, previous: str, name: str, node, recurrent) -> None:
 def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFAULT_DT,
                approximate: bool = False, fold_input_scale: bool = False,
                model_name: str = "snn_cuda"):
-    """A ``nir.NIRGraph`` of ``model``, an ``nn.Sequential`` (nested ones too) of our neurons and
-    stateless layers, as it runs one time step per call (snnTorch's ``init_hidden=True`` pattern).
+    """A ``nir.NIRGraph`` of ``model``: an ``nn.Sequential`` (nested ones too) called once per time
+    step (snnTorch's ``init_hidden=True`` pattern), or a module with its own ``forward`` (a loop over
+    the time steps inside included, snnTorch's tutorial networks), of our neurons and stateless
+    layers.
+
+    The wiring is read from one call ``model(sample_input)`` on a copy of the model (its state is
+    not touched): which layer's output (or the model's input, or one step ``x[t]`` of it) each
+    layer takes. A neuron's further arguments are its states, not wiring, and its output is its
+    spikes. Every layer must take its input from the same place at every call, the output must be
+    one layer's, and anything computed between modules (``torch.relu``, ``x + y``, ``x.view``, a
+    neuron's membrane) raises a ``ValueError`` naming the layer: it has no node in the graph.
 
     Exported: :class:`snn_cuda.Leaky` (``LIF``; ``IF`` when ``beta == 1``),
     :class:`snn_cuda.Synaptic` (``CubaLIF``) and the recurrent :class:`snn_cuda.RLeaky` /
     :class:`snn_cuda.RSynaptic` (the neuron node and its recurrent weights in a cycle: ``Affine``,
     ``Conv2d``, ``Linear(diag(V))`` or ``Scale(V)``) with ``reset_mechanism="zero"`` (all but
     ``Leaky`` also ``reset_delay=False``) and a threshold > 0: exact, see the module's docstring
-    for the conversion; ``nn.Linear``
-    (``Affine``, or ``Linear`` without bias), ``nn.Conv1d`` / ``nn.Conv2d``, ``nn.Flatten``,
-    ``nn.AvgPool2d`` (``SumPool2d`` with ``divisor_override=1``). Anything else raises (a
-    ``ValueError`` saying why, a ``TypeError`` for modules we do not know).
+    for the conversion; :class:`MembraneReadout` (``LI`` / ``CubaLI``); ``nn.Linear`` (``Affine``,
+    or ``Linear`` without bias), ``nn.Conv1d`` / ``nn.Conv2d``, ``nn.Flatten``, ``nn.AvgPool2d``
+    (``SumPool2d`` with ``divisor_override=1``). Anything else raises (a ``ValueError`` saying why,
+    a ``TypeError`` for modules we do not know). Node names are the module paths, ``.`` -> ``_``.
 
     Args:
-        sample_input: one time step, ``[batch, *features]``: gives the graph's input shape
-            (``features``) and, run through the stateless layers, every layer's shape. The model's
-            state is not touched.
+        sample_input: what ``model`` takes, ``[batch, *features]`` per step (or ``[T, batch,
+            *features]`` for a forward that feeds ``x[t]`` to its first layer): gives the graph's
+            input shape (``features``) and every layer's shape.
         dt: the Euler step the conversion assumes (1e-4 s, as snnTorch).
         fold_input_scale: write ``LIF`` nodes with ``r = 1`` and their input scale ``tau / dt``
             multiplied into the weights and bias of the layer before them (``Affine``, ``Linear``,
             ``Conv1d``, ``Conv2d``; per output neuron or channel) and of their recurrent weights:
-            the same network in the form
-            Norse's importer needs (Norse 1.1 ignores ``r`` of ``LIF`` nodes; its ``IF`` adds the
-            input unscaled, which our ``IF`` nodes' ``r = 1 / dt`` already says). The products
-            round, so spikes agree to that rounding, not bit for bit.
+            the same network in the form Norse's importer needs (Norse 1.1 ignores ``r`` of
+            ``LIF`` nodes; its ``IF`` adds the input unscaled, which our ``IF`` nodes' ``r = 1 /
+            dt`` already says). The products round, so spikes agree to that rounding, not bit for
+            bit.
         approximate: export neurons whose reset NIR cannot express as NIR's reset to 0, with a
             warning each, instead of raising.
     """
     nir = _nir()
     dt = _check_dt(dt, "export_nir")
-    if not isinstance(model, nn.Sequential):
-        raise TypeError("export_nir: model must be an nn.Sequential (nested ones are fine) called "
-                        f"one time step at a time; got {type(model).__name__}. Models with their "
-                        "own forward have wiring NIR export cannot read")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export_nir: model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(sample_input, torch.Tensor) or sample_input.dim() < 2:
-        raise ValueError("export_nir: sample_input must be one time step [batch, *features], got "
+        raise ValueError("export_nir: sample_input must be what the model takes, at least [batch, "
+                         "*features], got "
                          + (f"shape {tuple(sample_input.shape)}" if isinstance(sample_input, torch.Tensor)
                             else type(sample_input).__name__))
     from .neurons import RLeaky
 
+    layers = _trace(model, sample_input)
+    consumers = {}
+    for layer in layers:
+        consumers.setdefault(layer.source, []).append(layer.name)
+    sinks = [layer for layer in layers if layer.name not in consumers]
+    if len(sinks) != 1:
+        raise ValueError("export_nir: the model's output must be one layer's output; the outputs of "
+                         f"{[layer.name for layer in sinks]} go to no other layer")
+    inputs = {layer.in_shape for layer in layers if layer.source == "input"}
+    if len(inputs) != 1:
+        raise ValueError(f"export_nir: the layers that take the model's input take shapes {inputs}")
     nodes, edges = OrderedDict(), []
-    x = sample_input.detach()
-    nodes["input"] = nir.Input(input_type={"input": np.array(x.shape[1:])})
-    last = "input"  # the node whose output the next layer takes
-    for name, module in _layers(model):
-        shape = tuple(x.shape[1:])
+    nodes["input"] = nir.Input(input_type={"input": np.array(next(iter(inputs)))})
+    ends = {"input": "input"}  # layer -> the node whose output is the layer's output
+    for layer in layers:
+        name, module, shape = layer.name, layer.module, layer.in_shape
         node = _neuron_node(module, name, shape, dt, approximate)
         recurrent = _recurrent_node(module, name, shape) if isinstance(module, RLeaky) else None
         if node is None:
@@ -411,22 +528,25 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
                                 "supported; supported: snn_cuda.Leaky, snn_cuda.Synaptic, "
                                 "snn_cuda.RLeaky, snn_cuda.RSynaptic, "
                                 "snn_cuda.nir_io.MembraneReadout, nn.Linear, nn.Conv1d, nn.Conv2d, "
-                                "nn.Flatten, nn.AvgPool2d (and nested nn.Sequential)")
-            with torch.no_grad():
-                x = module(x)
+                                "nn.Flatten, nn.AvgPool2d")
+        source = ends[layer.source]
         if fold_input_scale and isinstance(node, nir.LIF):
-            _fold_scale(nodes, last, name, node, recurrent)
+            if len(consumers[layer.source]) != 1:
+                raise ValueError(f"export_nir: fold_input_scale: layer {name} shares its input "
+                                 f"with {consumers[layer.source]}; folding its scale into the "
+                                 "layer before would change theirs")
+            _fold_scale(nodes, source, name, node, recurrent)
         if recurrent is None:
             nodes[name] = node
-            edges.append((last, name))
-            last = name
+            edges.append((source, name))
+            ends[name] = name
         else:  # snnTorch's form: the neuron and its recurrent weights in a cycle
             neuron, weights = f"{name}.lif", f"{name}.w_rec"
             nodes[neuron], nodes[weights] = node, recurrent
-            edges += [(last, neuron), (neuron, weights), (weights, neuron)]
-            last = neuron
-    nodes["output"] = nir.Output(output_type={"output": np.array(x.shape[1:])})
-    edges.append((last, "output"))
+            edges += [(source, neuron), (neuron, weights), (weights, neuron)]
+            ends[name] = neuron
+    nodes["output"] = nir.Output(output_type={"output": np.array(sinks[0].out_shape)})
+    edges.append((ends[sinks[0].name], "output"))
     graph = nir.NIRGraph(nodes=dict(nodes), edges=edges,
                          metadata={"exported_by": model_name, "dt": dt})
     graph.infer_types()

@@ -212,11 +212,13 @@ def test_export_refuses_what_nir_cannot_hold():
         snn_cuda.export_nir(nn.Sequential(snn_cuda.ALIF()), x)
     with pytest.raises(TypeError, match=r"torch.nn.modules.activation.ReLU\) is not supported"):
         snn_cuda.export_nir(nn.Sequential(nn.ReLU()), x)
-    with pytest.raises(TypeError, match="model must be an nn.Sequential"):
+    with pytest.raises(TypeError, match="model must be a container of layers .* got the single "
+                                        "layer Linear"):
         snn_cuda.export_nir(nn.Linear(6, 5), x)
     with pytest.raises(ValueError, match="a Flatten over the batch dim"):
         snn_cuda.export_nir(nn.Sequential(nn.Flatten(0)), x)
-    with pytest.raises(ValueError, match="sample_input must be one time step"):
+    with pytest.raises(ValueError, match=r"sample_input must be what the model takes, at least "
+                                         r"\[batch, \*features\], got shape \(6,\)"):
         snn_cuda.export_nir(leaky(reset_mechanism="zero"), torch.randn(6))
     with pytest.raises(ValueError, match="dt must be a finite float > 0"):
         snn_cuda.export_nir(leaky(reset_mechanism="zero"), x, dt=0.0)
@@ -591,3 +593,103 @@ def test_recurrent_snntorch_graphs_import_and_norse_runs_ours():
         assert 0.02 < rate < 0.9, f"degenerate case: layer {k - 1} fires at {rate}"
     theirs = norse.from_nir(snn_cuda.export_nir(model, xd[0], fold_input_scale=True), dt=1e-4).double()
     assert torch.equal(run_norse(theirs, xd), spikes)
+
+
+# ------------------------------------------------------------------------------------------------
+# Models with a forward of their own: the wiring is read from a traced call.
+
+class TutorialNet(nn.Module):
+    """snnTorch's tutorial network: its own forward loops over the time steps and passes the
+    membranes explicitly (init_hidden=False); with ``per_step_input`` it takes a sequence and
+    feeds x[step], else it feeds the same x at every step."""
+
+    def __init__(self, num_steps=T, per_step_input=False):
+        super().__init__()
+        self.num_steps, self.per_step_input = num_steps, per_step_input
+        self.fc1 = nn.Linear(6, 5)
+        self.lif1 = snn_cuda.Leaky(beta=0.8, threshold=0.5, reset_mechanism="zero")
+        self.fc2 = nn.Linear(5, 4)
+        self.lif2 = snn_cuda.Synaptic(alpha=0.7, beta=0.8, threshold=0.4, reset_mechanism="zero",
+                                      reset_delay=False)
+
+    def forward(self, x):
+        mem1 = self.lif1.reset_mem()
+        syn2, mem2 = self.lif2.reset_mem()
+        spikes = []
+        for step in range(self.num_steps):
+            cur1 = self.fc1(x[step] if self.per_step_input else x)
+            spk1, mem1 = self.lif1(cur1, mem1)
+            spk2, syn2, mem2 = self.lif2(self.fc2(spk1), syn2, mem2)
+            spikes.append(spk2)
+        return torch.stack(spikes)
+
+
+@pytest.mark.parametrize("per_step_input", [False, True], ids=["same_input", "sequence"])
+def test_models_with_their_own_forward_export(per_step_input, tmp_path):
+    g = torch.Generator().manual_seed(14)
+    torch.manual_seed(14)
+    model = TutorialNet(per_step_input=per_step_input)
+    x = torch.randn((T, 3, 6), generator=g) * 2.0
+    sample = x if per_step_input else x[0]
+    expected = model(sample)  # with autograd: the states it leaves are not graph leaves
+    assert 0.02 < expected.mean() < 0.9
+    mem_before = model.lif1.mem
+    graph = snn_cuda.export_nir(model, sample)
+    assert model.lif1.mem is mem_before, "export touched the model's state"
+    assert [type(n).__name__ for n in graph.nodes.values()] == ["Input", "Affine", "LIF", "Affine",
+                                                                "CubaLIF", "Output"]
+    assert list(graph.nodes) == ["input", "fc1", "lif1", "fc2", "lif2", "output"]
+    steps = x if per_step_input else x[0].expand(T, *x[0].shape)
+    nir.write(tmp_path / "tutorial.nir", graph)
+    assert torch.equal(run_steps(snn_cuda.import_nir(tmp_path / "tutorial.nir"), steps), expected)
+
+
+class Branching(nn.Module):
+    def __init__(self, between=None, heads=1):
+        super().__init__()
+        self.fc = nn.Linear(6, 5)
+        self.lif = snn_cuda.Leaky(beta=0.8, reset_mechanism="zero", init_hidden=True)
+        self.heads = nn.ModuleList(nn.Linear(5, 2) for _ in range(heads))
+        self.between = between
+
+    def forward(self, x):
+        spk = self.lif(self.fc(x))
+        if self.between is not None:
+            spk = self.between(spk)
+        outs = [head(spk) for head in self.heads]
+        return outs[0] if len(outs) == 1 else outs
+
+
+def test_traced_export_refuses_wiring_nir_cannot_read():
+    x = torch.randn(2, 6)
+    graph = snn_cuda.export_nir(Branching(), x)  # a forward of one's own, module to module
+    assert list(graph.nodes) == ["input", "fc", "lif", "heads_0", "output"]
+    with pytest.raises(ValueError, match=r"layer heads_0 \(Linear\) takes a tensor that is neither "
+                                         r"the model's input .* nor another layer's output"):
+        snn_cuda.export_nir(Branching(between=torch.relu), x)
+    with pytest.raises(ValueError, match=r"the model's output must be one layer's output; the "
+                                         r"outputs of \['heads_0', 'heads_1'\]"):
+        snn_cuda.export_nir(Branching(heads=2), x)
+
+    class Rewired(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 6), nn.Linear(6, 6)
+
+        def forward(self, x):
+            return self.b(self.a(self.b(x)))  # b takes the input, then a's output
+
+    with pytest.raises(ValueError, match="layer b takes its input from 'input' at one call and "
+                                         "from 'a' at another"):
+        snn_cuda.export_nir(Rewired(), x)
+
+    class Sliced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x[:, :4])  # a slice of the input, no step of it
+
+    with pytest.raises(ValueError, match=r"layer fc \(Linear\) takes a tensor that is neither"):
+        snn_cuda.export_nir(Sliced(), x)
