@@ -642,10 +642,11 @@ def _tensor(array, dtype) -> torch.Tensor:
 
 
 def _constant(array: np.ndarray, dtype):
-    """A neuron constant: a float where every neuron has the same value, else a tensor."""
+    """A neuron constant in ``dtype``: one value (0-dim) where every neuron has the same, else
+    one per neuron. (A Python float would become a float32 constant in the module.)"""
     array = np.asarray(array, dtype=np.float64)
     if array.size and np.all(array == array.flat[0]):
-        return float(array.flat[0])
+        return torch.tensor(float(array.flat[0]), dtype=dtype)
     return _tensor(array, dtype)
 
 
@@ -662,7 +663,8 @@ def _decay(tau, dt: float, name: str, field: str) -> np.ndarray:
     if np.any(~np.isfinite(tau)) or np.any(tau < dt):
         raise ValueError(f"import_nir: node {name!r}: {field} must be finite and >= dt = {dt} (the "
                          f"Euler decay 1 - dt / {field} must lie in [0, 1)); got values in "
-                         f"[{tau.min()}, {tau.max()}]. Pass the dt the graph was made for")
+                         f"[{tau.min()}, {tau.max()}]. Pass the dt the graph was made for (a graph "
+                         "from Norse 1.1's to_nir holds dt * tau: convention='norse')")
     return 1.0 - dt / tau
 
 
@@ -750,32 +752,49 @@ def _shape_of(node):
     return tuple(int(size) for size in np.asarray(shape).reshape(-1))
 
 
-def _neuron_module(node, name: str, dt: float, dtype, recurrent=None):
+# Norse 1.1's to_nir writes its cells' time constants as tau = dt / tau_mem_inv (dt times the
+# time constant) and its IAFCell (v += x, no dt) as IF with r = 1; convention="norse" reads them so.
+_CONVENTIONS = ("nir", "norse")
+
+
+def _neuron_module(node, name: str, dt: float, dtype, recurrent=None, convention: str = "nir"):
     from .neurons import Leaky, Synaptic
 
     nir = _nir()
     if recurrent is not None and not isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
         raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}) has a recurrent "
                          "connection; only LIF, IF and CubaLIF nodes may have one here")
+    norse = convention == "norse"
+    if norse and isinstance(node, (nir.CubaLIF, nir.CubaLI)):
+        raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}) with convention='norse': "
+                         "Norse writes its LIFCell as CubaLIF, but that cell feeds the input into the "
+                         "current after the step, a step later than NIR's CubaLIF, so the node does "
+                         "not describe it; run Norse's cell fused with snn_cuda.norse.LIFCell")
+
+    def tau(value):
+        """A time constant in seconds: Norse's are written as dt * tau."""
+        value = np.asarray(value, dtype=np.float64)
+        return value / dt if norse else value
+
     if isinstance(node, nir.LIF):
         _require_zero(node, "v_leak", name)
         _require_zero(node, "v_reset", name)
-        beta = _decay(node.tau, dt, name, "tau")
-        scale = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau, dtype=np.float64)
+        beta = _decay(tau(node.tau), dt, name, "tau")
+        scale = np.asarray(node.r, dtype=np.float64) * dt / tau(node.tau)
         threshold = _threshold_over(node, scale, name)
         return _spiking_module("leaky", dict(beta=beta, threshold=threshold), recurrent, name,
                                _shape_of(node), dtype)
     if isinstance(node, nir.IF):
         _require_zero(node, "v_reset", name)
-        scale = np.asarray(node.r, dtype=np.float64) * dt
+        scale = np.asarray(node.r, dtype=np.float64) * (1.0 if norse else dt)
         threshold = _threshold_over(node, scale, name)
         return _spiking_module("leaky", dict(beta=np.ones(1), threshold=threshold), recurrent, name,
                                _shape_of(node), dtype)
     readout = dict(reset_mechanism="none", init_hidden=True, output=True)
     if isinstance(node, nir.LI):
         _require_zero(node, "v_leak", name)
-        beta = _decay(node.tau, dt, name, "tau")
-        scale = np.asarray(node.r, dtype=np.float64) * dt / np.asarray(node.tau, dtype=np.float64)
+        beta = _decay(tau(node.tau), dt, name, "tau")
+        scale = np.asarray(node.r, dtype=np.float64) * dt / tau(node.tau)
         return MembraneReadout(Leaky(beta=_constant(beta, dtype), **readout),
                                input_scale=_constant(scale, dtype))
     if isinstance(node, nir.CubaLI):
@@ -833,7 +852,8 @@ def _layer_module(node, name: str, dtype):
     return None
 
 
-def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = None) -> nn.Sequential:
+def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = None,
+               convention: str = "nir") -> nn.Sequential:
     """An ``nn.Sequential`` of fused neurons and torch layers that runs ``graph`` (a
     ``nir.NIRGraph`` or the path of a file ``nir.write`` wrote) one time step per call.
 
@@ -852,9 +872,18 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
     ``Delay``, ...), graphs that are not a chain (branches, other cycles) and anything else raise
     a ``ValueError`` that names the node. ``dt``: the Euler step the graph was made for (1e-4 s: snnTorch's and our
     export's). ``dtype``: of the parameters (default: torch's default dtype).
+
+    ``convention="norse"`` reads a graph as Norse 1.1's ``to_nir`` writes it (pass its ``dt``,
+    1e-3 by default there): time constants as ``dt * tau`` (it writes ``dt / tau_mem_inv``) and
+    ``IF``'s ``r`` without ``dt`` (its ``IAFCell`` adds the input unscaled), so that its
+    ``LIFBoxCell``, ``LIBoxCell`` and ``IAFCell`` graphs run here to Norse's own outputs. Its
+    ``LIFCell`` (written as ``CubaLIF``) raises: that cell feeds the input a step later than NIR's
+    ``CubaLIF`` says.
     """
     nir = _nir()
     dt = _check_dt(dt, "import_nir")
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"import_nir: convention must be one of {_CONVENTIONS}, got {convention!r}")
     dtype = dtype or torch.get_default_dtype()
     if isinstance(graph, (str, os.PathLike)):
         graph = nir.read(graph)
@@ -864,7 +893,7 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
     for name, node, recurrent in _chain(graph):
         if isinstance(node, nir.NIRGraph):
             node, recurrent = _subgraph_neuron(node, name)
-        module = _neuron_module(node, name, dt, dtype, recurrent)
+        module = _neuron_module(node, name, dt, dtype, recurrent, convention)
         if module is None:
             module = _layer_module(node, name, dtype)
         if module is None:

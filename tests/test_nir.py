@@ -693,3 +693,44 @@ def test_traced_export_refuses_wiring_nir_cannot_read():
 
     with pytest.raises(ValueError, match=r"layer fc \(Linear\) takes a tensor that is neither"):
         snn_cuda.export_nir(Sliced(), x)
+
+
+def test_norse_graphs_import_with_its_convention():
+    """Norse 1.1's to_nir writes tau = dt / tau_mem_inv and IAF's r = 1 without dt:
+    convention='norse' reads that, and Norse's LIFBox / IAF / LIBox graphs run here to Norse's own
+    outputs (spikes equal; the leaky integrator's membrane to rounding)."""
+    norse = import_peer("norse.torch")
+    g = torch.Generator().manual_seed(15)
+    torch.manual_seed(15)
+    f64 = dict(dtype=torch.float64)  # Norse's parameters are tuples, not moved by .to()
+    model = norse.SequentialState(
+        nn.Linear(6, 5),
+        norse.LIFBoxCell(norse.LIFBoxParameters(tau_mem_inv=torch.linspace(100.0, 300.0, 5, **f64),
+                                                v_th=torch.full((5,), 0.3, **f64),
+                                                v_leak=torch.zeros(5, **f64))),
+        nn.Linear(5, 4),
+        norse.IAFCell(norse.IAFParameters(v_th=torch.full((4,), 0.5, **f64))),
+        nn.Linear(4, 3),
+        norse.LIBoxCell(norse.LIBoxParameters(tau_mem_inv=torch.full((3,), 150.0, **f64),
+                                              v_leak=torch.zeros(3, **f64))),
+    ).double()
+    x = torch.randn((T, 3, 6), generator=g, dtype=torch.float64) * 3.0
+    graph = norse.to_nir(model, x[0, :1], dt=1e-3)
+    assert [type(graph.nodes[str(k)]).__name__ for k in range(6)] == ["Affine", "LIF", "Affine",
+                                                                      "IF", "Affine", "LI"]
+    ours = snn_cuda.import_nir(graph, dt=1e-3, convention="norse", dtype=torch.float64)
+    for k in (2, 4):  # the spiking layers: equal spikes, and they fire
+        expected = run_norse(norse.SequentialState(*list(model)[:k]), x)
+        assert 0.02 < expected.mean() < 0.9, f"degenerate case: layer {k - 1}"
+        assert torch.equal(run_steps(ours[:k], x), expected)
+    expected = run_norse(model, x)
+    torch.testing.assert_close(run_steps(ours, x), expected, rtol=1e-12, atol=1e-12)
+    # Read as NIR says, the same file is other neurons (tau = 1e-5 s < dt): refused.
+    with pytest.raises(ValueError, match="convention='norse'"):
+        snn_cuda.import_nir(graph, dt=1e-3)
+    cuba = norse.to_nir(norse.SequentialState(nn.Linear(6, 5), norse.LIFCell()), torch.randn(1, 6))
+    with pytest.raises(ValueError, match="Norse writes its LIFCell as CubaLIF, but that cell feeds "
+                                         "the input into the current after the step"):
+        snn_cuda.import_nir(cuba, dt=1e-3, convention="norse")
+    with pytest.raises(ValueError, match="convention must be one of"):
+        snn_cuda.import_nir(graph, convention="snntorch")
