@@ -623,19 +623,6 @@ def _chain(graph) -> List[Tuple[str, object, Optional[Tuple[str, object]]]]:
     return order
 
 
-def _subgraph_neuron(graph, name: str):
-    """A subgraph node that holds one recurrent neuron (Input -> neuron <-> weights -> Output, how
-    snnTorch's importer groups them): its neuron node and ``(weights name, weights node)``."""
-    try:
-        inner = _chain(graph)
-    except ValueError as error:
-        raise ValueError(f"import_nir: subgraph node {name!r}: {error}") from None
-    if len(inner) != 1 or inner[0][2] is None:
-        raise ValueError(f"import_nir: subgraph node {name!r} ({[type(n).__name__ for _, n, _ in inner]}"
-                         ") is not one recurrent neuron; only those subgraphs are supported")
-    return inner[0][1], inner[0][2]
-
-
 def _tensor(array, dtype) -> torch.Tensor:
     # A copy: NIR's arrays may be read-only views (np.diag), which torch does not take.
     return torch.as_tensor(np.asarray(array, dtype=np.float64).copy()).to(dtype)
@@ -867,7 +854,9 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
     one ``Affine``, ``Linear``, ``Scale`` or ``Conv2d`` node (a cycle ``n -> w -> n``, snnTorch's
     form, or a subgraph node holding it) -> :class:`snn_cuda.RLeaky` / :class:`snn_cuda.RSynaptic`
     (``reset_delay=False``; a diagonal ``Linear`` or a ``Scale`` as one-to-one ``V``, fused over a
-    whole sequence; a ``Conv2d`` needs stride 1 and padding ``kernel_size // 2``). Neurons need
+    whole sequence; a ``Conv2d`` needs stride 1 and padding ``kernel_size // 2``). A subgraph node
+    (a ``nir.NIRGraph`` inside the graph) that is a chain becomes a nested ``nn.Sequential`` (one
+    holding a single recurrent neuron: that neuron). Neurons need
     ``v_leak = 0``, ``v_reset = 0`` and ``v_threshold > 0``; other nodes (``Threshold``,
     ``Delay``, ...), graphs that are not a chain (branches, other cycles) and anything else raise
     a ``ValueError`` that names the node. ``dt``: the Euler step the graph was made for (1e-4 s: snnTorch's and our
@@ -889,19 +878,44 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
         graph = nir.read(graph)
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"import_nir: graph must be a nir.NIRGraph or a file path, got {type(graph).__name__}")
+    return _import_chain(graph, dt, dtype, convention, "")
+
+
+def _import_chain(graph, dt: float, dtype, convention: str, where: str) -> nn.Module:
+    """The modules of a chain graph, in an ``nn.Sequential``; a subgraph node becomes its own
+    ``nn.Sequential`` (or, holding one recurrent neuron, that neuron's module)."""
+    nir = _nir()
+    try:
+        chain = _chain(graph)
+    except ValueError as error:
+        if not where:
+            raise
+        raise ValueError(f"import_nir: subgraph node {where!r}: "
+                         f"{str(error).removeprefix('import_nir: ')}") from None
     layers = OrderedDict()
-    for name, node, recurrent in _chain(graph):
+    for name, node, recurrent in chain:
+        path = f"{where}.{name}" if where else name
         if isinstance(node, nir.NIRGraph):
-            node, recurrent = _subgraph_neuron(node, name)
-        module = _neuron_module(node, name, dt, dtype, recurrent, convention)
+            module = _import_chain(node, dt, dtype, convention, path)
+            if len(module) == 1 and isinstance(module[0], _recurrent_classes()):
+                module = module[0]  # Input -> neuron <-> weights -> Output: snnTorch's grouping
+        else:
+            module = _neuron_module(node, path, dt, dtype, recurrent, convention)
+            if module is None:
+                module = _layer_module(node, path, dtype)
         if module is None:
-            module = _layer_module(node, name, dtype)
-        if module is None:
-            raise ValueError(f"import_nir: node {name!r} ({type(node).__name__}) is not supported; "
+            raise ValueError(f"import_nir: node {path!r} ({type(node).__name__}) is not supported; "
                              "supported: LIF, IF, CubaLIF, LI, CubaLI, Affine, Linear, Conv1d, "
-                             "Conv2d, Flatten, AvgPool2d, SumPool2d")
+                             "Conv2d, Flatten, AvgPool2d, SumPool2d, Scale (as recurrent weights) "
+                             "and subgraphs of those")
         key = name.replace(".", "_")  # module names cannot hold dots
         while key in layers:  # two node names that differ only there keep both layers
             key += "_"
         layers[key] = module
     return nn.Sequential(layers)
+
+
+def _recurrent_classes():
+    from .neurons import RLeaky
+
+    return (RLeaky,)  # RSynaptic derives from it

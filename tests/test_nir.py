@@ -103,6 +103,21 @@ def test_ours_through_nir_and_back_is_exact(make, shape, tmp_path):
         for name in ("beta", "threshold") + (("alpha",) if isinstance(a, snn_cuda.Synaptic) else ()):
             got, want = torch.broadcast_tensors(torch.as_tensor(getattr(b, name)), getattr(a, name))
             torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    # Grouped into subgraph nodes (NIR allows any chain as one node): nested Sequentials.
+    names = list(graph.nodes)
+    nodes = {n: graph.nodes[n] for n in (names[0], names[-1])}
+    inner_names = names[1:-1]
+    half = len(inner_names) // 2
+    for key, part in (("a", inner_names[:half]), ("b", inner_names[half:])):
+        sub = {"input": nir.Input(input_type={"input": np.asarray(graph.nodes[part[0]].input_type["input"])}),
+               **{n: graph.nodes[n] for n in part},
+               "output": nir.Output(output_type={"output": np.asarray(graph.nodes[part[-1]].output_type["output"])})}
+        chain_names = list(sub)
+        nodes[key] = nir.NIRGraph(nodes=sub, edges=list(zip(chain_names[:-1], chain_names[1:])))
+    nested = nir.NIRGraph(nodes=nodes, edges=[(names[0], "a"), ("a", "b"), ("b", names[-1])])
+    imported_nested = snn_cuda.import_nir(nested)
+    assert [type(m) for m in imported_nested] == [nn.Sequential, nn.Sequential]
+    assert torch.equal(run_steps(imported_nested, x), spikes)
     # Through a file, and a whole sequence fused layer by layer.
     path = tmp_path / "model.nir"
     nir.write(path, graph)
@@ -283,6 +298,11 @@ def test_import_refuses_what_it_cannot_run():
         edges=[("input", "n"), ("n", "w"), ("w", "n"), ("n", "output")], type_check=False)
     with pytest.raises(ValueError, match=r"recurrent weights 'w' \(Conv2d\): only a convolution"):
         snn_cuda.import_nir(bad_conv)
+    inner = chain(nir.Threshold(threshold=ones))
+    with pytest.raises(ValueError, match=r"node 'n0.n0' \(Threshold\) is not supported"):
+        snn_cuda.import_nir(chain(inner))
+    with pytest.raises(ValueError, match=r"subgraph node 'n0': only chain graphs"):
+        snn_cuda.import_nir(chain(branched))
     # Node names that only differ in a dot keep both layers (module names cannot hold dots).
     two = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": shape}), "a.b": lif(),
                               "a_b": lif(), "output": nir.Output(output_type={"output": shape})},
@@ -470,6 +490,7 @@ def test_recurrent_neurons_through_nir_and_back_are_exact(make, shape, tmp_path)
     for source in (graph, grouped(graph)):
         imported = snn_cuda.import_nir(source)
         assert torch.equal(run_steps(imported, x), spikes)
+    assert not any(isinstance(m, nn.Sequential) for m in imported), "a recurrent neuron's subgraph is the neuron"
     recurrent = [m for m in imported if isinstance(m, snn_cuda.RLeaky)]
     assert len(recurrent) == sum(isinstance(m, snn_cuda.RLeaky) for m in model)
     # A diagonal Linear or a Scale comes back as one-to-one V (fused over a whole sequence).
