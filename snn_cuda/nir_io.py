@@ -156,12 +156,31 @@ def _is_step_of(x: torch.Tensor, sample: torch.Tensor) -> bool:
             and x.storage_offset() % max(sample.stride(0), 1) == 0)
 
 
-def _trace(model: nn.Module, sample_input: torch.Tensor) -> List[_Layer]:
+def _returned_layer(result, outputs: dict, produced: dict) -> str:
+    """The layer whose output the model returns (a neuron's spikes), at the last call or stacked
+    over all calls, or as the first element of a tuple: what the graph's output node gives.
+    Anything else (a membrane, a spike count, a computation after the last layer) would be
+    changed silently by the export."""
+    first = result[0] if isinstance(result, (tuple, list)) and result else result
+    if isinstance(first, torch.Tensor):
+        if id(first) in produced:
+            return produced[id(first)]
+        for name, calls in outputs.items():
+            if tuple(first.shape) == (len(calls), *calls[0].shape) and torch.equal(first, torch.stack(calls)):
+                return name
+    raise ValueError("export_nir: the model returns something other than a layer's output (the "
+                     "last neuron's spikes, per step or stacked over the steps), e.g. a membrane, a "
+                     "spike count or a computation after the last layer; NIR's output would be that "
+                     "layer's output instead. Export a model whose forward returns it")
+
+
+def _trace(model: nn.Module, sample_input: torch.Tensor) -> Tuple[List[_Layer], str]:
     """Runs ``model(sample_input)`` on a copy (the model's state is not touched) and reads which
     layer's output each layer takes, from the tensors passed: the wiring of a ``Sequential`` and of
     a ``forward`` of one's own (a loop over time steps included: each layer must take its input from
     the same place at every call). Neurons' further arguments (their states) are not wiring; a
-    neuron's output is its spikes (the first element of what it returns)."""
+    neuron's output is its spikes (the first element of what it returns). Returns the layers in
+    the order of their first calls and the name of the layer whose output the model returns."""
     import copy
 
     # States left by earlier calls with autograd are not graph leaves, which deepcopy refuses:
@@ -194,9 +213,11 @@ def _trace(model: nn.Module, sample_input: torch.Tensor) -> List[_Layer]:
     walk(copied, "")
     produced, alive, seen, problems = {}, [], {}, []
 
+    outputs = {}  # layer -> its output at every call
+
     def hook(name):
-        def record(module, args, output):
-            x = args[0] if args else None
+        def record(module, args, kwargs, output):
+            x = args[0] if args else next(iter(kwargs.values()), None)
             out = output[0] if isinstance(output, (tuple, list)) and output else output
             if not isinstance(x, torch.Tensor) or not isinstance(out, torch.Tensor):
                 problems.append(f"layer {name} ({type(module).__name__}) was called without a "
@@ -215,6 +236,7 @@ def _trace(model: nn.Module, sample_input: torch.Tensor) -> List[_Layer]:
                 source = None
             alive.extend((x, out))  # keeps ids unique while tracing
             produced[id(out)] = name
+            outputs.setdefault(name, []).append(out)
             if name not in seen:
                 seen[name] = _Layer(name, module, tuple(x.shape[1:]), tuple(out.shape[1:]), source)
             elif seen[name].source != source:
@@ -223,22 +245,23 @@ def _trace(model: nn.Module, sample_input: torch.Tensor) -> List[_Layer]:
         return record
 
     sample = sample_input.detach().clone()  # its own storage: sample[t] are views of it alone
-    handles = [module.register_forward_hook(hook(name)) for name, module in layers]
+    handles = [module.register_forward_hook(hook(name), with_kwargs=True) for name, module in layers]
     try:
         with torch.no_grad():
-            copied(sample)
+            result = copied(sample)
     finally:
         for handle in handles:
             handle.remove()
     if problems:
         raise ValueError("export_nir: " + problems[0])
+    returned = _returned_layer(result, outputs, produced)
     originals = dict((path.replace(".", "_"), module) for path, module in model.named_modules())
     traced = list(seen.values())  # the order of their first calls: each after its source
     for layer in traced:
         layer.module = originals[layer.name]  # constants are read from the model itself
     if not traced:
         raise ValueError("export_nir: the model called none of its layers on the sample input")
-    return traced
+    return traced, returned
 
 
 def _per_neuron(value, shape, name: str) -> np.ndarray:
@@ -459,9 +482,11 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
     The wiring is read from one call ``model(sample_input)`` on a copy of the model (its state is
     not touched): which layer's output (or the model's input, or one step ``x[t]`` of it) each
     layer takes. A neuron's further arguments are its states, not wiring, and its output is its
-    spikes. Every layer must take its input from the same place at every call, the output must be
-    one layer's, and anything computed between modules (``torch.relu``, ``x + y``, ``x.view``, a
-    neuron's membrane) raises a ``ValueError`` naming the layer: it has no node in the graph.
+    spikes. Every layer must take its input from the same place at every call; the model must
+    return the last layer's output (per step, stacked over the steps, or first in a tuple, as
+    snnTorch's tutorials return ``(spikes, membranes)``); anything computed between modules
+    (``torch.relu``, ``x + y``, ``x.view``, a neuron's membrane) or returned instead (a membrane,
+    a spike count) raises a ``ValueError``: it has no node in the graph.
 
     Exported: :class:`snn_cuda.Leaky` (``LIF``; ``IF`` when ``beta == 1``),
     :class:`snn_cuda.Synaptic` (``CubaLIF``) and the recurrent :class:`snn_cuda.RLeaky` /
@@ -499,7 +524,7 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
                             else type(sample_input).__name__))
     from .neurons import RLeaky
 
-    layers = _trace(model, sample_input)
+    layers, returned = _trace(model, sample_input)
     consumers = {}
     for layer in layers:
         consumers.setdefault(layer.source, []).append(layer.name)
@@ -507,6 +532,9 @@ def export_nir(model: nn.Module, sample_input: torch.Tensor, *, dt: float = DEFA
     if len(sinks) != 1:
         raise ValueError("export_nir: the model's output must be one layer's output; the outputs of "
                          f"{[layer.name for layer in sinks]} go to no other layer")
+    if returned != sinks[0].name:
+        raise ValueError(f"export_nir: the model returns the output of layer {returned}, which "
+                         f"feeds other layers; the graph's output would be layer {sinks[0].name}'s")
     inputs = {layer.in_shape for layer in layers if layer.source == "input"}
     if len(inputs) != 1:
         raise ValueError(f"export_nir: the layers that take the model's input take shapes {inputs}")

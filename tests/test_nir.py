@@ -704,6 +704,34 @@ def test_traced_export_refuses_wiring_nir_cannot_read():
                                          "from 'a' at another"):
         snn_cuda.export_nir(Rewired(), x)
 
+    class Returns(TutorialNet):
+        def __init__(self, what):
+            super().__init__(num_steps=4)
+            self.what = what
+
+        def forward(self, x):
+            mem1, (syn2, mem2) = self.lif1.reset_mem(), self.lif2.reset_mem()
+            spk1_rec, spk2_rec, mem2_rec = [], [], []
+            for _ in range(self.num_steps):
+                spk1, mem1 = self.lif1(self.fc1(x), mem1)
+                spk2, syn2, mem2 = self.lif2(self.fc2(spk1), syn2, mem2)
+                spk1_rec.append(spk1), spk2_rec.append(spk2), mem2_rec.append(mem2)
+            if self.what == "spikes and membranes":  # snnTorch's tutorials: fine
+                return torch.stack(spk2_rec), torch.stack(mem2_rec)
+            if self.what == "last spikes":
+                return spk2
+            return {"membranes": torch.stack(mem2_rec), "count": torch.stack(spk2_rec).sum(0),
+                    "hidden spikes": torch.stack(spk1_rec)}[self.what]
+
+    for what in ("spikes and membranes", "last spikes"):
+        assert list(snn_cuda.export_nir(Returns(what), x).nodes)[-2] == "lif2"
+    for what in ("membranes", "count"):
+        with pytest.raises(ValueError, match="the model returns something other than a layer's output"):
+            snn_cuda.export_nir(Returns(what), x)
+    with pytest.raises(ValueError, match="the model returns the output of layer lif1, which feeds "
+                                         "other layers; the graph's output would be layer lif2's"):
+        snn_cuda.export_nir(Returns("hidden spikes"), x)
+
     class Sliced(nn.Module):
         def __init__(self):
             super().__init__()
