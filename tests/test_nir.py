@@ -41,6 +41,16 @@ def run_norse(model, x):
     return torch.stack(out)
 
 
+def assert_through_file_and_fused(graph, x, spikes, path):
+    """The graph written with nir.write and read back imports to the same spikes, per step and
+    run over the whole sequence fused layer by layer."""
+    nir.write(path, graph)
+    from_file = snn_cuda.import_nir(path)
+    assert torch.equal(run_steps(from_file, x), spikes)
+    reset_all()
+    assert torch.equal(snn_cuda.run_sequence(from_file, x), spikes)
+
+
 def dense_net(g):
     return nn.Sequential(
         nn.Linear(6, 5),
@@ -118,13 +128,7 @@ def test_ours_through_nir_and_back_is_exact(make, shape, tmp_path):
     imported_nested = snn_cuda.import_nir(nested)
     assert [type(m) for m in imported_nested] == [nn.Sequential, nn.Sequential]
     assert torch.equal(run_steps(imported_nested, x), spikes)
-    # Through a file, and a whole sequence fused layer by layer.
-    path = tmp_path / "model.nir"
-    nir.write(path, graph)
-    from_file = snn_cuda.import_nir(path)
-    assert torch.equal(run_steps(from_file, x), spikes)
-    reset_all()
-    assert torch.equal(snn_cuda.run_sequence(from_file, x), spikes)
+    assert_through_file_and_fused(graph, x, spikes, tmp_path / "model.nir")
 
 
 def test_snntorch_graphs_import_and_ours_export_to_snntorch():
@@ -352,13 +356,17 @@ def test_leaky_integrators_import_export_and_run_fused():
         torch.testing.assert_close(run_steps(again, x), got, rtol=1e-12, atol=1e-12)
 
 
-def test_spiking_nodes_run_nir_equations():
-    """LIF, IF and CubaLIF nodes (input scales not 1, per-neuron constants) imported here give the
-    spikes of a plain forward-Euler loop of NIR's equations (float64)."""
+@pytest.mark.parametrize("recurrent", [False, True], ids=["feed_forward", "recurrent"])
+def test_spiking_nodes_run_nir_equations(recurrent):
+    """LIF, IF and CubaLIF nodes (input scales not 1, per-neuron constants), alone or feeding
+    themselves through Affine weights, imported here give the spikes of a plain forward-Euler loop
+    of NIR's equations in which a recurrent edge carries the previous step's spikes (float64)."""
     H, dt = 5, 1e-4
-    g = torch.Generator().manual_seed(6)
+    g = torch.Generator().manual_seed(12 if recurrent else 6)
     tau, tau_syn = np.linspace(2e-4, 9e-4, H), np.linspace(3e-4, 6e-4, H)
     r, w_in, thr = np.linspace(1.0, 4.0, H), np.linspace(0.5, 2.0, H), np.linspace(0.2, 0.6, H)
+    W = torch.randn(H, H, generator=g, dtype=torch.float64) * 0.4
+    b = torch.randn(H, generator=g, dtype=torch.float64) * 0.1
     zeros = np.zeros(H)
     nodes = [nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=thr, v_reset=zeros),
              nir.IF(r=r / dt / 3, v_threshold=thr, v_reset=zeros),
@@ -367,21 +375,27 @@ def test_spiking_nodes_run_nir_equations():
     t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     shape = np.array([H])
     for node in nodes:
-        graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": shape}), "n": node,
-                                    "output": nir.Output(output_type={"output": shape})},
-                             edges=[("input", "n"), ("n", "output")])
-        model = snn_cuda.import_nir(graph, dtype=torch.float64)
+        named = {"input": nir.Input(input_type={"input": shape}), "n": node,
+                 "output": nir.Output(output_type={"output": shape})}
+        edges = [("input", "n"), ("n", "output")]
+        if recurrent:
+            named["w"] = nir.Affine(weight=W.numpy(), bias=b.numpy())
+            edges += [("n", "w"), ("w", "n")]
+        model = snn_cuda.import_nir(nir.NIRGraph(nodes=named, edges=edges), dtype=torch.float64)
+        kinds = (snn_cuda.RLeaky, snn_cuda.RSynaptic) if recurrent else (snn_cuda.Leaky, snn_cuda.Synaptic)
+        assert isinstance(model[0], kinds[isinstance(node, nir.CubaLIF)])
         x = torch.rand((T, 3, H), generator=g, dtype=torch.float64) * 0.6
-        v = i = torch.zeros(3, H, dtype=torch.float64)
+        v = i = z = torch.zeros(3, H, dtype=torch.float64)
         expected = []
         for x_t in x:
+            current = x_t + z @ W.T + b if recurrent else x_t  # the recurrent weights' output
             if isinstance(node, nir.CubaLIF):
-                i = i + dt / t(tau_syn) * (-i + t(w_in) * x_t)
+                i = i + dt / t(tau_syn) * (-i + t(w_in) * current)
                 v = v + dt / t(tau) * (-v + t(r) * i)
             elif isinstance(node, nir.LIF):
-                v = v + dt / t(tau) * (-v + t(r) * x_t)
+                v = v + dt / t(tau) * (-v + t(r) * current)
             else:
-                v = v + dt * t(node.r) * x_t
+                v = v + dt * t(node.r) * current
             z = (v > t(thr)).double()
             v = torch.where(z > 0, 0.0, v)
             expected.append(z)
@@ -495,56 +509,7 @@ def test_recurrent_neurons_through_nir_and_back_are_exact(make, shape, tmp_path)
     assert len(recurrent) == sum(isinstance(m, snn_cuda.RLeaky) for m in model)
     # A diagonal Linear or a Scale comes back as one-to-one V (fused over a whole sequence).
     assert [m.all_to_all for m in recurrent] == [m.all_to_all for m in model if isinstance(m, snn_cuda.RLeaky)]
-    path = tmp_path / "recurrent.nir"
-    nir.write(path, graph)
-    from_file = snn_cuda.import_nir(path)
-    assert torch.equal(run_steps(from_file, x), spikes)
-    reset_all()
-    assert torch.equal(snn_cuda.run_sequence(from_file, x), spikes)
-
-
-def test_recurrent_nodes_run_nir_equations():
-    """LIF, IF and CubaLIF nodes feeding themselves through Affine weights (input scales not 1),
-    imported here, give the spikes of a plain forward-Euler loop of NIR's equations in which the
-    recurrent edge carries the previous step's spikes (float64)."""
-    H, dt = 5, 1e-4
-    g = torch.Generator().manual_seed(12)
-    tau, tau_syn = np.linspace(2e-4, 9e-4, H), np.linspace(3e-4, 6e-4, H)
-    r, w_in, thr = np.linspace(1.0, 4.0, H), np.linspace(0.5, 2.0, H), np.linspace(0.2, 0.6, H)
-    W = torch.randn(H, H, generator=g, dtype=torch.float64) * 0.4
-    b = torch.randn(H, generator=g, dtype=torch.float64) * 0.1
-    zeros = np.zeros(H)
-    nodes = [nir.LIF(tau=tau, r=r, v_leak=zeros, v_threshold=thr, v_reset=zeros),
-             nir.IF(r=r / dt / 3, v_threshold=thr, v_reset=zeros),
-             nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=zeros, v_threshold=thr,
-                         v_reset=zeros, w_in=w_in)]
-    t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
-    shape = np.array([H])
-    for node in nodes:
-        graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": shape}), "n": node,
-                                    "w": nir.Affine(weight=W.numpy(), bias=b.numpy()),
-                                    "output": nir.Output(output_type={"output": shape})},
-                             edges=[("input", "n"), ("n", "w"), ("w", "n"), ("n", "output")])
-        model = snn_cuda.import_nir(graph, dtype=torch.float64)
-        assert isinstance(model[0], snn_cuda.RSynaptic if isinstance(node, nir.CubaLIF) else snn_cuda.RLeaky)
-        x = torch.rand((T, 3, H), generator=g, dtype=torch.float64) * 0.6
-        v = i = z = torch.zeros(3, H, dtype=torch.float64)
-        expected = []
-        for x_t in x:
-            current = x_t + z @ W.T + b  # the input and the recurrent weights' output
-            if isinstance(node, nir.CubaLIF):
-                i = i + dt / t(tau_syn) * (-i + t(w_in) * current)
-                v = v + dt / t(tau) * (-v + t(r) * i)
-            elif isinstance(node, nir.LIF):
-                v = v + dt / t(tau) * (-v + t(r) * current)
-            else:
-                v = v + dt * t(node.r) * current
-            z = (v > t(thr)).double()
-            v = torch.where(z > 0, 0.0, v)
-            expected.append(z)
-        expected = torch.stack(expected)
-        assert 0.02 < expected.mean() < 0.9, type(node).__name__
-        assert torch.equal(run_steps(model, x), expected), type(node).__name__
+    assert_through_file_and_fused(graph, x, spikes, tmp_path / "recurrent.nir")
 
 
 def test_recurrent_snntorch_graphs_import_and_norse_runs_ours():

@@ -365,6 +365,19 @@ def test_rsynaptic_each_output_nonfinite_dtypes_opcheck():
     )
 
 
+def run_rsynaptic(module, x, per_step):
+    """(spikes, syn, mem) over x [T, ...]: called once per step with the states passed along
+    (snnTorch's protocol) or, for ours in step_mode="m", once on the sequence."""
+    if not per_step:
+        return list(module(x))
+    spk, syn, mem = module.reset_mem()
+    rows = []
+    for x_t in x:
+        spk, syn, mem = module(x_t, spk, syn, mem)
+        rows.append((spk, syn, mem))
+    return [torch.stack(r) for r in zip(*rows)]
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("kind", ["one_to_one", "linear"])
 @pytest.mark.parametrize("reset_mechanism", RESETS)
@@ -388,15 +401,7 @@ def test_rsynaptic_matches_snntorch(dtype, kind, reset_mechanism, form):
                      threshold=0.8, learn_alpha=True, learn_beta=True, learn_threshold=True,
                      reset_mechanism=reset_mechanism, **options, **extra).to(dtype)
         xx = x.clone().requires_grad_()
-        spk, syn, mem = module.reset_mem()
-        if cls is snn.RSynaptic or form == "per_step":
-            rows = []
-            for t in range(T):
-                spk, syn, mem = module(xx[t], spk, syn, mem)
-                rows.append((spk, syn, mem))
-            outs = [torch.stack(r) for r in zip(*rows)]
-        else:
-            outs = list(module(xx))
+        outs = run_rsynaptic(module, xx, cls is snn.RSynaptic or form == "per_step")
         loss = sum((o * u).sum() for o, u in zip(outs, up))
         params = [p for _, p in sorted(module.named_parameters())]
         results.append((outs, torch.autograd.grad(loss, [xx, *params])))
@@ -449,15 +454,7 @@ def test_rsynaptic_immediate_reset_matches_snntorch_synaptic(dtype, kind, reset_
             outs = [torch.stack(r) for r in zip(*rows)]
             params = [peer.alpha, peer.beta, peer.threshold]
         else:
-            spk, syn, mem = ours.reset_mem()
-            if form == "per_step":
-                rows = []
-                for t in range(T):
-                    spk, syn, mem = ours(xx[t], spk, syn, mem)
-                    rows.append((spk, syn, mem))
-                outs = [torch.stack(r) for r in zip(*rows)]
-            else:
-                outs = list(ours(xx))
+            outs = run_rsynaptic(ours, xx, form == "per_step")
             params = [ours.alpha, ours.beta, ours.threshold]
         loss = sum((o * u).sum() for o, u in zip(outs, up))
         results.append((outs, torch.autograd.grad(loss, [xx, *params, *recurrent.parameters()])))
