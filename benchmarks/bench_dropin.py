@@ -4,8 +4,9 @@ medians, forward + backward of a training step).
 
 Cases (each row: one implementation of one case):
 - neuron per step: one neuron module called once per time step, ``[batch, n]`` per call, T steps,
-  then backward (snnTorch ``Leaky``, SpikingJelly ``LIFNode`` single-step, the seed's layer with
-  its Linear, each against ours in the same loop);
+  then backward (snnTorch ``Leaky``, also with ``reset_delay=False`` and then ours over the whole
+  sequence in one call as well, SpikingJelly ``LIFNode`` single-step, the seed's layer with its
+  Linear, each against ours in the same loop);
 - snnTorch tutorial net (784-1000-10 Linear + Leaky, ``init_hidden=True``, T=25, batch 128):
   snnTorch's per-step loop; the same loop after ``snn_cuda.convert``; ``snn_cuda.run_sequence``;
 - small SpikingJelly conv net (Conv-LIF-pool-Conv-LIF-pool-Linear-LIF on 1x28x28, T=8, batch 32):
@@ -78,8 +79,8 @@ def neuron_cases(T: int, batch: int, n: int, device) -> Dict[str, Dict[str, Call
     x = torch.randn(T, batch, n, device=device) * 0.7 + 0.3
     cases: Dict[str, Dict[str, Callable]] = {}
 
-    def leaky_loop(cls):
-        lif = cls(beta=0.9).to(device)
+    def leaky_loop(cls, **options):
+        lif = cls(beta=0.9, **options).to(device)
 
         def run():
             xx = x.clone().requires_grad_()
@@ -104,6 +105,20 @@ def neuron_cases(T: int, batch: int, n: int, device) -> Dict[str, Dict[str, Call
     cases[key] = {"snn_cuda": leaky_loop(snn_cuda.Leaky)}
     if snntorch is not None:
         cases[key]["snntorch"] = leaky_loop(snntorch.Leaky)
+    # reset_delay=False (what snn_cuda.import_nir builds; snnTorch's NIR importer too): ours per
+    # step in snnTorch's loop, and the whole sequence in one call (step_mode="m").
+    key = f"Leaky(reset_mechanism='zero', reset_delay=False) (T={T}, {batch}x{n})"
+    now = dict(reset_mechanism="zero", reset_delay=False)
+    sequence = snn_cuda.Leaky(beta=0.9, step_mode="m", **now).to(device)
+
+    def leaky_sequence():
+        xx = x.clone().requires_grad_()
+        sequence.reset_mem()
+        sequence(xx)[0].sum().backward()
+
+    cases[key] = {"snn_cuda": leaky_loop(snn_cuda.Leaky, **now), "snn_cuda step_mode='m'": leaky_sequence}
+    if snntorch is not None:
+        cases[key]["snntorch"] = leaky_loop(snntorch.Leaky, **now)
     key = f"LIFNode per step (T={T}, {batch}x{n})"
     cases[key] = {"snn_cuda": lifnode_loop(snn_cuda.LIFNode)}
     if sj_neuron is not None:

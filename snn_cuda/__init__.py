@@ -50,7 +50,7 @@ from .ops import (
     validate_parameters,
 )
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "ALIF",

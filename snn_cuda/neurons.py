@@ -253,8 +253,10 @@ class Leaky(_SnntorchNeuron):
     Differences: spikes have the input's dtype (snnTorch's are float32 for any input); setting
     ``reset_mechanism`` after construction takes effect (snnTorch keeps computing the mechanism it
     was built with unless ``reset_delay=False``). ``reset_delay=False`` (a spike resets the membrane
-    in its own step) runs one fused kernel call per step plus the immediate reset, also in
-    ``step_mode="m"``. Not supported (``ValueError`` naming the option): ``inhibition`` (only the
+    in its own step, ``mem_t - (s_t - r_t) * threshold`` resp. ``mem_t - (s_t - r_t) * mem_t`` as
+    snnTorch computes it, the spike's surrogate gradient flowing through it) is fused too, over a
+    whole sequence in ``step_mode="m"`` (convention ``"snntorch_now"`` of :func:`snn_cuda.lif`).
+    Not supported (``ValueError`` naming the option): ``inhibition`` (only the
     most excited neuron of a layer may fire, which couples the neurons), ``state_quant`` (an
     arbitrary quantisation function), surrogates other than atan / fast_sigmoid / sigmoid.
     """
@@ -301,11 +303,14 @@ class Leaky(_SnntorchNeuron):
         return self.reset_mem()
 
     def _kernel_args(self):
+        # reset_delay=False: the spike also resets the membrane in its own step ("snntorch_now",
+        # fused over a whole sequence too); its gradient flows through that reset unless
+        # surrogate_disable. The delayed reset is always detached, as in snnTorch.
         return dict(
-            convention="snntorch",
+            convention="snntorch" if self.reset_delay else "snntorch_now",
             reset={"subtract": "subtract", "zero": "hard", "none": "none"}[self._reset_mechanism],
             reset_value=0.0,
-            detach_reset=True,
+            detach_reset=True if self.reset_delay else self.surrogate_disable,
             surrogate=self.surrogate,
         )
 
@@ -334,8 +339,6 @@ class Leaky(_SnntorchNeuron):
         initial = self._take_mem(mem, input_.shape)
         spk, mem_t = lif_step(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
                               **self._kernel_args())
-        if not self.reset_delay:
-            mem_t = self._reset_now(spk, mem_t, initial, input_)
         self.mem = mem_t
         return self._returns(self._graded(spk), mem_t)
 
@@ -348,28 +351,11 @@ class Leaky(_SnntorchNeuron):
                 f"(at least 2 dims); got {_describe(input_)}. For one step, use step_mode='s'."
             )
         initial = self._take_mem(mem, input_.shape[1:])
-        if not self.reset_delay:
-            # The immediate reset feeds the next step's charge: one fused kernel call per step.
-            return self._steps_immediate_reset(input_, initial)
         spk, mem_rec, last = lif(input_, self.beta.clamp(0, 1), self.threshold, initial=initial,
                                  return_state=True, **self._kernel_args())
         if input_.shape[0] > 0:
             self.mem = last  # a tensor of its own (not a view): detach_hidden() detaches it in place
         return self._returns(self._graded(spk), mem_rec)
-
-    def _steps_immediate_reset(self, input_, initial):
-        spikes, membranes = [], []
-        beta = self.beta.clamp(0, 1)
-        for step in input_.unbind(0):
-            spk, mem_t = lif_step(step, beta, self.threshold, initial=initial, **self._kernel_args())
-            mem_t = self._reset_now(spk, mem_t, initial, step)
-            spikes.append(spk)
-            membranes.append(mem_t)
-            initial = mem_t
-        if not spikes:
-            return self._returns(input_.new_empty(input_.shape), input_.new_empty(input_.shape))
-        self.mem = initial
-        return self._returns(self._graded(torch.stack(spikes)), torch.stack(membranes))
 
 
 @_peers.peer_compatible("snntorch", "Synaptic")
@@ -402,8 +388,8 @@ class Synaptic(_SnntorchNeuron):
     ``alpha`` and ``beta`` (clamped to [0, 1] in the forward, as in snnTorch) and ``threshold`` may
     be floats or tensors broadcastable to one step, learnable with ``learn_alpha`` /
     ``learn_beta`` / ``learn_threshold``. ``reset_delay=False`` runs one fused kernel call per step
-    plus the immediate reset (as :class:`Leaky`). Parameter and buffer names are snnTorch's, so
-    ``state_dict`` s load both ways. Not supported (``ValueError`` naming the option):
+    plus the immediate reset (not fused over time, unlike :class:`Leaky`). Parameter and buffer
+    names are snnTorch's, so ``state_dict`` s load both ways. Not supported (``ValueError`` naming the option):
     ``inhibition``, ``state_quant``, surrogates other than atan / fast_sigmoid / sigmoid. Spikes,
     ``syn`` and ``mem`` have the input's dtype (snnTorch's membrane becomes float32 for float16
     input).

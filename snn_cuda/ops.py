@@ -523,7 +523,8 @@ def outside_inference(state: torch.Tensor) -> torch.Tensor:
 # ================================================================================================
 # Binary spikes with surrogate gradients: torch.ops.snn_cuda.lif_fwd / lif_bwd.
 
-CONVENTIONS = ("snntorch", "spikingjelly", "spikingjelly_if", "spikingjelly_plif")
+CONVENTIONS = ("snntorch", "snntorch_now", "spikingjelly", "spikingjelly_if", "spikingjelly_plif")
+SNNTORCH_CONVENTIONS = ("snntorch", "snntorch_now")  # snnTorch's Leaky, reset_delay=True / False
 LIF_RESETS = ("subtract", "hard", "none")  # "none": the snntorch convention only
 
 
@@ -583,7 +584,8 @@ class LIFFunction(torch.autograd.Function):
          detach_reset, surrogate, alpha) = inputs
         membrane = output[1]
         need_decay = ctx.needs_input_grad[2]
-        keep_input = convention in ("spikingjelly", "spikingjelly_plif") and decay_input and need_decay
+        keep_input = convention == "snntorch_now" or (  # its backward recomputes the charge
+            convention in ("spikingjelly", "spikingjelly_plif") and decay_input and need_decay)
         ctx.save_for_backward(
             membrane, initial, input if keep_input else None, decay, threshold, reset_value
         )
@@ -651,16 +653,19 @@ def resolve_lif_options(convention: str, reset: str, detach_reset: Optional[bool
     check_flag(detach_reset, "detach_reset", "lif", allow_none=True)
     check_flag(decay_input, "decay_input", "lif")
     if convention not in CONVENTIONS:
-        raise ValueError('lif: convention must be "snntorch", "spikingjelly", "spikingjelly_if" or '
-                         f'"spikingjelly_plif", got {convention!r}')
+        raise ValueError('lif: convention must be "snntorch", "snntorch_now", "spikingjelly", '
+                         f'"spikingjelly_if" or "spikingjelly_plif", got {convention!r}')
     if reset not in LIF_RESETS:
         raise ValueError(f'lif: reset must be "subtract", "hard" or "none", got {reset!r}')
-    if reset == "none" and convention != "snntorch":
+    if reset == "none" and convention not in SNNTORCH_CONVENTIONS:
         raise ValueError('lif: reset="none" (no reset, as snnTorch\'s reset_mechanism="none") exists '
-                         'for convention="snntorch" only')
+                         'for convention="snntorch" and "snntorch_now" only')
     if detach_reset is None:
+        # snnTorch's Leaky detaches its delayed reset; its immediate one (reset_delay=False) passes
+        # the spike's surrogate gradient.
         detach_reset = convention == "snntorch"
-    default = _surrogate.SNNTORCH_DEFAULT if convention == "snntorch" else _surrogate.SPIKINGJELLY_DEFAULT
+    default = (_surrogate.SNNTORCH_DEFAULT if convention in SNNTORCH_CONVENTIONS
+               else _surrogate.SPIKINGJELLY_DEFAULT)
     return bool(detach_reset), _surrogate.resolve(surrogate, default, "lif")
 
 
@@ -729,7 +734,11 @@ def lif(
     """Leaky integrate-and-fire neurons with binary spikes, all time steps in one fused kernel call.
 
     ``convention="snntorch"`` computes snnTorch's ``Leaky`` (``decay`` is beta; the reset at step t
-    uses the spike of step t - 1), ``convention="spikingjelly"`` SpikingJelly's ``LIFNode``
+    uses the spike of step t - 1), ``convention="snntorch_now"`` its ``Leaky(reset_delay=False)``
+    (the spike also resets the membrane in its own step, less what the delayed reset did: by the
+    threshold, or to ``reset_value`` with ``reset="hard"``; the membrane returned is the one after
+    that reset; ``detach_reset`` stops the gradient through that reset's spike, default False as
+    in snnTorch), ``convention="spikingjelly"`` SpikingJelly's ``LIFNode``
     (``decay`` is tau; charge, fire and reset in one step), ``convention="spikingjelly_plif"``
     SpikingJelly's ``ParametricLIFNode`` (``decay`` is the rate ``q = sigmoid(w)``, which multiplies
     the charge), ``convention="spikingjelly_if"``

@@ -214,6 +214,30 @@ def lif(
             all_spikes.append(spk)
             all_membranes.append(mem)
             state = mem
+        elif convention == "snntorch_now":  # Leaky(reset_delay=False)
+            # The charge as above, from the membrane after the previous reset; its reset is the
+            # previous membrane's spike, always detached.
+            do_reset = spike(state - threshold, False).detach()
+            if reset == "none":
+                charged = decay * state + x_t
+            elif reset == "subtract":
+                charged = (decay * state + x_t) - do_reset * threshold
+            else:
+                charged = decay * ((1 - do_reset) * state + do_reset * reset_value) + x_t
+            charged = _stored(charged, dtype)
+            spk = spike(charged - threshold, False)
+            # The spike resets the membrane in its own step, less what do_reset already did.
+            now = (spk.detach() if detach_reset else spk) - do_reset
+            if reset == "none":
+                mem = charged
+            elif reset == "subtract":
+                mem = charged - now * threshold
+            else:  # to reset_value (snnTorch's "zero": 0, charged - now * charged)
+                mem = charged - now * (charged - reset_value)
+            mem = _stored(mem, dtype)
+            all_spikes.append(spk)
+            all_membranes.append(mem)
+            state = mem
         else:
             v = state
             tau = decay

@@ -130,10 +130,12 @@ def grads(outputs, inputs: Sequence[Optional[torch.Tensor]], upstream):
 # ------------------------------------------------------------------------------------------------
 # Binary-spike LIF (snn_cuda.lif)
 
-CONVENTIONS = ["snntorch", "spikingjelly"]
+# snntorch_now: snnTorch's Leaky with reset_delay=False (the spike resets in its own step).
+CONVENTIONS = ["snntorch", "snntorch_now", "spikingjelly"]
 LIF_RESETS = ["subtract", "hard"]
-# (convention, reset) pairs the op has: "none" (no reset) is snnTorch's, for its convention only.
-LIF_MODES = [(c, r) for c in CONVENTIONS for r in LIF_RESETS] + [("snntorch", "none")]
+# (convention, reset) pairs the op has: "none" (no reset) is snnTorch's, for its conventions only.
+LIF_MODES = ([(c, r) for c in CONVENTIONS for r in LIF_RESETS]
+             + [("snntorch", "none"), ("snntorch_now", "none")])
 SURROGATES = ["fast_sigmoid", "super_spike", "atan", "sigmoid"]
 # Scales drawn so that each surrogate's peak stays <= 1: a non-detached soft reset multiplies the
 # gradient by (1 - threshold * sigma'(z)) per spike, which then stays in [-0.4, 1] (no blow-up).
@@ -159,7 +161,7 @@ def lif_case(rng, convention, dtype=torch.float64, shape=None, device="cpu", res
     if shape is None:
         shape = (randint(rng, 60, 150), randint(rng, 1, 5), randint(rng, 4, 40))
     T, B, H = shape
-    if convention == "snntorch":
+    if convention in ("snntorch", "snntorch_now"):
         x = torch.randn(shape, generator=rng, dtype=torch.float64) * 0.8 + (0.03 if reset == "none" else 0.4)
         decay = rand_uniform((H,), 0.5, 0.98, rng)  # beta
     else:

@@ -218,7 +218,7 @@ def test_cuda_equals_cpu_bitwise_at_chunk_boundaries(rng, dtype):
         results = []
         for device in ("cpu", "cuda"):
             xx = x.to(device).requires_grad_()
-            spikes, membrane, state = snn_cuda.lif(xx, 0.9 if convention == "snntorch" else 2.0, 1.0,
+            spikes, membrane, state = snn_cuda.lif(xx, 0.9 if convention.startswith("snntorch") else 2.0, 1.0,
                                                    convention=convention, reset=reset,
                                                    surrogate="atan", return_state=True)
             (g,) = torch.autograd.grad(spikes.sum() + membrane.sum() + state.sum(), xx)

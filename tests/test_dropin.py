@@ -210,8 +210,8 @@ def test_snntorch_graded_spikes_and_surrogate_disable(rng, mode):
 @pytest.mark.parametrize("reset_mechanism", ["subtract", "zero", "none"])
 @pytest.mark.parametrize("mode", ["s", "m"])
 def test_snntorch_reset_delay_false(rng, reset_mechanism, mode):
-    """reset_delay=False: a spike resets the membrane in its own step (one fused kernel call per
-    step plus snnTorch's immediate-reset arithmetic), also with surrogate_disable."""
+    """reset_delay=False: a spike resets the membrane in its own step (the op's "snntorch_now":
+    one fused call per step, or per sequence in step_mode="m"), also with surrogate_disable."""
     T, B, H = 80, 3, 9
     offset = 0.04 if reset_mechanism == "none" else 0.5
     x = torch.randn(T, B, H, generator=rng, dtype=F64) * 0.6 + offset
@@ -238,6 +238,15 @@ def test_snntorch_reset_delay_false(rng, reset_mechanism, mode):
         # float64 gradients are float32-accurate in this mode (seen: up to ~8e-8 for the input, and
         # ~2.3e-6 for the threshold, a sum of T x batch such terms).
         assert_grads_close(grads, p_grads, 1e-5, f"reset_delay=False, surrogate_disable={disable}")
+    if mode == "m":  # the whole sequence is one fused call, forward and backward
+        lif = snn_cuda.Leaky(beta=0.85, reset_mechanism=reset_mechanism, reset_delay=False,
+                             step_mode="m")
+        xx = x.clone().requires_grad_()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            spk, mem = lif(xx)
+            (spk.sum() + mem.sum()).backward()
+        names = [event.name for event in prof.events()]
+        assert names.count("snn_cuda::lif_fwd") == 1 and names.count("snn_cuda::lif_bwd") == 1
 
 
 def test_snntorch_reset_mechanism_is_settable_and_loaded(rng):

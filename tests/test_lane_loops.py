@@ -35,7 +35,7 @@ def run_lif(x, w, convention, reset, detach_reset, surrogate):
     x = x.clone().requires_grad_()
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     H = x.shape[-1]
-    decay = torch.full((H,), 0.9 if convention == "snntorch" else 2.0, dtype=acc, requires_grad=True)
+    decay = torch.full((H,), 0.9 if convention.startswith("snntorch") else 2.0, dtype=acc, requires_grad=True)
     threshold = torch.full((H,), 1.0, dtype=acc, requires_grad=True)
     initial = torch.full(x.shape[1:], 0.3, dtype=x.dtype, requires_grad=True)
     spikes, membrane, state = snn_cuda.lif(
@@ -76,7 +76,7 @@ def test_recurrence_lane_loops_equal_block_loops(rng, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_lif_lane_loops_equal_block_loops(rng, dtype, convention):
-    resets = ["subtract", "hard"] + (["none"] if convention == "snntorch" else [])
+    resets = ["subtract", "hard"] + (["none"] if convention.startswith("snntorch") else [])
     for T, reset, detach_reset, surrogate in itertools.product(LENGTHS, resets, (True, False), SURROGATES):
         x, w = inputs(rng, T, dtype)
         blocks = run_lif(x, w, convention, reset, detach_reset, surrogate)

@@ -130,7 +130,7 @@ def test_initial_state_continues_a_sequence(rng, convention):
     options = dict(convention=convention, reset="subtract", decay_input=True)
     spikes, membrane = snn_cuda.lif(x, case["decay"], case["threshold"], **options)
     s1, m1 = snn_cuda.lif(x[:k], case["decay"], case["threshold"], **options)
-    if convention == "snntorch":
+    if convention in ("snntorch", "snntorch_now"):  # the membrane returned is the state
         state = m1[-1]
     else:  # SpikingJelly carries V, the potential after the reset
         state = m1[-1] - s1[-1] * case["threshold"]
@@ -192,7 +192,7 @@ def test_final_state_is_the_next_calls_initial(rng, convention, reset):
     assert torch.equal(end, state)
     ref = reference.lif(x, *params, initial=case["initial"], return_state=True, **opts)
     assert torch.equal(ref[2], state)
-    if convention == "snntorch":
+    if convention in ("snntorch", "snntorch_now"):
         assert torch.equal(state, membrane[-1])
     # T = 0: the state is the initial one, and its gradient goes back to it.
     init = case["initial"].clone().requires_grad_()
@@ -221,7 +221,9 @@ def test_opcheck(rng, convention):
     torch.library.opcheck(torch.ops.snn_cuda.lif_bwd.default, bwd_args)
     torch.library.opcheck(
         torch.ops.snn_cuda.lif_bwd.default,
-        (None, g, None, membrane, None, None, *bwd_args[6:15], False, False),
+        # snntorch_now's backward recomputes the charge from the input: it always takes it.
+        (None, g, None, membrane, None, case["input"] if convention == "snntorch_now" else None,
+         *bwd_args[6:15], False, False),
     )
 
 
@@ -307,14 +309,14 @@ def test_sigmoid_surrogate_tails_are_finite_in_float32():
 
 def test_errors():
     x = torch.randn(5, 2, 3)
-    with pytest.raises(ValueError, match='convention must be "snntorch", "spikingjelly", "spikingjelly_if" or "spikingjelly_plif", got \'norse\''):
+    with pytest.raises(ValueError, match='convention must be "snntorch", "snntorch_now", "spikingjelly", "spikingjelly_if" or "spikingjelly_plif", got \'norse\''):
         snn_cuda.lif(x, 0.9, convention="norse")
     with pytest.raises(ValueError, match='reset must be "subtract", "hard" or "none", got \'zero\''):
         snn_cuda.lif(x, 0.9, reset="zero")
-    with pytest.raises(ValueError, match='reset="none".*convention="snntorch" only'):
+    with pytest.raises(ValueError, match='reset="none".*convention="snntorch" and "snntorch_now" only'):
         snn_cuda.lif(x, 2.0, convention="spikingjelly", reset="none")
     p = torch.ones(3)
-    with pytest.raises(RuntimeError, match='reset "none" exists for the "snntorch" convention only'):
+    with pytest.raises(RuntimeError, match='reset "none" exists for the "snntorch" and "snntorch_now" conventions only'):
         torch.ops.snn_cuda.lif_fwd(x, None, p, p, p, "spikingjelly", "none", True)
     with pytest.raises(TypeError, match="lif: detach_reset must be True or False \\(or None\\), got str 'no'"):
         snn_cuda.lif(x, 0.9, detach_reset="no")
@@ -360,7 +362,11 @@ def test_errors():
     with pytest.raises(RuntimeError, match='lif: surrogate must be "fast_sigmoid", "super_spike", "atan" or "sigmoid", got "erf"'):
         torch.ops.snn_cuda.lif_bwd(None, None, None, x, None, None, p, p, p, "snntorch", "hard", True,
                                    True, "erf", 1.0, False, False)
-    with pytest.raises(RuntimeError, match="tau's gradient with decay_input .* needs the forward's input"):
+    with pytest.raises(RuntimeError, match='the backward of convention "snntorch_now" .* need the '
+                                           "forward's input"):
+        torch.ops.snn_cuda.lif_bwd(None, None, None, x, None, None, p, p, p, "snntorch_now", "hard",
+                                   True, False, "atan", 2.0, False, False)
+    with pytest.raises(RuntimeError, match="tau's gradient with decay_input .* need the forward's input"):
         torch.ops.snn_cuda.lif_bwd(None, None, None, x, None, None, p, p, p, "spikingjelly", "hard",
                                    True, True, "atan", 1.0, True, False)
 
@@ -413,7 +419,7 @@ def test_reference_matches_fused_on_infinite_inputs(dtype, convention):
     rounding step once turned an infinite membrane into NaN: inf - inf)."""
     x = torch.tensor([[float("inf"), 1.0, float("-inf"), 0.3],
                       [0.2, float("inf"), 0.5, float("-inf")]], dtype=dtype)
-    decay = 0.9 if convention == "snntorch" else 2.0
+    decay = 0.9 if convention.startswith("snntorch") else 2.0
     fused = snn_cuda.lif(x, decay, 1.0, convention=convention)
     ref = reference.lif(x, decay, 1.0, convention=convention)
     for name, a, b in zip(("spikes", "membrane"), fused, ref):

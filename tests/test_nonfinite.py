@@ -110,8 +110,9 @@ def test_recurrence_examples_from_the_fuzzing_report():
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_lif_on_infinite_inputs(convention, dtype):
-    resets = ["subtract", "hard"] + (["none"] if convention == "snntorch" else [])
-    flags = [(True, True)] if convention == "snntorch" else list(itertools.product((True, False), repeat=2))
+    resets = ["subtract", "hard"] + (["none"] if convention.startswith("snntorch") else [])
+    flags = {"snntorch": [(True, True)], "snntorch_now": [(True, True), (True, False)]}.get(
+        convention, list(itertools.product((True, False), repeat=2)))
     for T, reset, (decay_input, detach), surrogate, return_state, use, with_initial in itertools.product(
         (1, 2, 3), resets, flags, SURROGATES, (False, True),
         ("spikes", "membrane", "both", "state"), (False, True),
@@ -124,10 +125,12 @@ def test_lif_on_infinite_inputs(convention, dtype):
         options = dict(convention=convention, reset=reset, surrogate=surrogate, return_state=return_state)
         if convention == "spikingjelly":
             options.update(decay_input=decay_input, detach_reset=detach)
+        elif convention == "snntorch_now":
+            options.update(detach_reset=detach)
         results = []
         for fn in (snn_cuda.lif, reference.lif):
             x = x0.clone().requires_grad_()
-            decay = torch.full((N,), 0.9 if convention == "snntorch" else 2.0, dtype=dtype,
+            decay = torch.full((N,), 0.9 if convention.startswith("snntorch") else 2.0, dtype=dtype,
                                requires_grad=True)
             threshold = torch.full((N,), 1.0, dtype=dtype, requires_grad=True)
             initial = torch.full((N,), 0.4, dtype=dtype, requires_grad=True) if with_initial else None

@@ -86,7 +86,7 @@ def instantiations(block):
     for dt in ("float", "double"):
         all_resets = ("kSpikeResetSubtract", "kSpikeResetHard", "kSpikeResetNone")
         models = [f"LifModel<{conv}, {reset}>"
-                  for conv, resets in (("kConvSnntorch", all_resets),
+                  for conv, resets in (("kConvSnntorch", all_resets), ("kConvSnntorchNow", all_resets),
                                        ("kConvSpikingjelly", all_resets[:2]),
                                        ("kConvSpikingjellyIf", all_resets[:2]),
                                        ("kConvSpikingjellyPlif", all_resets[:2]))

@@ -131,20 +131,23 @@ void check_backward_inputs(const c10::optional<at::Tensor>& grad_states,
 
 int parse_convention(c10::string_view convention) {
   if (convention == "snntorch") return kConvSnntorch;
+  if (convention == "snntorch_now") return kConvSnntorchNow;
   if (convention == "spikingjelly") return kConvSpikingjelly;
   if (convention == "spikingjelly_if") return kConvSpikingjellyIf;
   if (convention == "spikingjelly_plif") return kConvSpikingjellyPlif;
   TORCH_CHECK(false,
-              "lif: convention must be \"snntorch\", \"spikingjelly\", \"spikingjelly_if\" or "
-              "\"spikingjelly_plif\", got \"", std::string(convention), "\"");
+              "lif: convention must be \"snntorch\", \"snntorch_now\", \"spikingjelly\", "
+              "\"spikingjelly_if\" or \"spikingjelly_plif\", got \"", std::string(convention),
+              "\"");
 }
 
 int parse_spike_reset(c10::string_view reset, int convention) {
   if (reset == "subtract") return kSpikeResetSubtract;
   if (reset == "hard") return kSpikeResetHard;
   if (reset == "none") {
-    TORCH_CHECK(convention == kConvSnntorch,
-                "lif: reset \"none\" exists for the \"snntorch\" convention only");
+    TORCH_CHECK(convention == kConvSnntorch || convention == kConvSnntorchNow,
+                "lif: reset \"none\" exists for the \"snntorch\" and \"snntorch_now\" "
+                "conventions only");
     return kSpikeResetNone;
   }
   TORCH_CHECK(false, "lif: reset must be \"subtract\", \"hard\" or \"none\", got \"",
@@ -201,8 +204,9 @@ void check_lif_backward_inputs(const c10::optional<at::Tensor>& grad_spikes,
   check_like(initial, "lif_bwd", "initial (one step of membrane)", membrane.sizes().slice(1),
              dtype, device, "membrane's");
   TORCH_CHECK(!input_needed || input.has_value(),
-              "lif_bwd: tau's gradient with decay_input (convention \"spikingjelly\"; the rate's "
-              "with \"spikingjelly_plif\") needs the forward's input");
+              "lif_bwd: the backward of convention \"snntorch_now\" and tau's gradient with "
+              "decay_input (convention \"spikingjelly\"; the rate's with \"spikingjelly_plif\") "
+              "need the forward's input");
 }
 
 
@@ -623,17 +627,19 @@ TORCH_LIBRARY(snn_cuda, m) {
       "Tensor grad_decay, Tensor grad_threshold, Tensor grad_penalty, Tensor grad_initial)");
   // Binary spikes (see the math header). input: [T, *batch, H]; initial: [*batch, H] or None
   // (zeros); decay (beta or tau), threshold, reset_value: [H] in the accumulation dtype.
-  // convention: "snntorch" | "spikingjelly" | "spikingjelly_if" (IFNode: decay is not read) |
-  // "spikingjelly_plif" (ParametricLIFNode: decay is the rate sigmoid(w));
-  // reset: "subtract" | "hard" | "none" (snntorch only).
-  // Returns spikes (0/1 in input's dtype), the membrane (snnTorch: m_t; SpikingJelly: h_t before
-  // reset) and the state carried past the last step, [*batch, H] (snnTorch: m_{T-1}; SpikingJelly:
-  // v_{T-1} after its reset; the initial state, or zeros, when T = 0).
+  // convention: "snntorch" | "snntorch_now" (Leaky with reset_delay=False) | "spikingjelly" |
+  // "spikingjelly_if" (IFNode: decay is not read) | "spikingjelly_plif" (ParametricLIFNode: decay
+  // is the rate sigmoid(w)); reset: "subtract" | "hard" | "none" (snntorch and snntorch_now only).
+  // Returns spikes (0/1 in input's dtype), the membrane (snnTorch: m_t; snntorch_now: m~_t after
+  // the reset; SpikingJelly: h_t before reset) and the state carried past the last step,
+  // [*batch, H] (snnTorch: m_{T-1}; snntorch_now: m~_{T-1}; SpikingJelly: v_{T-1} after its
+  // reset; the initial state, or zeros, when T = 0).
   m.def(
       "lif_fwd(Tensor input, Tensor? initial, Tensor decay, Tensor threshold, Tensor reset_value, "
       "str convention, str reset, bool decay_input) -> (Tensor spikes, Tensor membrane, "
       "Tensor state)");
-  // Grads are optional (None = zero). input is read only for tau's gradient with decay_input.
+  // Grads are optional (None = zero). input is read by "snntorch_now" and for tau's gradient
+  // with decay_input.
   // surrogate: "fast_sigmoid" | "super_spike" | "atan" | "sigmoid", alpha its scale. Returns
   // (grad_input, grad_initial [*batch, H], grad_decay [H], grad_threshold [H]), zeros where not
   // asked for.

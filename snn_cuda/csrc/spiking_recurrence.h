@@ -269,11 +269,23 @@ C10_HOST_DEVICE inline void load_initial(acc_t (&state)[kBlock], const scalar_t*
 
 // kConvSpikingjellyIf: SpikingJelly's IFNode, the SpikingJelly convention without the leak:
 //       h_t = v_{t-1} + x_t        (fire and reset as kConvSpikingjelly; `decay` is not read)
+//
+// kConvSnntorchNow: snnTorch's Leaky with reset_delay=False. The charge b_t is kConvSnntorch's m_t
+// computed from the state m~_{t-1} (the membrane after the previous step's reset), then the spike
+// resets the membrane in its own step, less what the delayed reset r_t already did (snnTorch's
+// "avoid double reset"):
+//       s_t = [b_t - theta > 0]
+//       subtract: m~_t = b_t - (s_t - r_t) * theta
+//       hard:     m~_t = b_t - (s_t - r_t) * (b_t - v_r)   (snnTorch's "zero": v_r = 0, b_t - (s_t - r_t) * b_t)
+//       none:     m~_t = b_t
+//       returned: (s_t, m~_t). r_t is detached; s_t carries its surrogate gradient through the reset
+//       unless detach_reset (Leaky's surrogate_disable).
 enum SpikeConvention : int {
   kConvSnntorch = 0,
   kConvSpikingjelly = 1,
   kConvSpikingjellyIf = 2,
   kConvSpikingjellyPlif = 3,
+  kConvSnntorchNow = 4,
 };
 // kConvSpikingjellyPlif: SpikingJelly's ParametricLIFNode, the SpikingJelly convention with the
 // charge multiplied by a rate q = sigmoid(w) (`decay` holds q, computed by the caller):
@@ -645,6 +657,13 @@ struct BinaryLif {
     out[1] = h;
     state[0] = round_to_storage<scalar_t>(spike_next_state<kConv, kReset>(h, s, p));
   }
+  // dL/d(initial state) is the carry past step 0 (SnntorchLif adds the reset r_0's term).
+  template <int kSurrogate, typename acc_t, typename O, typename R>
+  static C10_HOST_DEVICE void finish(const R&, const O&, int64_t, const SpikeParams<acc_t>&,
+                                     const acc_t (&)[1], const acc_t (&carry)[1],
+                                     acc_t (&grad_initial)[1], acc_t (&)[3]) {
+    grad_initial[0] = carry[0];
+  }
 };
 
 // Binary-spike LIF in the snnTorch convention (see the equations above). Rows: spikes, membrane;
@@ -775,19 +794,8 @@ struct SpikingjellyLif : BinaryLif<kConv, kReset> {
         grad_rows[0], grad_rows[1], saved[0], v_prev, x, p, o.alpha, o.decay_input_flag, f.reset,
         f.spike, carry[0], grad_c[0], grad_c[1]);
   }
-  template <int kSurrogate, typename acc_t>
-  static C10_HOST_DEVICE void finish(const Reach&, const Options<acc_t>&, int64_t,
-                                     const SpikeParams<acc_t>&, const acc_t (&)[1],
-                                     const acc_t (&carry)[1], acc_t (&grad_initial)[1],
-                                     acc_t (&)[3]) {
-    grad_initial[0] = carry[0];
-  }
 };
 
-// The model of a (convention, reset) pair of lif_fwd / lif_bwd.
-template <int kConv, int kReset>
-using LifModel = typename std::conditional<kConv == kConvSnntorch, SnntorchLif<kReset>,
-                                           SpikingjellyLif<kReset, kConv>>::type;
 
 // snnTorch's delayed reset of this step's charge b (Synaptic, RLeaky, RSynaptic), with
 // r = [m_{t-1} - theta > 0] the previous membrane's spike, detached: subtract b - r * theta,
@@ -939,6 +947,118 @@ template <typename acc_t>
 C10_HOST_DEVICE inline acc_t as_flag(bool b) {
   return b ? acc_t(1) : acc_t(0);
 }
+
+// snnTorch's Leaky with reset_delay=False (kConvSnntorchNow, see its equations above). State m~
+// (the membrane after the reset, also the row returned; saved row 1); one carry dL/dm~_t through
+// b_{t+1}; constants beta, threshold, reset value (BinaryLif's layout, params and finish). The backward recomputes b_t (and s_t, r_t) from
+// the saved m~_{t-1} and the input x_t, operation for operation as the forward.
+template <int kReset>
+struct SnntorchLifNow : BinaryLif<kConvSnntorch, kReset> {
+  static constexpr int kCarries = 1;
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;
+    acc_t detach_reset;  // 1: the immediate reset passes no gradient to s_t (a 0/1 float)
+  };
+  struct Reach {
+    bool next_reached;  // b_{t+1} (so m~_t); after the last step: the returned state
+  };
+  template <typename acc_t>
+  struct StepFlags {
+    acc_t spike, mem, charge;  // s_t, m~_t, b_t reach the loss (0/1 floats)
+  };
+
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int flags, acc_t alpha) {
+    return {alpha, (flags & kFlagDetachReset) != 0 ? acc_t(1) : acc_t(0)};
+  }
+  template <typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t charge(const SpikeParams<acc_t>& p, acc_t m_prev, acc_t x) {
+    return round_to_storage<scalar_t>(spike_charge<kConvSnntorch, kReset>(m_prev, x, p, false));
+  }
+  template <typename acc_t>
+  static C10_HOST_DEVICE acc_t reset_now(acc_t b, acc_t s, acc_t r, const SpikeParams<acc_t>& p) {
+    if (kReset == kSpikeResetSubtract) return b - (s - r) * p.threshold;
+    if (kReset == kSpikeResetHard) return b - (s - r) * (b - p.reset_value);
+    return b;
+  }
+  template <typename scalar_t, typename acc_t, typename O>
+  static C10_HOST_DEVICE void forward(const SpikeParams<acc_t>& p, const O&, acc_t x,
+                                      acc_t (&state)[1], acc_t (&out)[2]) {
+    const acc_t r = state[0] - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    const acc_t b = charge<scalar_t>(p, state[0], x);
+    const acc_t s = spike_fire<kConvSnntorch>(b - p.threshold);
+    const acc_t m = round_to_storage<scalar_t>(reset_now(b, s, r, p));
+    out[0] = s;
+    out[1] = m;
+    state[0] = m;
+  }
+  static C10_HOST_DEVICE bool needs_input(int, bool) { return true; }
+  static C10_HOST_DEVICE Reach reach_after_last(const GivenGrads& given) {
+    return {given.state[0]};
+  }
+  // m~_t reaches the loss through its row or b_{t+1} (the returned state after the last step);
+  // s_t through its row or, with a reset that is not detached, m~_t; b_t through either.
+  template <typename acc_t>
+  static C10_HOST_DEVICE StepFlags<acc_t> reach(Reach& r, const GivenGrads& given,
+                                                const Options<acc_t>& o, int64_t, int64_t) {
+    const bool mem = given.rows[1] || r.next_reached;
+    const bool spike =
+        given.rows[0] || (kReset != kSpikeResetNone && mem && !(o.detach_reset > acc_t(0)));
+    r.next_reached = spike || mem;
+    return {as_flag<acc_t>(spike), as_flag<acc_t>(mem), as_flag<acc_t>(spike || mem)};
+  }
+  // saved = (m~_t), prev = (m~_{t-1}); carry dL/dm~_t through b_{t+1}; grad_c = (beta, threshold,
+  // reset value: never asked for).
+  template <int kSurrogate, typename scalar_t, typename acc_t>
+  static C10_HOST_DEVICE acc_t backward(const SpikeParams<acc_t>& p, const Options<acc_t>& o,
+                                        const StepFlags<acc_t>& f, acc_t /*after_first*/, acc_t x,
+                                        const acc_t (&)[1], const acc_t (&prev)[1],
+                                        const acc_t (&grad_rows)[2], acc_t (&carry)[1],
+                                        acc_t (&grad_c)[3]) {
+    const acc_t m_prev = prev[0];
+    const acc_t r = m_prev - p.threshold > acc_t(0) ? acc_t(1) : acc_t(0);
+    const acc_t b = charge<scalar_t>(p, m_prev, x);
+    const acc_t s = spike_fire<kConvSnntorch>(b - p.threshold);
+    const acc_t gm = grad_rows[1] + carry[0];  // dL/dm~_t
+    acc_t gs = grad_rows[0];                   // dL/ds_t, plus the reset's below
+    acc_t gb = gm;                             // dL/db_t through m~_t
+    // Products with values that may be infinite (b) are formed only where m~_t reaches the loss,
+    // the reset's spike term only where it is not detached.
+    const acc_t reset_passes = o.detach_reset > acc_t(0) ? acc_t(0) : f.mem;
+    if (kReset == kSpikeResetSubtract) {
+      const acc_t theta_product = gm * (s - r);
+      grad_c[1] -= f.mem > acc_t(0) ? theta_product : acc_t(0);
+      const acc_t reset_product = gm * p.threshold;
+      gs -= reset_passes > acc_t(0) ? reset_product : acc_t(0);
+    } else if (kReset == kSpikeResetHard) {
+      const acc_t reset_product = gm * (b - p.reset_value);
+      gs -= reset_passes > acc_t(0) ? reset_product : acc_t(0);
+      gb = gm - gm * (s - r);
+    }
+    const acc_t g =  // dL/db_t
+        gb + snntorch_spike_bwd<kSurrogate>(gs, b, p.threshold, o.alpha, f.spike, grad_c[1]);
+    // The charge (kConvSnntorch's, r_t detached).
+    acc_t decay_product;
+    if (kReset == kSpikeResetHard) {
+      decay_product = g * ((acc_t(1) - r) * m_prev + r * p.reset_value);
+      carry[0] = g * p.decay * (acc_t(1) - r);
+    } else {
+      decay_product = g * m_prev;
+      carry[0] = g * p.decay;
+      if (kReset == kSpikeResetSubtract) grad_c[1] -= g * r;
+    }
+    grad_c[0] += f.charge > acc_t(0) ? decay_product : acc_t(0);
+    return g;
+  }
+};
+
+// The model of a (convention, reset) pair of lif_fwd / lif_bwd.
+template <int kConv, int kReset>
+using LifModel = typename std::conditional<
+    kConv == kConvSnntorch, SnntorchLif<kReset>,
+    typename std::conditional<kConv == kConvSnntorchNow, SnntorchLifNow<kReset>,
+                              SpikingjellyLif<kReset, kConv>>::type>::type;
 
 template <typename acc_t>
 struct NorseParams {

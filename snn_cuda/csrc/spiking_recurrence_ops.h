@@ -70,7 +70,8 @@ struct NoDeviceGuard {};
 // ------------------------------------------------------------------------------------------------
 // Binary spikes with surrogate gradients (lif_fwd / lif_bwd).
 
-// "snntorch" -> kConvSnntorch, "spikingjelly" -> kConvSpikingjelly; "subtract"/"hard"; the
+// "snntorch" -> kConvSnntorch, "snntorch_now" -> kConvSnntorchNow, "spikingjelly" ->
+// kConvSpikingjelly, ...; "subtract"/"hard"/"none" (snnTorch's only); the
 // surrogate names of SurrogateKind. Anything else is an error that lists the accepted names.
 int parse_convention(c10::string_view convention);
 int parse_spike_reset(c10::string_view reset, int convention);
@@ -102,6 +103,14 @@ void dispatch_lif_mode(int convention, int reset, const F& f) {
       f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetHard>{});
     } else {
       f(IntConstant<kConvSnntorch>{}, IntConstant<kSpikeResetNone>{});
+    }
+  } else if (convention == kConvSnntorchNow) {
+    if (reset == kSpikeResetSubtract) {
+      f(IntConstant<kConvSnntorchNow>{}, IntConstant<kSpikeResetSubtract>{});
+    } else if (reset == kSpikeResetHard) {
+      f(IntConstant<kConvSnntorchNow>{}, IntConstant<kSpikeResetHard>{});
+    } else {
+      f(IntConstant<kConvSnntorchNow>{}, IntConstant<kSpikeResetNone>{});
     }
   } else if (convention == kConvSpikingjelly) {
     if (reset == kSpikeResetSubtract) {
@@ -197,8 +206,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_lif_backward(
   const int surrogate_kind = parse_surrogate(surrogate);
   TORCH_CHECK(std::isfinite(alpha) && alpha > 0,
               "lif_bwd: alpha (the surrogate's scale) must be finite and > 0, got ", alpha);
+  // snntorch_now recomputes the charge from the input.
   const bool input_needed =
-      (conv == kConvSpikingjelly || conv == kConvSpikingjellyPlif) && decay_input && need_decay;
+      conv == kConvSnntorchNow ||
+      ((conv == kConvSpikingjelly || conv == kConvSpikingjellyPlif) && decay_input && need_decay);
   check_lif_backward_inputs(grad_spikes, grad_membrane, grad_state, membrane, initial, input,
                             decay, threshold, reset_value, input_needed);
   [[maybe_unused]] const auto guard = launch.device_guard(membrane.device());
