@@ -219,6 +219,22 @@ def assert_rel_close(actual, expected, tol, what):
     assert err <= tol, f"{what}: relative error {err:.3e} > {tol}"
 
 
+def assert_nonfinite_match(results, label):
+    """The fused op and the oracle on non-finite inputs: ``results`` is ``[(outputs, grads)]`` of
+    the two. Forward values equal (NaN where the oracle has NaN); each gradient with the same NaN
+    and inf places and the rest to 1e-12; a gradient the oracle does not form (None) is absent or
+    zero in the fused op too."""
+    (fwd, grads), (fwd_r, grads_r) = results
+    for a, e in zip(fwd, fwd_r):
+        torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{label}")
+    for a, e in zip(grads, grads_r):
+        if e is None:
+            assert a is None or not a.any(), label
+            continue
+        assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), label
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True, msg=f"{label}")
+
+
 def assert_spikes_and_resets(spikes, min_rate=0.02, min_resets=20):
     """The case only tests the reset if neurons fire, and fire again after resets, many times."""
     rate = spikes.double().mean().item()

@@ -15,7 +15,7 @@ import torch
 import snn_cuda
 from snn_cuda import reference
 
-from helpers import SURROGATES, assert_spikes_and_resets, rel_err
+from helpers import SURROGATES, assert_nonfinite_match, assert_spikes_and_resets, rel_err
 
 INF = float("inf")
 ALIF = (snn_cuda.alif, reference.alif)
@@ -93,15 +93,7 @@ def test_alif_each_output_alone_and_nonfinite_match_reference():
             outputs = (*rows, *last)
             results.append((outputs, torch.autograd.grad(outputs[use].sum(), (xx, *consts),
                                                          allow_unused=True)))
-        (fwd, grads), (fwd_r, grads_r) = results
-        for a, e in zip(fwd, fwd_r):
-            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{use}")
-        for a, e in zip(grads, grads_r):
-            if e is None:
-                assert a is None or not a.any(), use
-                continue
-            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), use
-            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True, msg=f"{use}")
+        assert_nonfinite_match(results, use)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

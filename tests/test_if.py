@@ -11,7 +11,7 @@ import torch
 import snn_cuda
 from snn_cuda import reference
 
-from helpers import SURROGATES
+from helpers import SURROGATES, assert_nonfinite_match
 
 IF = "spikingjelly_if"
 RESETS = ["subtract", "hard"]
@@ -110,12 +110,7 @@ def test_if_infinite_inputs_match_reference():
                                          return_state=True)
             loss = {"spikes": spikes.sum(), "membrane": membrane.sum(), "state": state.sum()}[use]
             results.append(((spikes, membrane, state), torch.autograd.grad(loss, (xx, threshold))))
-        (fwd, grads), (fwd_r, grads_r) = results
-        for a, e in zip(fwd, fwd_r):  # the forward: equal, NaN where the reference has NaN
-            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{reset} {use}")
-        for a, e in zip(grads, grads_r):  # gradients: the same non-finite places, the rest to rounding
-            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), (reset, use)
-            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True, msg=f"{reset} {use}")
+        assert_nonfinite_match(results, (reset, use))
 
 
 def test_ifnode_module_compiles_and_steps_match_sequence():

@@ -15,7 +15,8 @@ import snn_cuda
 import snn_cuda.norse as fused
 from snn_cuda import reference
 
-from helpers import SURROGATES, assert_spikes_and_resets, import_peer, rel_err
+from helpers import (SURROGATES, assert_nonfinite_match, assert_spikes_and_resets, import_peer,
+                     rel_err)
 
 norse = import_peer("norse.torch")
 
@@ -162,15 +163,7 @@ def test_norse_infinite_inputs_match_reference(kind):
             outputs = (*rows, *last)
             grads = torch.autograd.grad(outputs[use].sum(), (xx, *consts), allow_unused=True)
             results.append((outputs, grads))
-        (fwd, grads), (fwd_r, grads_r) = results
-        for a, e in zip(fwd, fwd_r):
-            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{kind} {use}")
-        for a, e in zip(grads, grads_r):
-            if e is None:
-                assert a is None or not a.any(), (kind, use)
-                continue
-            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), (kind, use)
-            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True, msg=f"{kind} {use}")
+        assert_nonfinite_match(results, (kind, use))
 
 
 def test_norse_compiles():
@@ -417,15 +410,7 @@ def test_lsnn_each_output_alone_and_nonfinite_match_reference():
             outputs = (*rows, *last)
             results.append((outputs, torch.autograd.grad(outputs[use].sum(), (xx, *consts),
                                                          allow_unused=True)))
-        (fwd, grads), (fwd_r, grads_r) = results
-        for a, e in zip(fwd, fwd_r):
-            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{use}")
-        for a, e in zip(grads, grads_r):
-            if e is None:
-                assert a is None or not a.any(), use
-                continue
-            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), use
-            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True, msg=f"{use}")
+        assert_nonfinite_match(results, use)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)

@@ -12,7 +12,8 @@ import torch
 import snn_cuda
 from snn_cuda import reference
 
-from helpers import SURROGATES, assert_spikes_and_resets, import_peer, rel_err
+from helpers import (SURROGATES, assert_nonfinite_match, assert_spikes_and_resets, import_peer,
+                     rel_err)
 
 snn = import_peer("snntorch")
 ssur = import_peer("snntorch.surrogate")
@@ -88,15 +89,7 @@ def test_rleaky_each_output_alone_and_nonfinite_match_reference():
             outputs = (spikes, mem, *last)
             results.append((outputs, torch.autograd.grad(outputs[use].sum(), (xx, *consts),
                                                          allow_unused=True)))
-        (fwd, grads), (fwd_r, grads_r) = results
-        for a, e in zip(fwd, fwd_r):
-            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{reset} {use}")
-        for a, e in zip(grads, grads_r):
-            if e is None:
-                assert a is None or not a.any(), (reset, use)
-                continue
-            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), (reset, use)
-            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True, msg=f"{reset} {use}")
+        assert_nonfinite_match(results, (reset, use))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
@@ -333,15 +326,7 @@ def test_rsynaptic_each_output_nonfinite_dtypes_opcheck():
             outputs = (*rows, *last)
             results.append((outputs, torch.autograd.grad(outputs[use].sum(), (xx, *consts),
                                                          allow_unused=True)))
-        (fwd, grads), (fwd_r, grads_r) = results
-        for a, e in zip(fwd, fwd_r):
-            torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True, msg=f"{reset} {use}")
-        for a, e in zip(grads, grads_r):
-            if e is None:
-                assert a is None or not a.any(), (reset, use)
-                continue
-            assert torch.equal(a.isnan(), e.isnan()) and torch.equal(a.isinf(), e.isinf()), (reset, use)
-            torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12, equal_nan=True)
+        assert_nonfinite_match(results, (reset, use))
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         x, constants, initial, weights = draw_rsyn((29, 2, 9), dtype, 23)
         (fwd, grads), (fwd_r, grads_r) = (run_rsyn(fn, x, constants, initial, weights) for fn in RSYN)
