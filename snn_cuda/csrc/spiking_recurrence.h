@@ -634,6 +634,18 @@ struct GivenGrads {
   bool state[kMaxStates];
 };
 
+// The call options of the models that take no flags: the surrogate's scale alone.
+struct SurrogateOnlyOptions {
+  template <typename acc_t>
+  struct Options {
+    acc_t alpha;
+  };
+  template <typename acc_t>
+  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
+    return {alpha};
+  }
+};
+
 // What both binary-spike LIF conventions share: rows spikes and membrane, one state whose saved
 // row is the membrane, constants decay, threshold, reset value, and the forward step.
 template <int kConv, int kReset>
@@ -849,12 +861,8 @@ struct SynapticParams {
 };
 
 template <int kReset>
-struct SnntorchSynaptic {
+struct SnntorchSynaptic : SurrogateOnlyOptions {
   static constexpr int kStates = 2, kConstants = 3, kRows = 3, kCarries = 2;
-  template <typename acc_t>
-  struct Options {
-    acc_t alpha;  // the surrogate's scale
-  };
   struct Reach {
     bool mem_reached;  // mem_t reaches the loss (at every step, or at none: see reach)
   };
@@ -867,10 +875,6 @@ struct SnntorchSynaptic {
   static C10_HOST_DEVICE SynapticParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
                                                       int j) {
     return {c[0][j], c[1][j], c[2][j]};
-  }
-  template <typename acc_t>
-  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
-    return {alpha};
   }
   template <typename scalar_t, typename acc_t>
   static C10_HOST_DEVICE void forward(const SynapticParams<acc_t>& p, const Options<acc_t>&,
@@ -1108,15 +1112,11 @@ struct NorseReach {
 };
 
 template <bool kSpiking>
-struct NorseModel {
+struct NorseModel : SurrogateOnlyOptions {
   static constexpr int kStates = 2, kCarries = 2;
   static constexpr int kRows = kSpiking ? 3 : 2;
   static constexpr int kConstants = kSpiking ? 5 : 3;
   static constexpr int kRowV = kSpiking ? 1 : 0;  // rows: [z,] v, i
-  template <typename acc_t>
-  struct Options {
-    acc_t alpha;
-  };
   using Reach = NorseReach;
   template <typename acc_t>
   struct StepFlags {
@@ -1132,10 +1132,6 @@ struct NorseModel {
       p.v_reset = c[kSpiking ? 4 : 0][j];
     }
     return p;
-  }
-  template <typename acc_t>
-  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
-    return {alpha};
   }
   template <typename scalar_t, typename acc_t>
   static C10_HOST_DEVICE void forward(const NorseParams<acc_t>& p, const Options<acc_t>&, acc_t x,
@@ -1245,12 +1241,8 @@ C10_HOST_DEVICE inline LsnnDecay<acc_t> lsnn_decay(acc_t v, acc_t i, acc_t b,
   return d;
 }
 
-struct NorseLsnn {
+struct NorseLsnn : SurrogateOnlyOptions {
   static constexpr int kStates = 3, kCarries = 3, kRows = 4, kConstants = 7;
-  template <typename acc_t>
-  struct Options {
-    acc_t alpha;
-  };
   struct Reach {
     bool v_next, i_next, b_next;  // v_t, i_t, b_t reach the loss through step t + 1 (or the state)
   };
@@ -1263,10 +1255,6 @@ struct NorseLsnn {
   static C10_HOST_DEVICE LsnnParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[7],
                                                   int j) {
     return {c[0][j], c[1][j], c[2][j], c[3][j], c[4][j], c[5][j], c[6][j]};
-  }
-  template <typename acc_t>
-  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
-    return {alpha};
   }
   template <typename scalar_t, typename acc_t>
   static C10_HOST_DEVICE void forward(const LsnnParams<acc_t>& p, const Options<acc_t>&, acc_t x,
@@ -1364,12 +1352,8 @@ struct AlifParams {
   acc_t alpha, rho, beta, threshold;
 };
 
-struct Alif {
+struct Alif : SurrogateOnlyOptions {
   static constexpr int kStates = 3, kCarries = 3, kRows = 3, kConstants = 4;
-  template <typename acc_t>
-  struct Options {
-    acc_t alpha;
-  };
   struct Reach {
     bool v_next, a_next, z_next;  // v_t, a_t, z_t reach the loss through step t + 1 (or the state)
   };
@@ -1382,10 +1366,6 @@ struct Alif {
   static C10_HOST_DEVICE AlifParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[4],
                                                   int j) {
     return {c[0][j], c[1][j], c[2][j], c[3][j]};
-  }
-  template <typename acc_t>
-  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
-    return {alpha};
   }
   template <typename scalar_t, typename acc_t>
   static C10_HOST_DEVICE void forward(const AlifParams<acc_t>& p, const Options<acc_t>&, acc_t x,
@@ -1479,12 +1459,8 @@ struct RleakyParams {
 };
 
 template <int kReset>
-struct SnntorchRleaky {
+struct SnntorchRleaky : SurrogateOnlyOptions {
   static constexpr int kStates = 2, kConstants = 3, kRows = 2, kCarries = 2;
-  template <typename acc_t>
-  struct Options {
-    acc_t alpha;
-  };
   struct Reach {
     bool spk_next, mem_next;  // s_t, mem_t reach the loss through step t + 1 (or the state)
   };
@@ -1497,10 +1473,6 @@ struct SnntorchRleaky {
   static C10_HOST_DEVICE RleakyParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[3],
                                                     int j) {
     return {c[0][j], c[1][j], c[2][j]};
-  }
-  template <typename acc_t>
-  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
-    return {alpha};
   }
   template <typename scalar_t, typename acc_t>
   static C10_HOST_DEVICE void forward(const RleakyParams<acc_t>& p, const Options<acc_t>&, acc_t x,
@@ -1577,12 +1549,8 @@ struct RsynapticParams {
 };
 
 template <int kReset>
-struct SnntorchRsynaptic {
+struct SnntorchRsynaptic : SurrogateOnlyOptions {
   static constexpr int kStates = 3, kConstants = 4, kRows = 3, kCarries = 3;
-  template <typename acc_t>
-  struct Options {
-    acc_t alpha;
-  };
   struct Reach {
     bool spk_next, syn_next, mem_next;  // s_t, syn_t, mem_t reach the loss through step t + 1
   };
@@ -1595,10 +1563,6 @@ struct SnntorchRsynaptic {
   static C10_HOST_DEVICE RsynapticParams<acc_t> params(const LaneConstant<kBlock, acc_t> (&c)[4],
                                                        int j) {
     return {c[0][j], c[1][j], c[2][j], c[3][j]};
-  }
-  template <typename acc_t>
-  static C10_HOST_DEVICE Options<acc_t> options(int, acc_t alpha) {
-    return {alpha};
   }
   template <typename scalar_t, typename acc_t>
   static C10_HOST_DEVICE void forward(const RsynapticParams<acc_t>& p, const Options<acc_t>&,
