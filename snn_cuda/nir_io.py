@@ -141,9 +141,9 @@ class _Layer:
 def _is_layer(module: nn.Module) -> bool:
     """A module export treats as one node: a neuron (ours or one we can name), or a module without
     submodules. Containers are looked into."""
-    from .neurons import RLeaky, _SnntorchNeuron
+    from .neurons import _SnntorchNeuron  # Leaky, Synaptic, RLeaky, RSynaptic
 
-    return (isinstance(module, (_SnntorchNeuron, RLeaky, MembraneReadout))
+    return (isinstance(module, (_SnntorchNeuron, MembraneReadout))
             or type(module).__name__ in _NOT_EXPRESSIBLE or not any(True for _ in module.children()))
 
 
@@ -912,6 +912,8 @@ def import_nir(graph, *, dt: float = DEFAULT_DT, dtype: Optional[torch.dtype] = 
 def _import_chain(graph, dt: float, dtype, convention: str, where: str) -> nn.Module:
     """The modules of a chain graph, in an ``nn.Sequential``; a subgraph node becomes its own
     ``nn.Sequential`` (or, holding one recurrent neuron, that neuron's module)."""
+    from .neurons import RLeaky
+
     nir = _nir()
     try:
         chain = _chain(graph)
@@ -925,7 +927,7 @@ def _import_chain(graph, dt: float, dtype, convention: str, where: str) -> nn.Mo
         path = f"{where}.{name}" if where else name
         if isinstance(node, nir.NIRGraph):
             module = _import_chain(node, dt, dtype, convention, path)
-            if len(module) == 1 and isinstance(module[0], _recurrent_classes()):
+            if len(module) == 1 and isinstance(module[0], RLeaky):  # RSynaptic derives from it
                 module = module[0]  # Input -> neuron <-> weights -> Output: snnTorch's grouping
         else:
             module = _neuron_module(node, path, dt, dtype, recurrent, convention)
@@ -941,9 +943,3 @@ def _import_chain(graph, dt: float, dtype, convention: str, where: str) -> nn.Mo
             key += "_"
         layers[key] = module
     return nn.Sequential(layers)
-
-
-def _recurrent_classes():
-    from .neurons import RLeaky
-
-    return (RLeaky,)  # RSynaptic derives from it

@@ -189,6 +189,15 @@ def lif(
     def spike(z, inclusive):
         return SurrogateSpike.apply(z, spec, inclusive)
 
+    def snntorch_charge(mem, x_t, do_reset):
+        """snnTorch's Leaky: this step's membrane from the last, with the delayed reset do_reset."""
+        if reset == "none":
+            return decay * mem + x_t
+        if reset == "subtract":
+            return (decay * mem + x_t) - do_reset * threshold
+        mem = (1 - do_reset) * mem + do_reset * reset_value
+        return decay * mem + x_t
+
     if initial is None:
         state = torch.zeros(x.shape[1:], dtype=compute_dtype, device=x.device)
     else:
@@ -197,19 +206,11 @@ def lif(
     all_membranes = []
     for x_t in x.unbind(0):  # (not indexing: see spiking_recurrence)
         if convention == "snntorch":
-            mem = state
             # The reset is the spike of the previous step.
-            do_reset = spike(mem - threshold, False)
+            do_reset = spike(state - threshold, False)
             if detach_reset:
                 do_reset = do_reset.detach()
-            if reset == "none":
-                mem = decay * mem + x_t
-            elif reset == "subtract":
-                mem = (decay * mem + x_t) - do_reset * threshold
-            else:
-                mem = (1 - do_reset) * mem + do_reset * reset_value
-                mem = decay * mem + x_t
-            mem = _stored(mem, dtype)
+            mem = _stored(snntorch_charge(state, x_t, do_reset), dtype)
             spk = spike(mem - threshold, False)
             all_spikes.append(spk)
             all_membranes.append(mem)
@@ -218,13 +219,7 @@ def lif(
             # The charge as above, from the membrane after the previous reset; its reset is the
             # previous membrane's spike, always detached.
             do_reset = spike(state - threshold, False).detach()
-            if reset == "none":
-                charged = decay * state + x_t
-            elif reset == "subtract":
-                charged = (decay * state + x_t) - do_reset * threshold
-            else:
-                charged = decay * ((1 - do_reset) * state + do_reset * reset_value) + x_t
-            charged = _stored(charged, dtype)
+            charged = _stored(snntorch_charge(state, x_t, do_reset), dtype)
             spk = spike(charged - threshold, False)
             # The spike resets the membrane in its own step, less what do_reset already did.
             now = (spk.detach() if detach_reset else spk) - do_reset
